@@ -1,0 +1,305 @@
+"""The job config: YAML files, overrides, unknown keys, validation with key paths, round trip, reference docs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffedit_batch.config import (
+    SECTIONS,
+    Config,
+    ConfigError,
+    JobConfig,
+    ModelConfig,
+    StorageConfig,
+    config_from_dict,
+    config_reference_markdown,
+    load_config,
+)
+from diffedit_batch.engine.settings import EditSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+# --- the shipped configs ---------------------------------------------------------------------------------------
+
+
+def test_tiny_yaml_loads_with_its_values_and_defaults_elsewhere():
+    config = load_config(ROOT / "configs" / "tiny.yaml")
+    assert config.model == ModelConfig(
+        pretrained="models/tiny-sd", device="cpu", dtype="float32", resolution=64, max_unet_batch=16
+    )
+    assert isinstance(config.edit, EditSettings)
+    assert config.edit == EditSettings(num_inference_steps=10, num_maps_per_mask=2)
+    assert (config.job.batch_size, config.job.num_actors, config.job.seed) == (4, 1, 0)
+    assert config.job.gpus_per_actor == 0.0 and isinstance(config.job.gpus_per_actor, float)
+    assert config.job.cpus_per_actor == 1.0
+    assert config.storage == StorageConfig()
+
+
+def test_sd21_yaml_loads_with_reference_edit_settings():
+    config = load_config(ROOT / "configs" / "sd21.yaml")
+    assert config.model.pretrained == "stabilityai/stable-diffusion-2-1"
+    assert (config.model.device, config.model.dtype, config.model.resolution) == ("cuda", "float16", 768)
+    assert config.model.max_unet_batch == 32
+    assert config.edit == EditSettings()
+    assert (config.job.batch_size, config.job.num_actors, config.job.gpus_per_actor) == (8, 1, 1.0)
+
+
+def test_no_file_and_empty_file_give_all_defaults(tmp_path):
+    assert load_config(None) == Config()
+    assert load_config(write_yaml(tmp_path, "")) == Config()
+    assert load_config(write_yaml(tmp_path, "# only a comment\n")) == Config()
+    assert load_config(write_yaml(tmp_path, "job:\n")) == Config()
+
+
+def test_missing_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(missing)
+
+
+def test_non_mapping_file_and_section_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(write_yaml(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="section 'job' must be a mapping"):
+        load_config(write_yaml(tmp_path, "job: 4\n"))
+
+
+# --- overrides -------------------------------------------------------------------------------------------------
+
+
+def test_overrides_change_values_and_parse_yaml_types(tmp_path):
+    config = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [
+            "job.batch_size=10",
+            "edit.guidance_scale=5",  # an int for a float key becomes a float
+            "edit.paper_blend_timing=true",
+            "job.max_failed_fraction=0.5",
+            "job.max_actors=3",
+            "storage.allowed_schemes=[s3, file]",
+            "storage.s3_region=eu-west-1",
+            "model.revision=1234",  # YAML reads an int; a string key keeps the text
+        ],
+    )
+    assert config.job.batch_size == 10
+    assert config.edit.guidance_scale == 5.0 and isinstance(config.edit.guidance_scale, float)
+    assert config.edit.paper_blend_timing is True
+    assert config.job.max_failed_fraction == 0.5
+    assert config.job.max_actors == 3
+    assert config.storage.allowed_schemes == ("s3", "file")
+    assert config.storage.s3_region == "eu-west-1"
+    assert config.model.revision == "1234"
+    # Untouched values keep the file's.
+    assert config.edit.num_inference_steps == 10 and config.model.resolution == 64
+
+
+def test_later_override_wins_and_null_resets_optional():
+    config = load_config(None, ["job.max_actors=4", "job.max_actors=null", "job.batch_size=2", "job.batch_size=3"])
+    assert config.job.max_actors is None
+    assert config.job.batch_size == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("job.batch_size", "no '=' found"),
+        ("batch_size=4", "must look like section.key=value"),
+        ("job.batch.size=4", "must look like section.key=value"),
+    ],
+)
+def test_malformed_overrides_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, [override])
+    assert override in str(info.value)
+
+
+# --- unknown sections and keys ---------------------------------------------------------------------------------
+
+
+def test_unknown_key_in_yaml_names_it_and_suggests(tmp_path):
+    path = write_yaml(tmp_path, "edit:\n  num_inference_step: 20\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        "unknown config key 'edit.num_inference_step' (did you mean 'edit.num_inference_steps'?)"
+    )
+    assert info.value.key == "edit.num_inference_step"
+
+
+def test_unknown_key_in_override_names_it_and_suggests():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["job.batchsize=4"])
+    assert "unknown config key 'job.batchsize'" in str(info.value)
+    assert "did you mean 'job.batch_size'?" in str(info.value)
+
+
+def test_unknown_section_in_yaml_and_override_names_it_and_suggests(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config section 'jobs' \(did you mean 'job'\?\)"):
+        load_config(write_yaml(tmp_path, "jobs:\n  batch_size: 4\n"))
+    with pytest.raises(ConfigError, match=r"unknown config section 'modle' \(did you mean 'model'\?\)"):
+        load_config(None, ["modle.device=cpu"])
+
+
+def test_unknown_key_far_from_any_gives_no_suggestion():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["storage.zzzzzz=1"])
+    assert "unknown config key 'storage.zzzzzz'" in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+# --- types and values ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("job.batch_size=eight", "job.batch_size must be an integer, got 'eight'"),
+        ("job.batch_size=2.5", "job.batch_size must be an integer, got 2.5"),
+        ("job.batch_size=true", "job.batch_size must be an integer, got True"),  # bools are not ints
+        ("job.gpus_per_actor=yes", "job.gpus_per_actor must be a number, got True"),
+        ("model.compile_unet=1", "model.compile_unet must be true or false, got 1"),
+        ("storage.allowed_schemes=s3", "storage.allowed_schemes must be a list, got 's3'"),
+        ("job.mode=null", "job.mode must not be null"),
+        ("edit.guidance_scale=high", "edit.guidance_scale must be a number, got 'high'"),
+    ],
+)
+def test_wrong_types_name_the_key_path(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == message
+    assert info.value.key == override.split("=")[0]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("job.batch_size=0", "job.batch_size must be a positive integer, got 0"),
+        ("job.num_actors=-1", "job.num_actors must be a positive integer, got -1"),
+        ("job.max_actors=0", "job.max_actors must be null or >= num_actors (1), got 0"),
+        ("job.max_failed_fraction=1.5", "job.max_failed_fraction must be in [0, 1], got 1.5"),
+        ("job.gpus_per_actor=-0.5", "job.gpus_per_actor must be >= 0.0, got -0.5"),
+        ("job.mode=fast", "job.mode must be one of edit, noop, got 'fast'"),
+        ("job.seed=-1", "job.seed must be an integer in [0, 2**63), got -1"),
+        ("model.resolution=100", "model.resolution must be a multiple of 8, got 100"),
+        ("model.device=gpu", "model.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("model.dtype=fp16", "model.dtype must be one of auto, float32, float16, bfloat16, got 'fp16'"),
+        ("model.pretrained=''", "model.pretrained must not be empty"),
+        ("storage.s3_endpoint_url=localhost:9000", "storage.s3_endpoint_url must start with http:// or https://"),
+        ("storage.allowed_schemes=[]", "storage.allowed_schemes must not be empty"),
+        ("storage.allowed_schemes=[S3]", "storage.allowed_schemes must hold lower-case URI schemes"),
+        ("storage.write_retries=-1", "storage.write_retries must be >= 0, got -1"),
+    ],
+)
+def test_bad_values_name_the_key_path(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(message)
+    assert info.value.key == override.split("=")[0]
+
+
+def test_good_edge_values_are_accepted():
+    config = load_config(
+        None, ["model.device=cuda:1", "job.max_actors=1", "job.max_failed_fraction=1", "job.mode=noop"]
+    )
+    assert config.model.device == "cuda:1"
+    assert config.job.max_actors == 1
+    assert config.job.max_failed_fraction == 1.0
+    assert config.job.mode == "noop"
+
+
+def test_edit_settings_errors_surface_with_the_edit_path(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(tmp_path, "edit:\n  num_inference_steps: 0\n"))
+    assert str(info.value) == "edit.num_inference_steps must be a positive integer, got 0"
+    assert info.value.key == "edit.num_inference_steps"
+    assert "EditSettings" not in str(info.value)
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["edit.inpaint_strength=1.5"])
+    assert str(info.value) == "edit.inpaint_strength must be <= 1.0, got 1.5"
+
+    # A cross-field rule names the section.
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["edit.num_inference_steps=2", "edit.mask_encode_strength=0.4"])
+    assert str(info.value).startswith("edit: num_inference_steps * mask_encode_strength must be at least 1 step")
+    assert info.value.key == "edit"
+
+
+def test_config_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        load_config(None, ["job.batch_size=0"])
+
+
+def test_direct_construction_validates_too():
+    with pytest.raises(ValueError, match=r"JobConfig\.batch_size must be a positive integer, got 0"):
+        JobConfig(batch_size=0)
+    with pytest.raises(ValueError, match=r"ModelConfig\.resolution must be an integer, got '768'"):
+        ModelConfig(resolution="768")
+    assert StorageConfig(allowed_schemes=["s3"]).allowed_schemes == ("s3",)  # stored as a tuple
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        JobConfig().batch_size = 2  # type: ignore[misc]
+
+
+# --- to_dict / config_from_dict --------------------------------------------------------------------------------
+
+
+def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
+    config = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        ["storage.allowed_schemes=[s3]", "job.max_actors=2", "edit.paper_unconditional_inversion=true"],
+    )
+    data = config.to_dict()
+    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "storage"]
+    assert data["storage"]["allowed_schemes"] == ["s3"]
+    assert data["edit"]["num_inference_steps"] == 10
+    # safe_dump refuses tuples and other non-plain objects, so this also proves the dict is plain.
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(data))) == config
+    assert config_from_dict(json.loads(json.dumps(data))) == config
+
+
+def test_config_from_dict_fills_defaults_and_rejects_unknowns():
+    assert config_from_dict({}) == Config()
+    assert config_from_dict({"job": {"batch_size": 2}}).job == JobConfig(batch_size=2)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"model": {"resolutoin": 64}})
+    assert str(info.value) == "unknown config key 'model.resolutoin' (did you mean 'model.resolution'?)"
+
+
+def test_sections_table_matches_config_fields():
+    assert SECTIONS == {"model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageConfig}
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+# --- reference docs --------------------------------------------------------------------------------------------
+
+
+def test_config_reference_lists_every_key_with_its_default():
+    text = config_reference_markdown()
+    for section, cls in SECTIONS.items():
+        assert f"## `{section}`" in text
+        for f in dataclasses.fields(cls):
+            assert f"| `{section}.{f.name}` |" in text
+    assert '| `model.pretrained` | str | `"stabilityai/stable-diffusion-2-1"` |' in text
+    assert "| `job.max_actors` | int or null | `null` |" in text
+
+
+def test_committed_config_reference_is_up_to_date():
+    committed = (ROOT / "docs" / "config-reference.md").read_text()
+    assert committed == config_reference_markdown(), (
+        "docs/config-reference.md is stale; regenerate it with "
+        "python -c 'from diffedit_batch.config import write_config_reference; write_config_reference()'"
+    )
