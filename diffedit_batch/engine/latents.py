@@ -1,0 +1,92 @@
+"""Images to latents: preprocessing, one VAE encode per distinct image, seeded latent draws, decoding.
+
+The reference draws the VAE posterior sample and the mask noise from a fresh `torch.Generator` seeded per
+call, on the CPU, in the VAE's dtype. We reproduce those exact draws from the posterior's mean and std, so the
+image is encoded once however many noise draws (mask maps, inversion) are made from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.image_processor import VaeImageProcessor
+
+
+@dataclass
+class PreparedImage:
+    key: str  # digest of the preprocessed pixels: equal pictures share one encode
+    pixels: torch.Tensor  # (1, 3, H, W) in [-1, 1], H and W multiples of the VAE scale factor
+
+
+@dataclass
+class Posterior:
+    mean: torch.Tensor  # (1, C, h, w)
+    std: torch.Tensor  # (1, C, h, w)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.mean.shape[1:])
+
+
+class LatentCodec:
+    def __init__(self, vae, device: torch.device, max_batch: int = 8):
+        self.vae = vae
+        self.device = device
+        self.max_batch = max_batch
+        self.scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scaling_factor = vae.config.scaling_factor
+        self.processor = VaeImageProcessor(vae_scale_factor=self.scale_factor)
+
+    def prepare(self, image: PIL.Image.Image) -> PreparedImage:
+        """Resize down to a multiple of the VAE scale factor and normalise, as the reference does."""
+        if not isinstance(image, PIL.Image.Image):
+            raise TypeError(f"images must be PIL images, got {type(image).__name__}")
+        width, height = image.size
+        if width < self.scale_factor or height < self.scale_factor:
+            raise ValueError(
+                f"image of {width}x{height} px is smaller than the model's {self.scale_factor} px latent cell"
+            )
+        pixels = self.processor.preprocess(image.convert("RGB"))
+        digest = hashlib.blake2b(pixels.numpy().tobytes(), digest_size=16)
+        digest.update(np.asarray(pixels.shape, dtype=np.int64).tobytes())
+        return PreparedImage(key=digest.hexdigest(), pixels=pixels)
+
+    @torch.no_grad()
+    def encode(self, images: list[PreparedImage]) -> dict[str, Posterior]:
+        """One VAE encode per distinct image key, batched by size."""
+        distinct: dict[str, PreparedImage] = {}
+        for image in images:
+            distinct.setdefault(image.key, image)
+        by_shape: dict[tuple, list[PreparedImage]] = {}
+        for image in distinct.values():
+            by_shape.setdefault(tuple(image.pixels.shape), []).append(image)
+        posteriors: dict[str, Posterior] = {}
+        for group in by_shape.values():
+            for start in range(0, len(group), self.max_batch):
+                chunk = group[start : start + self.max_batch]
+                pixels = torch.cat([image.pixels for image in chunk]).to(self.device, self.vae.dtype)
+                dist = self.vae.encode(pixels).latent_dist
+                for i, image in enumerate(chunk):
+                    posteriors[image.key] = Posterior(dist.mean[i : i + 1], dist.std[i : i + 1])
+        return posteriors
+
+    def draw(self, generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+        """A standard normal draw as diffusers' `randn_tensor` makes it with a CPU generator."""
+        return torch.randn(shape, generator=generator, device="cpu", dtype=self.vae.dtype).to(self.device)
+
+    def sample(self, posterior: Posterior, standard_normal: torch.Tensor) -> torch.Tensor:
+        """A scaled latent sample `scaling_factor * (mean + std * eps)`, one per row of `standard_normal`."""
+        return self.scaling_factor * (posterior.mean + posterior.std * standard_normal)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
+        images = []
+        for start in range(0, latents.shape[0], self.max_batch):
+            chunk = latents[start : start + self.max_batch]
+            decoded = self.vae.decode(chunk.to(self.vae.dtype) / self.scaling_factor, return_dict=False)[0]
+            images.extend(self.processor.postprocess(decoded, output_type="pil"))
+        return images
