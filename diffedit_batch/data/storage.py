@@ -1,0 +1,412 @@
+"""One way to reach local disk, S3 and GCS: a URI becomes a pyarrow filesystem and a path.
+
+URIs are ``/local/path``, ``relative/path``, ``file:///abs/path``, ``s3://bucket/key`` or
+``gs://bucket/key``; ``http(s)://`` can be enabled for reading only. Credentials come from the
+environment the way each cloud's SDK expects (``AWS_ACCESS_KEY_ID``..., ``GOOGLE_APPLICATION_CREDENTIALS``)
+and never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+__all__ = [
+    "StorageError",
+    "StorageOptions",
+    "delete",
+    "exists",
+    "join",
+    "list_files",
+    "output_key",
+    "parent_uri",
+    "read_bytes",
+    "redact_uri",
+    "resolve",
+    "resolve_relative",
+    "write_bytes_atomic",
+]
+
+_MiB = 1024 * 1024
+_OBJECT_STORES = ("s3", "gs")
+_HTTP = ("http", "https")
+_T = TypeVar("_T")
+
+
+class StorageError(Exception):
+    """A URI could not be resolved, read or written. The message names the URI, never credentials."""
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach storage. Plain values only, so it pickles to Ray workers.
+
+    Attributes:
+        s3_endpoint_url: S3-compatible endpoint such as ``http://127.0.0.1:9000`` (MinIO, moto);
+            None falls back to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, then to AWS itself.
+        s3_region: AWS region; None lets the AWS SDK decide (``AWS_DEFAULT_REGION``, config files).
+        allowed_schemes: URI schemes this job may touch. ``file`` covers local paths. ``http`` and
+            ``https`` are off by default: enabling them lets a manifest make the workers fetch URLs.
+        write_retries: how many times a failed write is retried (so ``write_retries + 1`` attempts).
+        retry_backoff_s: delay before the first retry, in seconds; doubles on each further retry.
+        max_read_bytes: largest object ``read_bytes`` accepts, in bytes.
+        http_timeout_s: socket timeout of an http(s) read, in seconds.
+    """
+
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    allowed_schemes: tuple[str, ...] = ("file", "s3", "gs")
+    write_retries: int = 4
+    retry_backoff_s: float = 0.5
+    max_read_bytes: int = 256 * _MiB
+    http_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.write_retries < 0:
+            raise ValueError(f"write_retries must be >= 0, got {self.write_retries}")
+        if self.retry_backoff_s < 0:
+            raise ValueError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
+        if self.max_read_bytes <= 0:
+            raise ValueError(f"max_read_bytes must be > 0, got {self.max_read_bytes}")
+        # A list from YAML would make the dataclass unhashable; normalise once here.
+        object.__setattr__(self, "allowed_schemes", tuple(s.lower() for s in self.allowed_schemes))
+
+
+# --- URIs -------------------------------------------------------------------------------------
+
+
+def _split_scheme(uri: str) -> tuple[str, str]:
+    """``s3://b/k`` -> ("s3", "b/k"); ``/x`` or ``x`` -> ("file", "/x" or "x")."""
+    if not isinstance(uri, str) or not uri:
+        raise StorageError(f"not a URI: {uri!r}")
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri, re.DOTALL)
+    if match is None:
+        return "file", uri
+    return match.group(1).lower(), match.group(2)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` as it may appear in a log or error: http(s) URIs lose user:password and the query
+    (presigned URLs carry their signature there)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparsable URI>"
+    if parts.scheme in _HTTP:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return uri
+
+
+def join(prefix: str, *parts: str) -> str:
+    """Join a URI prefix and relative parts with ``/``: ``join("s3://b/out", "images", "a.png")``.
+
+    Leading and trailing slashes of ``parts`` are dropped, so a part cannot re-root the URI.
+    """
+    pieces = [p.strip("/") for p in parts if p.strip("/")]
+    if not pieces:
+        return prefix
+    if prefix.endswith("://"):
+        return prefix + "/".join(pieces)
+    return prefix.rstrip("/") + "/" + "/".join(pieces)
+
+
+def parent_uri(uri: str) -> str:
+    """The folder holding ``uri``, in the same style: ``s3://b/m/x.parquet`` -> ``s3://b/m``,
+    ``x.parquet`` -> ``.``, ``/x.parquet`` -> ``/``."""
+    scheme, rest = _split_scheme(uri)
+    stripped = rest.rstrip("/")
+    parent = posixpath.dirname(stripped) or ("/" if stripped.startswith("/") else ".")
+    if uri.startswith(f"{scheme}://"):
+        return f"{scheme}://{parent}"
+    return parent
+
+
+def resolve_relative(uri: str, base_dir_uri: str) -> str:
+    """``uri`` if it is absolute (has a scheme or starts with ``/``), else ``uri`` under ``base_dir_uri``.
+
+    ``..`` is normalised away; on S3/GCS it may not climb out of the base's bucket.
+    """
+    scheme, rest = _split_scheme(uri)
+    if scheme != "file" or rest.startswith("/"):
+        return uri
+    base_scheme, base_rest = _split_scheme(base_dir_uri)
+    joined = posixpath.normpath(posixpath.join(base_rest, rest))
+    if base_scheme in _OBJECT_STORES:
+        bucket = base_rest.split("/", 1)[0]
+        if joined != bucket and not joined.startswith(bucket + "/"):
+            raise StorageError(f"relative URI {uri!r} climbs out of bucket {base_scheme}://{bucket}")
+    if base_dir_uri.startswith(f"{base_scheme}://"):
+        return f"{base_scheme}://{joined}"
+    return joined
+
+
+def output_key(edit_id: str) -> str:
+    """A filename-safe key for ``edit_id`` that cannot escape the folder it is joined under.
+
+    Keeps ``[A-Za-z0-9._-]`` (other characters become ``_``, leading dots are dropped), caps the
+    readable part at 80 characters and appends 16 hex digits of the id's SHA-256, so distinct ids
+    never share a key: ``"cat/../x"`` -> ``"cat_.._x-<hash>"``.
+    """
+    # surrogatepass: a lone surrogate (possible in ids decoded from bad bytes) must hash, not crash.
+    digest = hashlib.sha256(str(edit_id).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", str(edit_id)).lstrip(".")[:80]
+    return f"{readable}-{digest}" if readable else digest
+
+
+# --- filesystems ------------------------------------------------------------------------------
+
+_filesystems: dict[tuple, pafs.FileSystem] = {}
+_filesystems_lock = threading.Lock()
+
+
+def _s3_endpoint(options: StorageOptions) -> str | None:
+    return (
+        options.s3_endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def _make_filesystem(scheme: str, endpoint: str | None, region: str | None) -> pafs.FileSystem:
+    if scheme == "file":
+        return pafs.LocalFileSystem()
+    if scheme == "s3":
+        kwargs: dict = {"region": region}
+        if endpoint:
+            parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+            kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+            kwargs["scheme"] = parsed.scheme
+        return pafs.S3FileSystem(**kwargs)
+    if scheme == "gs":
+        return pafs.GcsFileSystem()
+    raise StorageError(f"no filesystem for scheme {scheme!r}")
+
+
+def _check_scheme(scheme: str, uri: str, options: StorageOptions) -> None:
+    if scheme not in options.allowed_schemes:
+        allowed = ", ".join(options.allowed_schemes) or "none"
+        raise StorageError(
+            f"URI scheme {scheme!r} is not allowed (allowed: {allowed}) in {redact_uri(uri)}"
+        )
+
+
+def resolve(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:
+    """Turn a URI into ``(filesystem, path)`` for pyarrow: ``s3://b/k`` -> (S3FileSystem, "b/k").
+
+    Filesystems are cached per process for each (scheme, endpoint, region). Local paths become
+    absolute. Raises StorageError for a scheme that is not in ``options.allowed_schemes``, or for
+    http(s), which only ``read_bytes`` serves.
+    """
+    options = options or StorageOptions()
+    scheme, rest = _split_scheme(uri)
+    _check_scheme(scheme, uri, options)
+    if scheme in _HTTP:
+        raise StorageError(f"{scheme} URIs can only be read, with read_bytes: {redact_uri(uri)}")
+    if scheme not in ("file", *_OBJECT_STORES):
+        raise StorageError(f"unsupported URI scheme {scheme!r} in {redact_uri(uri)}")
+    if scheme in _OBJECT_STORES and not rest.strip("/"):
+        raise StorageError(f"URI has no bucket: {redact_uri(uri)}")
+
+    endpoint = _s3_endpoint(options) if scheme == "s3" else None
+    region = options.s3_region if scheme == "s3" else None
+    # The pid is part of the key: AWS SDK clients must not be shared across a fork.
+    key = (os.getpid(), scheme, endpoint, region)
+    with _filesystems_lock:
+        filesystem = _filesystems.get(key)
+        if filesystem is None:
+            filesystem = _filesystems[key] = _make_filesystem(scheme, endpoint, region)
+
+    if scheme == "file":
+        return filesystem, os.path.abspath(rest)
+    return filesystem, rest.rstrip("/")
+
+
+def _with_scheme_of(template_uri: str, path: str) -> str:
+    """Rebuild a URI for ``path`` in the style of ``template_uri`` (same scheme, or a bare path)."""
+    scheme, _ = _split_scheme(template_uri)
+    if scheme == "file" and not template_uri.startswith("file://"):
+        return path
+    return f"{scheme}://{path}"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _read_http(uri: str, options: StorageOptions) -> bytes:
+    request = urllib.request.Request(uri, headers={"User-Agent": "diffedit-batch"})
+    try:
+        with urllib.request.urlopen(request, timeout=options.http_timeout_s) as response:
+            data = response.read(options.max_read_bytes + 1)
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+    if len(data) > options.max_read_bytes:
+        raise StorageError(
+            f"{redact_uri(uri)} is over the {options.max_read_bytes} byte read limit (max_read_bytes)"
+        )
+    return data
+
+
+def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
+    """The whole content of the object at ``uri``.
+
+    Raises StorageError if it is missing, unreadable, or larger than ``options.max_read_bytes``
+    (checked from its size before anything is downloaded).
+    """
+    options = options or StorageOptions()
+    scheme, _ = _split_scheme(uri)
+    if scheme in _HTTP:
+        _check_scheme(scheme, uri, options)
+        return _read_http(uri, options)
+    filesystem, path = resolve(uri, options)
+    try:
+        with filesystem.open_input_file(path) as stream:
+            size = stream.size()
+            if size > options.max_read_bytes:
+                raise StorageError(
+                    f"{redact_uri(uri)} is {size} bytes, over the {options.max_read_bytes} byte "
+                    "read limit (max_read_bytes)"
+                )
+            return stream.read()
+    except FileNotFoundError as exc:
+        raise StorageError(f"cannot read {redact_uri(uri)}: not found") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+
+
+def exists(uri: str, options: StorageOptions | None = None) -> bool:
+    """Whether a file (or, on object stores, any object under the prefix) exists at ``uri``."""
+    filesystem, path = resolve(uri, options)
+    try:
+        return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot check {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+
+
+def delete(uri: str, options: StorageOptions | None = None) -> None:
+    """Delete the file at ``uri``; a missing file is not an error."""
+    filesystem, path = resolve(uri, options)
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot delete {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+
+
+def list_files(
+    uri_prefix: str, suffix: str | None = None, options: StorageOptions | None = None
+) -> list[str]:
+    """URIs of every file under the folder ``uri_prefix`` (recursively), sorted.
+
+    ``suffix`` keeps names ending in it (``".parquet"``). A missing folder gives ``[]``. URIs come
+    back in the style of ``uri_prefix`` (``s3://...`` stays ``s3://...``, a bare path stays bare).
+    """
+    filesystem, path = resolve(uri_prefix, options)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    try:
+        infos = filesystem.get_file_info(selector)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot list {redact_uri(uri_prefix)}: {type(exc).__name__}: {exc}") from exc
+    paths = sorted(
+        info.path
+        for info in infos
+        if info.type == pafs.FileType.File and (suffix is None or info.path.endswith(suffix))
+    )
+    return [_with_scheme_of(uri_prefix, p) for p in paths]
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+# Permanent failures: retrying them only wastes the backoff.
+_NOT_RETRIED = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# A seam for tests that check the backoff schedule without sleeping.
+_backoff_sleep = time.sleep
+
+
+def _retrying(action: Callable[[], _T], what: str, options: StorageOptions) -> _T:
+    """Run ``action``; retry transient OSError/ArrowException with exponential backoff."""
+    attempts = options.write_retries + 1
+    for attempt in range(attempts):
+        try:
+            return action()
+        except _NOT_RETRIED as exc:
+            raise StorageError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        except (OSError, pa.ArrowException) as exc:
+            if attempt + 1 == attempts:
+                raise StorageError(
+                    f"{what} failed after {attempts} attempts: {type(exc).__name__}: {exc}"
+                ) from exc
+            _backoff_sleep(options.retry_backoff_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _write_local(path: str, data: bytes) -> None:
+    folder, name = os.path.split(path)
+    os.makedirs(folder, exist_ok=True)
+    # The temp file lives in the same folder so os.replace is a rename, atomic on POSIX.
+    fd, temp_path = tempfile.mkstemp(prefix=f".{name[:100]}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _write_object(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
+    # One write of the whole payload, then close: S3 and GCS publish the object only when the
+    # upload completes on close, so a failed attempt leaves no object under the final name.
+    try:
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+    except BaseException:
+        _discard_partial(filesystem, path, len(data))
+        raise
+
+
+def _discard_partial(filesystem: pafs.FileSystem, path: str, expected_size: int) -> None:
+    """Best effort: pyarrow closes an abandoned stream, which may publish a short object."""
+    try:
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.File and info.size != expected_size:
+            filesystem.delete_file(path)
+    except (OSError, pa.ArrowException):
+        pass
+
+
+def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
+    """Write ``data`` to ``uri`` so the final name holds either the old content or all of ``data``.
+
+    Local: a temp file in the same folder, fsync, ``os.replace``. S3/GCS: a single upload that
+    publishes on completion. Transient failures are retried ``options.write_retries`` times with
+    exponential backoff; then StorageError.
+    """
+    options = options or StorageOptions()
+    filesystem, path = resolve(uri, options)
+    payload = bytes(data) if not isinstance(data, bytes) else data
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        _retrying(lambda: _write_local(path, payload), f"writing {redact_uri(uri)}", options)
+    else:
+        _retrying(lambda: _write_object(filesystem, path, payload), f"writing {redact_uri(uri)}", options)
