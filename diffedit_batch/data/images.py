@@ -1,0 +1,198 @@
+"""Decode untrusted image bytes to RGB, fit them to the model's resolution, encode results as PNG."""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import re
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "ImageDecodeError",
+    "decode_image",
+    "encode_png",
+    "fit_to_resolution",
+    "mask_coverage",
+    "mask_to_png",
+    "restore_size",
+]
+
+_WHITE = (255, 255, 255)
+
+# Formats a manifest may point at. Pillow knows ~40 more; exotic ones widen the attack surface
+# (EPS even runs Ghostscript), so they are refused as "not an image". JPEG covers phones' MPO.
+IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+
+
+@functools.cache
+def _readable_formats() -> tuple[str, ...]:
+    # Pillow raises KeyError for a format its build lacks (AVIF needs libavif).
+    Image.init()
+    return tuple(f for f in IMAGE_FORMATS if f in Image.OPEN)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a usable image: not an image, corrupt, truncated, or too large."""
+
+
+def _pixels_text(pixels: int, unit_suffix: str = "s") -> str:
+    if pixels >= 1_000_000_000:
+        return f"{pixels / 1e9:.3g} gigapixel{unit_suffix}"
+    return f"{pixels / 1e6:.3g} megapixel{unit_suffix}"
+
+
+def _cap_text(max_pixels: int) -> str:
+    return f"the {_pixels_text(max_pixels, unit_suffix='')} cap"
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and refuse oversize images before any pixel is decoded."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=_readable_formats())
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"not an image: cannot identify image file ({len(data)} bytes); "
+            f"readable formats: {', '.join(_readable_formats())}"
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses images over 2 * Image.MAX_IMAGE_PIXELS inside open(), before we can read
+        # the size; its message carries the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = _pixels_text(int(found.group(1))) if found else "too large"
+        raise ImageDecodeError(
+            f"image is {size}, over {_cap_text(max_pixels)} (possible decompression bomb)"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - see decode_image
+        raise ImageDecodeError(f"corrupt image header ({len(data)} bytes): {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image is {width}x{height} = {_pixels_text(width * height)}, "
+            f"over {_cap_text(max_pixels)}"
+        )
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"image has an empty size {width}x{height}")
+    return image
+
+
+def _sixteen_bit_to_8(image: Image.Image) -> Image.Image:
+    """Scale 16-bit ("I;16*") or 32-bit integer ("I") grayscale to 8 bits, without clipping."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16") or (values.min() >= 0 and values.max() <= 65535):
+        scaled = values / 257.0  # 65535 -> 255, the full 16-bit range onto the 8-bit one
+    else:
+        low, high = values.min(), values.max()
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def _float_to_8(image: Image.Image) -> Image.Image:
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    if values.min() < 0 or values.max() > 1:
+        low, high = values.min(), values.max()
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.rint(values * 255).astype(np.uint8), "L")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = _sixteen_bit_to_8(image)
+    elif image.mode == "F":
+        image = _float_to_8(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode untrusted image bytes to an RGB image, upright per its EXIF orientation.
+
+    Transparency is composited on white; 16-bit images are scaled to 8 bits; CMYK, palette,
+    1-bit and grayscale become RGB. Raises ImageDecodeError for empty, corrupt, truncated or
+    non-image data, and for images over ``max_pixels`` (checked from the header, before decoding;
+    Pillow's own limit of 2 * ``Image.MAX_IMAGE_PIXELS`` still applies above it).
+    """
+    if not data:
+        raise ImageDecodeError("not an image: empty data (0 bytes)")
+    image = _open_checked(data, max_pixels)
+    try:
+        image.load()
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception:  # noqa: BLE001 - a broken EXIF block must not reject good pixels
+            pass
+        return _to_rgb(image)
+    except ImageDecodeError:
+        raise
+    # Pillow's format plugins raise a zoo of types on hostile input (OSError, SyntaxError,
+    # ValueError, struct.error, IndexError...); every one of them means "not a usable image".
+    except Exception as exc:  # noqa: BLE001
+        raise ImageDecodeError(f"corrupt or truncated image ({len(data)} bytes): {exc}") from exc
+
+
+def fit_to_resolution(image: Image.Image, resolution: int, multiple: int = 8) -> Image.Image:
+    """Resize (LANCZOS) so the longer side is ``resolution``, keeping the aspect ratio.
+
+    Each side is rounded to the nearest multiple of ``multiple`` and is at least ``multiple``, so
+    extreme shapes (1x5000) still give a valid model input. Returns ``image`` itself when it
+    already has that size.
+    """
+    if multiple < 1 or resolution < multiple:
+        raise ValueError(f"need resolution >= multiple >= 1, got {resolution} and {multiple}")
+    width, height = image.size
+    scale = resolution / max(width, height)
+
+    def side(length: int) -> int:
+        # floor(x + 0.5), not round(): Python's round() sends halves to even.
+        return max(multiple, math.floor(length * scale / multiple + 0.5) * multiple)
+
+    size = (side(width), side(height))
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def restore_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize an edit back to the input's original ``size`` (width, height), LANCZOS."""
+    if image.size == tuple(size):
+        return image
+    return image.resize(tuple(size), Image.Resampling.LANCZOS)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes of ``image`` (no metadata is carried over)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _mask_2d(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim > 2 and math.prod(mask.shape[:-2]) == 1:
+        mask = mask.reshape(mask.shape[-2:])
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
+    return mask
+
+
+def mask_to_png(mask: np.ndarray, size: tuple[int, int]) -> bytes:
+    """Grayscale PNG (0 or 255) of a {0, 1} mask at latent resolution, upscaled to ``size`` (w, h).
+
+    Nearest-neighbour upscaling keeps the mask binary. Leading size-1 axes are dropped.
+    """
+    binary = (_mask_2d(mask) > 0).astype(np.uint8) * 255
+    image = Image.fromarray(binary, "L").resize(tuple(size), Image.Resampling.NEAREST)
+    return encode_png(image)
+
+
+def mask_coverage(mask: np.ndarray) -> float:
+    """Fraction of the mask that is set (non-zero), in [0, 1]; 0.0 for an empty mask."""
+    mask = np.asarray(mask)
+    return float(np.count_nonzero(mask) / mask.size) if mask.size else 0.0
