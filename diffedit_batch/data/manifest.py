@@ -1,0 +1,366 @@
+"""The input manifest: its schema, checked before any work, and its rows turned into edit requests.
+
+A manifest is Parquet (one file, or a folder of ``*.parquet`` files) with one row per image. A row
+yields one edit per target prompt; the edits of one row share the image and its inversion.
+Problems of a single row (a null prompt, a missing image) are not schema errors: they become that
+row's error record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .storage import (
+    StorageError,
+    StorageOptions,
+    list_files,
+    parent_uri,
+    redact_uri,
+    resolve,
+    resolve_relative,
+)
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "EditRequest",
+    "ManifestColumn",
+    "ManifestError",
+    "check_manifest_schema",
+    "derive_seed",
+    "expand_edits",
+    "manifest_base_dir",
+    "manifest_files",
+    "read_manifest_schema",
+    "validate_request",
+]
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used at all: missing, unreadable, or with a wrong schema."""
+
+
+@dataclass(frozen=True)
+class ManifestColumn:
+    """One manifest column: ``kind`` is ``"string"``, ``"integer"`` or ``"string list"``."""
+
+    name: str
+    kind: str
+    required: bool
+    description: str
+
+
+MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
+    ManifestColumn("id", "string", True, "Unique id of the row; output names derive from it."),
+    ManifestColumn(
+        "image", "string", True,
+        "URI of the input image: absolute (s3://, gs://, /path) or relative to the manifest's folder.",
+    ),
+    ManifestColumn("source_prompt", "string", False, "What the image shows now (e.g. 'a bowl of fruits')."),
+    ManifestColumn("target_prompt", "string", False, "What the edited image should show (e.g. 'a bowl of pears')."),
+    ManifestColumn(
+        "target_prompts", "string list", False,
+        "Several target prompts for one image; they share its inversion. Edit ids are '<id>#<k>'.",
+    ),
+    ManifestColumn(
+        "inversion_prompt", "string", False,
+        "Prompt conditioning the DDIM inversion; defaults to the source prompt.",
+    ),
+    ManifestColumn("seed", "integer", False, "Seed of this row's noise; derived from the job seed and id when null."),
+    ManifestColumn("source_concept", "string", False, "Source concept (e.g. 'fruits') to expand into prompts."),
+    ManifestColumn("target_concept", "string", False, "Target concept (e.g. 'pears') to expand into prompts."),
+)
+
+# A row needs one of these to have anything to edit towards.
+_TARGET_COLUMNS = ("target_prompt", "target_prompts", "target_concept")
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def _is_string(data_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    return (
+        pa.types.is_string(data_type)
+        or pa.types.is_large_string(data_type)
+        or pa.types.is_string_view(data_type)
+    )
+
+
+def _matches(kind: str, data_type: pa.DataType, required: bool) -> bool:
+    # An optional column that is null in every row comes out of pandas as type null: that is fine.
+    if pa.types.is_null(data_type) and not required:
+        return True
+    if kind == "string":
+        return _is_string(data_type)
+    if kind == "integer":
+        return pa.types.is_integer(data_type)
+    if kind == "string list":
+        is_list = (
+            pa.types.is_list(data_type)
+            or pa.types.is_large_list(data_type)
+            or pa.types.is_list_view(data_type)
+            or pa.types.is_large_list_view(data_type)
+        )
+        return is_list and (
+            _is_string(data_type.value_type) or pa.types.is_null(data_type.value_type)
+        )
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+_EXPECTED = {"string": "a string", "integer": "an integer", "string list": "a list of strings"}
+
+
+def check_manifest_schema(schema: pa.Schema) -> None:
+    """Raise ManifestError naming every missing or mistyped manifest column, all in one message.
+
+    Accepts any integer width, string/large_string (also dictionary-encoded), list/large_list of
+    strings. Extra columns are allowed and ignored. A manifest with none of target_prompt,
+    target_prompts, target_concept is an error too: no row of it could ever be edited.
+    """
+    problems = []
+    for column in MANIFEST_COLUMNS:
+        index = schema.get_field_index(column.name)
+        if index < 0:
+            if column.required:
+                problems.append(f"required column {column.name!r} is missing")
+            continue
+        data_type = schema.field(index).type
+        if not _matches(column.kind, data_type, column.required):
+            problems.append(
+                f"column {column.name!r} has type {data_type}, expected {_EXPECTED[column.kind]}"
+            )
+    if not any(name in schema.names for name in _TARGET_COLUMNS):
+        problems.append(f"no target column: add one of {', '.join(_TARGET_COLUMNS)}")
+    duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if duplicated:
+        problems.append(f"duplicated column names: {', '.join(duplicated)}")
+    if problems:
+        raise ManifestError("manifest schema is invalid: " + "; ".join(problems))
+
+
+def _manifest_type(uri: str, options: StorageOptions | None) -> pafs.FileType:
+    try:
+        filesystem, path = resolve(uri, options)
+        return filesystem.get_file_info(path).type
+    except StorageError as exc:
+        raise ManifestError(f"cannot open manifest: {exc}") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise ManifestError(f"cannot open manifest {redact_uri(uri)}: {exc}") from exc
+
+
+def manifest_files(uri: str, options: StorageOptions | None = None) -> list[str]:
+    """The Parquet files of a manifest: ``[uri]`` for a file, the sorted ``*.parquet`` under a folder.
+
+    Files whose name starts with ``.`` or ``_`` (temp files, ``_SUCCESS``) are skipped.
+    Raises ManifestError when the manifest is missing or the folder holds no Parquet file.
+    """
+    kind = _manifest_type(uri, options)
+    if kind == pafs.FileType.File:
+        return [uri]
+    if kind == pafs.FileType.NotFound:
+        raise ManifestError(f"manifest not found: {redact_uri(uri)}")
+    files = [
+        f for f in list_files(uri, ".parquet", options)
+        if not posixpath.basename(f).startswith((".", "_"))
+    ]
+    if not files:
+        raise ManifestError(f"manifest folder {redact_uri(uri)} holds no .parquet file")
+    return files
+
+
+def manifest_base_dir(uri: str, options: StorageOptions | None = None) -> str:
+    """The folder that relative image URIs of the manifest at ``uri`` are relative to.
+
+    The manifest's parent folder for a single file, the folder itself for a folder of files.
+    """
+    if _manifest_type(uri, options) == pafs.FileType.File:
+        return parent_uri(uri)
+    return uri.rstrip("/") or uri
+
+
+def read_manifest_schema(uri: str, options: StorageOptions | None = None) -> pa.Schema:
+    """The manifest's schema, read from the Parquet footers only (no row data).
+
+    Every file's schema is checked with ``check_manifest_schema`` (the error names the file) and
+    the files must agree; the unified schema is returned.
+    """
+    schemas = []
+    for file_uri in manifest_files(uri, options):
+        filesystem, path = resolve(file_uri, options)
+        try:
+            schema = pq.read_schema(path, filesystem=filesystem)
+        except (OSError, pa.ArrowException) as exc:
+            raise ManifestError(f"cannot read manifest file {redact_uri(file_uri)}: {exc}") from exc
+        try:
+            check_manifest_schema(schema)
+        except ManifestError as exc:
+            raise ManifestError(f"{redact_uri(file_uri)}: {exc}") from None
+        schemas.append(schema.remove_metadata())
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowException, TypeError) as exc:
+        raise ManifestError(f"manifest files of {redact_uri(uri)} disagree on their schema: {exc}") from exc
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit: an image, a source and a target. Plain Python values only.
+
+    ``edit_id`` is the row's id, or ``f"{row_id}#{k}"`` for the k-th entry of ``target_prompts``
+    (then ``target_index`` is k; it is None for the ``target_prompt`` edit). Prompts are stripped;
+    an empty string becomes None. Non-string prompts are kept as they are for ``validate_request``.
+    """
+
+    edit_id: str | None
+    row_id: str | None
+    image_uri: str | None
+    source_prompt: str | None = None
+    target_prompt: str | None = None
+    inversion_prompt: str | None = None
+    seed: int | None = None
+    source_concept: str | None = None
+    target_concept: str | None = None
+    target_index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for a Ray Data row)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> EditRequest:
+        """Rebuild from ``to_dict()`` output; numpy scalars and NaN nulls (pandas batches) are undone."""
+        values = {f.name: _plain(row.get(f.name)) for f in dataclasses.fields(cls)}
+        for name in ("seed", "target_index"):
+            if values[name] is not None:
+                values[name] = int(values[name])
+        return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    """None for null-likes (None, NaN, pandas NA); numpy scalars become Python scalars."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return _plain(value.item())
+    return value
+
+
+def _prompt(value: Any) -> Any:
+    value = _plain(value)
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def _seed(value: Any) -> Any:
+    value = _plain(value)
+    # pandas turns an integer column with nulls into floats; 3.0 is still seed 3.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value  # an int, None, or something validate_request rejects
+
+
+def _target_list(value: Any) -> list[Any]:
+    value = _plain(value)
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return [value]  # mistyped; validate_request will say so
+    return list(value)
+
+
+def expand_edits(row: dict[str, Any], base_dir: str | None = None) -> list[EditRequest]:
+    """The edit requests of one manifest row, always at least one (so every row ends as a record).
+
+    ``target_prompt`` comes first (edit id = row id), then each ``target_prompts`` entry k (edit id
+    ``"<id>#<k>"``). A row with no target prompt at all gives one request (target_prompt None) that
+    carries ``target_concept`` or fails validation. With ``base_dir`` a relative image URI is
+    resolved against it.
+    """
+    row_id = _plain(row.get("id"))
+    row_id = None if row_id is None else str(row_id)
+    image = _plain(row.get("image"))
+    if isinstance(image, str) and image.strip():
+        image = image.strip()
+        if base_dir is not None:
+            try:
+                image = resolve_relative(image, base_dir)
+            except StorageError:
+                pass  # left relative: reading it fails later with a per-row storage error
+    else:
+        image = None
+    common = dict(
+        row_id=row_id,
+        image_uri=image,
+        source_prompt=_prompt(row.get("source_prompt")),
+        inversion_prompt=_prompt(row.get("inversion_prompt")),
+        seed=_seed(row.get("seed")),
+        source_concept=_prompt(row.get("source_concept")),
+        target_concept=_prompt(row.get("target_concept")),
+    )
+    requests = []
+    single = _prompt(row.get("target_prompt"))
+    listed = _target_list(row.get("target_prompts"))
+    if single is not None or not listed:
+        requests.append(EditRequest(edit_id=row_id, target_prompt=single, **common))
+    for k, prompt in enumerate(listed):
+        edit_id = None if row_id is None else f"{row_id}#{k}"
+        requests.append(
+            EditRequest(edit_id=edit_id, target_prompt=_prompt(prompt), target_index=k, **common)
+        )
+    return requests
+
+
+def validate_request(req: EditRequest, caption_available: bool = False) -> str | None:
+    """A message saying why ``req`` cannot be edited, or None if it can.
+
+    A target is a target prompt or a target concept. A source is a source prompt or a source
+    concept; with ``caption_available`` a captioner supplies a missing source.
+    """
+    if not req.row_id:
+        return "row has no id"
+    if not isinstance(req.image_uri, str) or not req.image_uri:
+        return "image is missing or empty"
+    for name in ("source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept"):
+        value = getattr(req, name)
+        if value is not None and not isinstance(value, str):
+            where = f"target_prompts[{req.target_index}]" if name == "target_prompt" and req.target_index is not None else name
+            return f"{where} must be a string, got {type(value).__name__}"
+    if req.target_prompt is None and req.target_concept is None:
+        if req.target_index is not None:
+            return f"target_prompts[{req.target_index}] is missing or empty"
+        return "no target: target_prompt, target_prompts and target_concept are all missing or empty"
+    if req.source_prompt is None and req.source_concept is None and not caption_available:
+        return (
+            "no source: source_prompt and source_concept are missing or empty, "
+            "and no captioner is configured to supply one"
+        )
+    if req.seed is not None and not isinstance(req.seed, int):
+        return f"seed must be an integer, got {type(req.seed).__name__}"
+    return None
+
+
+def derive_seed(job_seed: int, row_id: str) -> int:
+    """A deterministic seed in ``[0, 2**63)`` for a row without one, from the job seed and row id.
+
+    SHA-256 based, so it is the same in every process (unlike the salted built-in ``hash``).
+    """
+    material = f"{int(job_seed)}:{row_id}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big") >> 1
