@@ -40,6 +40,7 @@ __all__ = [
     "expand_edits",
     "manifest_base_dir",
     "manifest_files",
+    "manifest_reference_markdown",
     "read_manifest_schema",
     "validate_request",
 ]
@@ -73,12 +74,23 @@ MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
     ),
     ManifestColumn(
         "inversion_prompt", "string", False,
-        "Prompt conditioning the DDIM inversion; defaults to the source prompt.",
+        "Prompt that conditions the DDIM inversion, when it should differ from the source prompt.",
     ),
     ManifestColumn("seed", "integer", False, "Seed of this row's noise; derived from the job seed and id when null."),
-    ManifestColumn("source_concept", "string", False, "Source concept (e.g. 'fruits') to expand into prompts."),
-    ManifestColumn("target_concept", "string", False, "Target concept (e.g. 'pears') to expand into prompts."),
+    ManifestColumn("source_concept", "string", False, "Source concept (e.g. 'fruits'), expanded into prompts by the Flan-T5 stage."),
+    ManifestColumn("target_concept", "string", False, "Target concept (e.g. 'pears'), expanded into prompts by the Flan-T5 stage."),
 )
+
+
+
+def manifest_reference_markdown() -> str:
+    """A Markdown table of ``MANIFEST_COLUMNS``, for the README."""
+    lines = ["| column | type | required | description |", "|---|---|---|---|"]
+    for column in MANIFEST_COLUMNS:
+        required = "yes" if column.required else "no"
+        lines.append(f"| `{column.name}` | {column.kind} | {required} | {column.description} |")
+    return "\n".join(lines) + "\n"
+
 
 # A row needs one of these to have anything to edit towards.
 _TARGET_COLUMNS = ("target_prompt", "target_prompts", "target_concept")

@@ -18,6 +18,7 @@ from diffedit_batch.data.manifest import (
     expand_edits,
     manifest_base_dir,
     manifest_files,
+    manifest_reference_markdown,
     read_manifest_schema,
     validate_request,
 )
@@ -80,6 +81,9 @@ def test_manifest_columns_document_every_column():
     assert names[:2] == ["id", "image"] and len(set(names)) == len(names)
     assert {c.name for c in MANIFEST_COLUMNS if c.required} == {"id", "image"}
     assert all(c.description and c.kind in ("string", "integer", "string list") for c in MANIFEST_COLUMNS)
+    table = manifest_reference_markdown().splitlines()
+    assert len(table) == 2 + len(MANIFEST_COLUMNS)
+    assert table[2].startswith("| `id` | string | yes |")
 
 
 # --- files ------------------------------------------------------------------------------------
