@@ -326,7 +326,7 @@ def http_root(tmp_path):
 
     handler = functools.partial(QuietHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
