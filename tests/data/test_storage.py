@@ -150,7 +150,7 @@ def test_output_key_cannot_escape_its_folder(edit_id):
 def test_output_keys_of_distinct_ids_differ():
     keys = {output_key(i) for i in HOSTILE_IDS}
     assert len(keys) == len(HOSTILE_IDS)  # "a/b", "a_b", "a\\b" sanitise alike but hash apart
-    assert output_key("photo-001") .startswith("photo-001-")  # readable part kept
+    assert output_key("photo-001").startswith("photo-001-")  # readable part kept
 
 
 # --- local reads and writes -------------------------------------------------------------------
