@@ -1,0 +1,66 @@
+"""The row that flows between the job's stages: one edit, filled in stage by stage.
+
+One explicit Arrow schema for every stage's output, so blocks whose optional columns happen to be all
+null still agree with blocks where they are set.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+PENDING = "pending"  # still to be edited; the terminal statuses are the records' ok / error / duplicate
+
+WORK_SCHEMA = pa.schema(
+    [
+        # the request (diffedit_batch.data.manifest.EditRequest)
+        pa.field("edit_id", pa.string()),
+        pa.field("row_id", pa.string()),
+        pa.field("image_uri", pa.string()),
+        pa.field("source_prompt", pa.string()),
+        pa.field("target_prompt", pa.string()),
+        pa.field("inversion_prompt", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("source_concept", pa.string()),
+        pa.field("target_concept", pa.string()),
+        pa.field("target_index", pa.int32()),
+        # where it stands
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("error_class", pa.string()),
+        # the fetched picture, resized for the model (RGB bytes, row-major)
+        pa.field("orig_width", pa.int32()),
+        pa.field("orig_height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("pixels", pa.binary()),
+        pa.field("fetch_s", pa.float64()),
+        # the edit (RGB bytes at width x height; mask uint8 {0, 1} at mask_height x mask_width)
+        pa.field("edited", pa.binary()),
+        pa.field("mask", pa.binary()),
+        pa.field("mask_width", pa.int32()),
+        pa.field("mask_height", pa.int32()),
+        pa.field("mask_coverage", pa.float64()),
+        pa.field("prompt_truncated", pa.bool_()),
+        pa.field("edit_s", pa.float64()),
+    ]
+)
+
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("edit_id", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error_class", pa.string()),
+        pa.field("edit_s", pa.float64()),
+    ]
+)
+
+
+def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) -> pa.Table:
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+
+
+def failed(row: dict[str, Any], error_class: str, message: str) -> dict[str, Any]:
+    """Mark a row as an error record; bulky payloads are dropped so they stop travelling."""
+    return {**row, "status": "error", "error_class": error_class, "error": message, "pixels": None, "edited": None}
