@@ -1,0 +1,147 @@
+"""Per-edit quality metrics of the background: what DiffEdit should have left alone. Numpy, no scipy.
+
+DiffEdit promises to change the masked region and keep the rest. These metrics measure the rest:
+
+- ``background_psnr``: PSNR (dB) between the input and the edit over the background pixels (mask 0),
+  all three channels, data range 255. Identical backgrounds would be +inf; values are capped at
+  ``PSNR_CAP_DB`` (100 dB) so the column stays finite and sortable.
+- ``background_ssim``: SSIM of Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 0.01,
+  K2 0.03, population covariances: skimage's ``structural_similarity(gaussian_weights=True,
+  use_sample_covariance=False, data_range=255, channel_axis=-1)``. It is computed per RGB channel
+  (not on luminance, so a colour shift in the background counts) over the whole image, and the SSIM map
+  is averaged over background pixels only, away from the image border (the 5-pixel border skimage
+  crops). Windows near the mask's edge still see some edited pixels: the score is "how well the
+  surroundings of each background pixel are preserved", which is what a viewer perceives.
+
+Both are None when the mask covers the whole image (no background to measure). The mask comes at
+latent resolution and is upsampled nearest-neighbour to the image, as ``images.mask_to_png`` does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+__all__ = [
+    "METRIC_FIELDS",
+    "PSNR_CAP_DB",
+    "background_metrics",
+    "background_psnr",
+    "background_ssim",
+    "upsample_mask",
+]
+
+PSNR_CAP_DB = 100.0
+
+# The result-manifest columns these metrics (and the optional CLIP scores) fill; null where not measured.
+METRIC_FIELDS = (
+    pa.field("background_psnr", pa.float64()),
+    pa.field("background_ssim", pa.float64()),
+    pa.field("clip_target_score", pa.float64()),  # cosine similarity of the edit and the target prompt
+    pa.field("clip_source_score", pa.float64()),  # cosine similarity of the input and the source prompt
+)
+
+_SIGMA = 1.5
+_TRUNCATE = 3.5  # scipy.ndimage.gaussian_filter's radius: int(truncate * sigma + 0.5) = 5, an 11-tap window
+_K1, _K2 = 0.01, 0.03
+
+
+def upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Boolean (height, width) of a 2-D mask upsampled nearest-neighbour to ``size`` = (width, height).
+
+    The same resize as ``images.mask_to_png`` (PIL NEAREST), so metrics see the mask the job writes.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
+    binary = Image.fromarray((mask > 0).astype(np.uint8) * 255, "L")
+    return np.asarray(binary.resize(tuple(size), Image.Resampling.NEAREST)) > 0
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise ValueError(f"image must be (height, width) or (height, width, channels), got shape {image.shape}")
+    return image.astype(np.float64)
+
+
+def _check_pair(a: np.ndarray, b: np.ndarray, background: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if background.shape != a.shape[:2]:
+        raise ValueError(f"background mask shape {background.shape} does not match the image's {a.shape[:2]}")
+
+
+def background_psnr(a: np.ndarray, b: np.ndarray, background: np.ndarray, data_range: float = 255.0) -> float | None:
+    """PSNR in dB of ``a`` vs ``b`` (H, W[, C]) over pixels where ``background`` (H, W) is True.
+
+    Capped at ``PSNR_CAP_DB`` (identical backgrounds give the cap); None when there is no background pixel.
+    """
+    a, b, background = _as_float(a), _as_float(b), np.asarray(background, bool)
+    _check_pair(a, b, background)
+    if not background.any():
+        return None
+    mse = float(np.mean((a[background] - b[background]) ** 2))
+    if mse == 0.0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(data_range**2 / mse))
+
+
+def _gaussian_window() -> np.ndarray:
+    radius = int(_TRUNCATE * _SIGMA + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (x / _SIGMA) ** 2)
+    return weights / weights.sum()
+
+
+def _filter(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Separable Gaussian blur of (H, W, C) with scipy.ndimage's default 'reflect' (half-sample symmetric) edges."""
+    radius = len(weights) // 2
+    height, width = image.shape[:2]
+    padded = np.pad(image, ((radius, radius), (0, 0), (0, 0)), mode="symmetric")
+    rows = sum(w * padded[k : k + height] for k, w in enumerate(weights))
+    padded = np.pad(rows, ((0, 0), (radius, radius), (0, 0)), mode="symmetric")
+    return sum(w * padded[:, k : k + width] for k, w in enumerate(weights))
+
+
+def _ssim_map(a: np.ndarray, b: np.ndarray, data_range: float) -> np.ndarray:
+    """Per-pixel, per-channel SSIM (H, W, C)."""
+    weights = _gaussian_window()
+    mu_a, mu_b = _filter(a, weights), _filter(b, weights)
+    var_a = _filter(a * a, weights) - mu_a * mu_a
+    var_b = _filter(b * b, weights) - mu_b * mu_b
+    cov = _filter(a * b, weights) - mu_a * mu_b
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def background_ssim(a: np.ndarray, b: np.ndarray, background: np.ndarray, data_range: float = 255.0) -> float | None:
+    """Mean SSIM of ``a`` vs ``b`` (H, W[, C]) over background pixels (True in ``background``, (H, W)).
+
+    The map is averaged over background pixels at least 5 px from the border (all background pixels
+    when the image is too small for a border); None when no background pixel is left.
+    """
+    a, b, background = _as_float(a), _as_float(b), np.asarray(background, bool)
+    _check_pair(a, b, background)
+    crop = len(_gaussian_window()) // 2
+    if min(background.shape) > 2 * crop:
+        inner = np.zeros_like(background)
+        inner[crop:-crop, crop:-crop] = True
+        background = background & inner
+    if not background.any():
+        return None
+    return float(np.mean(_ssim_map(a, b, data_range)[background]))
+
+
+def background_metrics(
+    input_rgb: np.ndarray, edited_rgb: np.ndarray, mask: np.ndarray
+) -> tuple[float | None, float | None]:
+    """(PSNR dB, SSIM) of the background of an edit: uint8 (H, W, 3) input and edit, latent-res mask (h, w)."""
+    height, width = np.asarray(input_rgb).shape[:2]
+    background = ~upsample_mask(mask, (width, height))
+    return background_psnr(input_rgb, edited_rgb, background), background_ssim(input_rgb, edited_rgb, background)
