@@ -14,6 +14,7 @@ from diffedit_batch.config import (
     Config,
     ConfigError,
     JobConfig,
+    MetricsConfig,
     ModelConfig,
     StorageConfig,
     config_from_dict,
@@ -261,7 +262,7 @@ def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
         ["storage.allowed_schemes=[s3]", "job.max_actors=2", "edit.paper_unconditional_inversion=true"],
     )
     data = config.to_dict()
-    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "storage"]
+    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "storage", "metrics"]
     assert data["storage"]["allowed_schemes"] == ["s3"]
     assert data["edit"]["num_inference_steps"] == 10
     # safe_dump refuses tuples and other non-plain objects, so this also proves the dict is plain.
@@ -278,7 +279,10 @@ def test_config_from_dict_fills_defaults_and_rejects_unknowns():
 
 
 def test_sections_table_matches_config_fields():
-    assert SECTIONS == {"model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageConfig}
+    assert SECTIONS == {
+        "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageConfig,
+        "metrics": MetricsConfig,
+    }
     for cls in SECTIONS.values():
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
