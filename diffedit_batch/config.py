@@ -1,8 +1,8 @@
 """The job config: typed sections validated once, at the door.
 
 A config is YAML with one mapping per section (`model:`, `edit:`, `job:`, `storage:`, `metrics:`). Each section
-maps one to one onto a frozen dataclass whose fields carry their own help text; `Config` lists the sections, and that list
-is the only table of them (adding a section is adding a field to `Config`). Unknown sections and keys, wrong
+maps one to one onto a frozen dataclass whose fields carry their own help text; `Config` lists the sections, and
+that list is the only table of them (adding a section is adding a field to `Config`). Unknown sections and keys, wrong
 types and bad values all raise `ConfigError`, whose message starts with the key path (`job.batch_size ...`).
 
     config = load_config("configs/tiny.yaml", ["job.batch_size=2", "edit.num_inference_steps=20"])
@@ -325,6 +325,112 @@ class MetricsConfig:
         _at_least(self, "clip_gpus_per_actor", 0.0)
 
 
+_CONCEPT_INSTRUCTION = (
+    "Provide a caption for images containing a {concept}. "
+    "The captions should be in English and should be no longer than 150 characters."
+)
+
+
+@dataclass(frozen=True)
+class ConceptsConfig:
+    """Concept prompts: Flan-T5 captions of a concept, averaged into one prompt embedding (engine.concepts)."""
+
+    model: str = field(
+        default="google/flan-t5-large",
+        metadata={"help": "Seq2seq model (hub id or local folder, safetensors only) that writes the captions."},
+    )
+    num_captions: int = field(default=16, metadata={"help": "Captions sampled per concept, averaged into its prompt."})
+    instruction: str = field(
+        default=_CONCEPT_INSTRUCTION,
+        metadata={"help": "The model's input; {concept} is replaced by the concept (and must appear)."},
+    )
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (> 0)."})
+    top_k: int = field(default=10, metadata={"help": "Sample from the k likeliest tokens; 0 = no top-k filtering."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per caption."})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Sampling seed; each concept samples from a seed derived from (seed, concept), so its captions "
+            "do not depend on the other concepts of the job."
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | float32 | float16 | bfloat16; auto = bfloat16 on CUDA (T5 can overflow float16; float32 "
+            "on GPUs without bfloat16), float32 on CPU."
+        },
+    )
+    gpus: float = field(
+        default=0.0, metadata={"help": "GPUs reserved by the concept-prompt actor (a fraction shares one)."}
+    )
+    cpus: float = field(default=1.0, metadata={"help": "CPUs reserved by the concept-prompt actor."})
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        _non_empty(self, "model")
+        _positive_int(self, "num_captions")
+        if "{concept}" not in self.instruction:
+            raise ValueError(f"ConceptsConfig.instruction must contain {{concept}}, got {self.instruction!r}")
+        _at_least(self, "temperature", 0.0, open_=True)
+        _at_least(self, "top_k", 0)
+        _positive_int(self, "max_new_tokens")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"ConceptsConfig.seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"ConceptsConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _one_of(self, "dtype", ("auto", "float32", "float16", "bfloat16"))
+        _at_least(self, "gpus", 0.0)
+        _at_least(self, "cpus", 0.0)
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    """Inversion captions: BLIP captions of the input pictures (engine.captions)."""
+
+    model: str = field(
+        default="Salesforce/blip-image-captioning-base",
+        metadata={"help": "BLIP captioning model (hub id or local folder, safetensors only)."},
+    )
+    prompt: str | None = field(
+        default="a photograph of",
+        metadata={"help": "Text the caption continues (conditional captioning); null = unconditional captions."},
+    )
+    max_new_tokens: int = field(default=20, metadata={"help": "Most tokens generated after the prompt."})
+    caption_inversion: bool = field(
+        default=False,
+        metadata={"help": "Caption every input picture and use the caption as its inversion prompt."},
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto | float32 | float16 | bfloat16; auto = float16 on CUDA, float32 on CPU."},
+    )
+    gpus: float = field(
+        default=0.0, metadata={"help": "GPUs reserved by each captioning actor (a fraction shares one)."}
+    )
+    cpus: float = field(default=1.0, metadata={"help": "CPUs reserved by each captioning actor."})
+    batch_size: int = field(default=8, metadata={"help": "Pictures per BLIP generate call."})
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        _non_empty(self, "model")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("CaptionsConfig.prompt must not be empty (null = unconditional captions)")
+        _positive_int(self, "max_new_tokens")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"CaptionsConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _one_of(self, "dtype", ("auto", "float32", "float16", "bfloat16"))
+        _at_least(self, "gpus", 0.0)
+        _at_least(self, "cpus", 0.0)
+        _positive_int(self, "batch_size")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole job config. Each field is one YAML section; this class is the table of sections."""
@@ -334,6 +440,8 @@ class Config:
     job: JobConfig = field(default_factory=JobConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict of builtins (tuples as lists), YAML/JSON-serialisable; `config_from_dict` reads it back."""

@@ -11,6 +11,8 @@ import yaml
 
 from diffedit_batch.config import (
     SECTIONS,
+    CaptionsConfig,
+    ConceptsConfig,
     Config,
     ConfigError,
     JobConfig,
@@ -262,7 +264,7 @@ def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
         ["storage.allowed_schemes=[s3]", "job.max_actors=2", "edit.paper_unconditional_inversion=true"],
     )
     data = config.to_dict()
-    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "storage", "metrics"]
+    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "storage", "metrics", "concepts", "captions"]
     assert data["storage"]["allowed_schemes"] == ["s3"]
     assert data["edit"]["num_inference_steps"] == 10
     # safe_dump refuses tuples and other non-plain objects, so this also proves the dict is plain.
@@ -281,7 +283,7 @@ def test_config_from_dict_fills_defaults_and_rejects_unknowns():
 def test_sections_table_matches_config_fields():
     assert SECTIONS == {
         "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageConfig,
-        "metrics": MetricsConfig,
+        "metrics": MetricsConfig, "concepts": ConceptsConfig, "captions": CaptionsConfig,
     }
     for cls in SECTIONS.values():
         for f in dataclasses.fields(cls):
@@ -307,3 +309,75 @@ def test_committed_config_reference_is_up_to_date():
         "docs/config-reference.md is stale; regenerate it with "
         "python -c 'from diffedit_batch.config import write_config_reference; write_config_reference()'"
     )
+
+
+# --- concepts and captions sections ----------------------------------------------------------------------------
+
+
+def test_concepts_and_captions_defaults_follow_the_diffedit_guide():
+    from diffedit_batch.engine.captions import DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT
+    from diffedit_batch.engine.concepts import DEFAULT_CONCEPT_MODEL, DEFAULT_INSTRUCTION
+
+    config = Config()
+    assert config.concepts.model == DEFAULT_CONCEPT_MODEL and config.concepts.instruction == DEFAULT_INSTRUCTION
+    assert (config.concepts.num_captions, config.concepts.temperature, config.concepts.top_k) == (16, 0.8, 10)
+    assert config.captions.model == DEFAULT_CAPTION_MODEL and config.captions.prompt == DEFAULT_CAPTION_PROMPT
+    assert config.captions.caption_inversion is False
+
+
+def test_concepts_and_captions_keys_load_from_yaml_and_overrides(tmp_path):
+    path = write_yaml(
+        tmp_path,
+        "concepts:\n  model: models/tiny-flan-t5\n  instruction: 'Describe a {concept}, briefly.'\n  top_k: 0\n"
+        "captions:\n  prompt: null\n  caption_inversion: true\n",
+    )
+    config = load_config(path, ["concepts.temperature=1", "captions.batch_size=2", "captions.gpus=0.25"])
+    assert config.concepts.model == "models/tiny-flan-t5"
+    assert config.concepts.instruction == "Describe a {concept}, briefly."
+    assert config.concepts.top_k == 0 and config.concepts.temperature == 1.0
+    assert config.captions.prompt is None and config.captions.caption_inversion is True
+    assert (config.captions.batch_size, config.captions.gpus) == (2, 0.25)
+    assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "concepts.instruction=Describe a thing.",
+            "concepts.instruction must contain {concept}, got 'Describe a thing.'",
+        ),
+        ("concepts.num_captions=0", "concepts.num_captions must be a positive integer, got 0"),
+        ("concepts.temperature=0", "concepts.temperature must be > 0.0, got 0.0"),
+        ("concepts.top_k=-1", "concepts.top_k must be >= 0, got -1"),
+        ("concepts.max_new_tokens=0", "concepts.max_new_tokens must be a positive integer, got 0"),
+        ("concepts.seed=-1", "concepts.seed must be an integer in [0, 2**63), got -1"),
+        ("concepts.device=gpu", "concepts.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("concepts.dtype=fp16", "concepts.dtype must be one of auto, float32, float16, bfloat16, got 'fp16'"),
+        ("concepts.gpus=-1", "concepts.gpus must be >= 0.0, got -1.0"),
+        ("concepts.cpus=-0.5", "concepts.cpus must be >= 0.0, got -0.5"),
+        ("concepts.model=''", "concepts.model must not be empty"),
+        ("concepts.num_captions=many", "concepts.num_captions must be an integer, got 'many'"),
+        ("captions.prompt='  '", "captions.prompt must not be empty (null = unconditional captions)"),
+        ("captions.max_new_tokens=0", "captions.max_new_tokens must be a positive integer, got 0"),
+        ("captions.batch_size=0", "captions.batch_size must be a positive integer, got 0"),
+        ("captions.device=tpu", "captions.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        ("captions.dtype=half", "captions.dtype must be one of auto, float32, float16, bfloat16, got 'half'"),
+        ("captions.gpus=-0.1", "captions.gpus must be >= 0.0, got -0.1"),
+        ("captions.cpus=-1", "captions.cpus must be >= 0.0, got -1.0"),
+        ("captions.caption_inversion=1", "captions.caption_inversion must be true or false, got 1"),
+        ("captions.model=''", "captions.model must not be empty"),
+    ],
+)
+def test_concepts_and_captions_bad_values_name_the_key_path(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == message
+    assert info.value.key == override.split("=")[0]
+
+
+def test_tiny_config_points_concepts_and_captions_at_the_tiny_models():
+    config = load_config(ROOT / "configs" / "tiny.yaml")
+    assert config.concepts.model == "models/tiny-flan-t5" and config.captions.model == "models/tiny-blip"
+    assert config.concepts.device == config.captions.device == "cpu"
+    assert config.concepts.gpus == config.captions.gpus == 0.0
