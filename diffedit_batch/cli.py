@@ -34,10 +34,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from diffedit_batch.engine.tiny import build_tiny_stable_diffusion
 
     folder = build_tiny_stable_diffusion(args.folder, seed=args.seed)
     print(f"tiny random Stable Diffusion saved to {folder}")
+    if args.all:
+        from diffedit_batch.engine.tiny_helpers import build_tiny_blip, build_tiny_flan_t5
+
+        siblings = Path(args.folder).parent
+        print(f"tiny random Flan-T5 saved to {build_tiny_flan_t5(siblings / 'tiny-flan-t5', seed=args.seed)}")
+        print(f"tiny random BLIP saved to {build_tiny_blip(siblings / 'tiny-blip', seed=args.seed)}")
     return 0
 
 
@@ -57,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("make-tiny-model", help="build a tiny random Stable Diffusion for offline runs and tests")
     tiny.add_argument("folder", help="where to save it (diffusers folder layout, safetensors)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--all",
+        action="store_true",
+        help="also build the tiny Flan-T5 (concept prompts) and BLIP (captions) models, as the folder's siblings "
+        "tiny-flan-t5/ and tiny-blip/ (the paths configs/tiny.yaml uses)",
+    )
     tiny.set_defaults(handler=_make_tiny_model)
     return parser
 
