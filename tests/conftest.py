@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.s3_server import s3_server  # noqa: F401  (session fixture shared by all test packages)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -17,3 +19,24 @@ def tiny_model_dir(tmp_path_factory):
     from diffedit_batch.engine.tiny import build_tiny_stable_diffusion
 
     return build_tiny_stable_diffusion(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """One in-process Ray for the whole session, started after the S3 server so that its workers inherit the
+    server's (fake) credentials from the environment."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_config_overrides(tiny_model_dir):
+    """--set overrides that point configs/tiny.yaml at the session's tiny model."""
+    return [f"model.pretrained={tiny_model_dir}"]

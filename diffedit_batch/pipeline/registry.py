@@ -24,18 +24,20 @@ class EditRegistry:
     def claim(self, edit_ids: list[str | None]) -> list[str]:
         answers = []
         for edit_id in edit_ids:
+            previous = None if edit_id is None else self.index_before_run.get(edit_id)
             if edit_id is None:
                 answers.append(NEW)  # a row without an id: fails validation and is recorded as such
+            elif previous is not None and previous[0] == STATUS_OK:
+                # done earlier; its later occurrences were recorded as duplicates then, so not again now
+                if edit_id not in self.claimed:
+                    self.claimed.add(edit_id)
+                    self.skipped += 1
+                answers.append(DONE)
             elif edit_id in self.claimed:
                 answers.append(DUPLICATE)
             else:
                 self.claimed.add(edit_id)
-                previous = self.index_before_run.get(edit_id)
-                if previous is not None and previous[0] == STATUS_OK:
-                    self.skipped += 1
-                    answers.append(DONE)
-                else:
-                    answers.append(NEW)
+                answers.append(NEW)
         return answers
 
     def skipped_count(self) -> int:
