@@ -176,8 +176,8 @@ def test_generated_captions_embed(generator, engine):
 
 def test_embedding_is_a_prompt_for_the_engine(engine):
     """The mean of one caption is that caption's encoding: the edit is the same as with the text."""
-    settings = EditSettings(num_inference_steps=4, num_maps_per_mask=1)
-    image = photo(64, 64, 3)
+    settings = EditSettings(num_inference_steps=2, num_maps_per_mask=1)
+    image = photo(32, 32, 3)
     source = concept_embedding(engine, ["a bowl of fruits"])
     target = concept_embedding(engine, ["a basket of fruits"])
     [by_embedding] = engine.edit([image], [source], [target], [7], settings)
