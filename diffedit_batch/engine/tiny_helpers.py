@@ -171,9 +171,10 @@ def build_tiny_blip(folder: str | Path, seed: int = 0) -> Path:
 def _randomize(model: torch.nn.Module, generator: torch.Generator, std: float) -> None:
     """Redraw every weight matrix from one seeded generator (biases and norms keep their init).
 
-    transformers' own init draws from the global RNG and, for these classes, leaves tiny models with
-    near-uniform output distributions; a wider draw from a private generator makes the random text varied and
-    the build reproducible without touching global state.
+    With transformers' own init (drawn from the global RNG), the tiny BLIP captions every picture alike (its
+    vision weights start at std 1e-10) and the tiny T5 ends every caption at once (empty strings). A wider draw
+    from a private generator makes the text varied and image-dependent, and the build reproducible without
+    touching global state.
     """
     for name, parameter in sorted(model.named_parameters()):
         if parameter.ndim >= 2:
