@@ -31,6 +31,10 @@ MANIFEST = [
      "target_prompts": ["a photo of a dog", "a photo of a tiger", "a photo of a fox"], "seed": 7},
     {"id": "rocket-balloon", "image": "images/rocket.jpg", "source_prompt": "a rocket on a launch pad",
      "target_prompt": "a hot air balloon on a launch pad"},
+    # concepts instead of prompts: Flan-T5 writes captions for each, their mean embedding is the prompt
+    {"id": "chelsea-concepts", "image": "images/chelsea.jpg", "source_concept": "cat", "target_concept": "dog"},
+    # no source prompt: BLIP captions the picture and the caption guides the inversion and stands in as source
+    {"id": "coffee-caption", "image": "images/coffee.jpg", "target_prompt": "a cup of green tea"},
 ]
 
 
@@ -42,10 +46,12 @@ def main() -> None:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
         image.thumbnail((384, 384), Image.Resampling.LANCZOS)
         image.save(HERE / "images" / file_name, quality=88)
-    columns = ["id", "image", "source_prompt", "target_prompt", "target_prompts", "inversion_prompt", "seed"]
+    columns = ["id", "image", "source_prompt", "target_prompt", "target_prompts", "inversion_prompt", "seed",
+               "source_concept", "target_concept"]
     schema = pa.schema([
         ("id", pa.string()), ("image", pa.string()), ("source_prompt", pa.string()), ("target_prompt", pa.string()),
         ("target_prompts", pa.list_(pa.string())), ("inversion_prompt", pa.string()), ("seed", pa.int64()),
+        ("source_concept", pa.string()), ("target_concept", pa.string()),
     ])
     table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in MANIFEST], schema=schema)
     pq.write_table(table, HERE / "manifest.parquet")

@@ -37,6 +37,15 @@ def ray_local(s3_server):
 
 
 @pytest.fixture(scope="session")
-def tiny_config_overrides(tiny_model_dir):
-    """--set overrides that point configs/tiny.yaml at the session's tiny model."""
-    return [f"model.pretrained={tiny_model_dir}"]
+def tiny_helper_models(tiny_model_dir):
+    """Tiny random Flan-T5 and BLIP beside the tiny Stable Diffusion (as `make-tiny-model --all` lays them out)."""
+    from diffedit_batch.engine.tiny_helpers import build_tiny_blip, build_tiny_flan_t5
+
+    return build_tiny_flan_t5(tiny_model_dir.parent / "tiny-flan-t5"), build_tiny_blip(tiny_model_dir.parent / "tiny-blip")
+
+
+@pytest.fixture(scope="session")
+def tiny_config_overrides(tiny_model_dir, tiny_helper_models):
+    """--set overrides that point configs/tiny.yaml at the session's tiny models."""
+    flan_t5, blip = tiny_helper_models
+    return [f"model.pretrained={tiny_model_dir}", f"concepts.model={flan_t5}", f"captions.model={blip}"]

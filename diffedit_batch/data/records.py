@@ -68,6 +68,10 @@ RESULT_SCHEMA = pa.schema(
         pa.field("source_prompt", pa.string()),
         pa.field("target_prompt", pa.string()),
         pa.field("inversion_prompt", pa.string()),
+        # concepts expanded by Flan-T5 (their captions: PREFIX/concepts/), and the BLIP caption, if any
+        pa.field("source_concept", pa.string()),
+        pa.field("target_concept", pa.string()),
+        pa.field("caption", pa.string()),
         pa.field("prompt_truncated", pa.bool_()),
         pa.field("seed", pa.int64()),
         pa.field("mask_coverage", pa.float64()),
@@ -79,6 +83,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("write_s", pa.float64()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # The Ray node whose edit actor handled the row; null when it never reached one (or ran without Ray).
+        pa.field("node_id", pa.string()),
     ]
 )
 

@@ -1,6 +1,6 @@
 """The Ray Data plan: which stage runs where, with what resources, in what order.
 
-read manifest -> expand (CPU) -> fetch (CPU) -> edit (actor pool, GPU) -> write (CPU)
+read manifest -> expand (CPU) -> fetch (CPU) -> edit (actor pool, GPU) [-> CLIP scores (actor pool)] -> write (CPU)
 
 Everything streams: blocks flow through the stages as they are ready, so memory is bounded by the blocks in
 flight, not by the manifest. CPU stages are tasks that Ray Data autoscales; the edit pool has a fixed size (or
@@ -18,6 +18,8 @@ from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS
 from diffedit_batch.data.storage import StorageOptions, resolve
 
+from .metrics_stage import ClipScoreStage
+from .recipe_stages import CaptionStage, ConceptStage
 from .stages import EditStage, expand_requests, fetch_images, write_outputs
 
 
@@ -49,8 +51,42 @@ def edit_pool(config: Config) -> ActorPoolStrategy:
     return ActorPoolStrategy(size=job.num_actors, max_tasks_in_flight_per_actor=job.max_tasks_in_flight_per_actor)
 
 
-def build_dataset(config: Config, paths: JobPaths, schema_names: list[str], registry, run_id: str) -> ray.data.Dataset:
-    """The job's dataset; consuming it runs the job and yields one summary row per edit."""
+def _resources(cpus: float, gpus: float) -> dict[str, float]:
+    return {"num_cpus": cpus, **({"num_gpus": gpus} if gpus > 0 else {})}
+
+
+def generate_concept_captions(config: Config, concepts: list[str]) -> dict[str, list[str]]:
+    """Flan-T5 captions of each distinct concept of the job, in their own stage (one actor, its own resources).
+
+    Runs once per job before the edits: concepts are few, and every edit actor needs all of their captions.
+    """
+    if not concepts:
+        return {}
+    dataset = ray.data.from_items([{"concept": concept} for concept in concepts]).map_batches(
+        ConceptStage,
+        batch_format="pyarrow",
+        batch_size=16,
+        compute=ActorPoolStrategy(size=1),
+        fn_constructor_kwargs={"concepts_config": config.concepts},
+        **_resources(config.concepts.cpus, config.concepts.gpus),
+    )
+    return {row["concept"]: list(row["captions"]) for row in dataset.take_all()}
+
+
+def build_dataset(
+    config: Config,
+    paths: JobPaths,
+    schema_names: list[str],
+    registry,
+    run_id: str,
+    concept_captions: dict[str, list[str]] | None = None,
+    caption_images: bool = False,
+) -> ray.data.Dataset:
+    """The job's dataset; consuming it runs the job and yields one summary row per edit.
+
+    `concept_captions` (from `generate_concept_captions`) turn concepts into prompts in the edit stage;
+    `caption_images` adds the BLIP stage, for rows without a source or when the config asks for caption inversion.
+    """
     options = storage_options(config)
     filesystem, _ = resolve(paths.manifest_files[0], options)
     manifest_paths = [resolve(uri, options)[1] for uri in paths.manifest_files]
@@ -62,7 +98,13 @@ def build_dataset(config: Config, paths: JobPaths, schema_names: list[str], regi
         batch_format="pyarrow",
         batch_size=batch_size,
         num_cpus=0.25,
-        fn_kwargs={"registry": registry, "base_dir": paths.base_dir, "job_seed": config.job.seed},
+        fn_kwargs={
+            "registry": registry,
+            "base_dir": paths.base_dir,
+            "job_seed": config.job.seed,
+            # in noop mode no captioner runs, but rows that would get a caption still travel the data path
+            "caption_available": caption_images or config.job.mode == "noop",
+        },
     )
     dataset = dataset.map_batches(
         fetch_images,
@@ -75,6 +117,15 @@ def build_dataset(config: Config, paths: JobPaths, schema_names: list[str], regi
             "max_pixels": config.job.max_image_pixels,
         },
     )
+    if caption_images:
+        dataset = dataset.map_batches(
+            CaptionStage,
+            batch_format="pyarrow",
+            batch_size=config.captions.batch_size,
+            compute=ActorPoolStrategy(size=1),
+            fn_constructor_kwargs={"captions_config": config.captions},
+            **_resources(config.captions.cpus, config.captions.gpus),
+        )
     edit_resources = {"num_cpus": config.job.cpus_per_actor}
     if config.job.gpus_per_actor > 0:
         edit_resources["num_gpus"] = config.job.gpus_per_actor
@@ -83,9 +134,29 @@ def build_dataset(config: Config, paths: JobPaths, schema_names: list[str], regi
         batch_format="pyarrow",
         batch_size=batch_size,
         compute=edit_pool(config),
-        fn_constructor_kwargs={"model_config": config.model, "edit_settings": config.edit, "mode": config.job.mode},
+        fn_constructor_kwargs={
+            "model_config": config.model,
+            "edit_settings": config.edit,
+            "mode": config.job.mode,
+            "concept_captions": concept_captions,
+        },
+        # A dead edit actor (node lost, OOM kill) is restarted and its in-flight batches are retried, so each
+        # edit still ends as exactly one record. Ray Data defaults to this today; it is stated because the
+        # job relies on it (tests/cluster/test_faults.py kills an actor mid-run).
+        max_restarts=-1,
+        max_task_retries=-1,
         **edit_resources,
     )
+    if config.metrics.clip_model is not None:
+        dataset = dataset.map_batches(
+            ClipScoreStage,
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            compute=ActorPoolStrategy(size=config.metrics.clip_num_actors),
+            fn_constructor_kwargs={"clip_model": config.metrics.clip_model, "device": config.metrics.clip_device},
+            num_cpus=config.metrics.clip_cpus_per_actor,
+            **({"num_gpus": config.metrics.clip_gpus_per_actor} if config.metrics.clip_gpus_per_actor > 0 else {}),
+        )
     dataset = dataset.map_batches(
         write_outputs,
         batch_format="pyarrow",
@@ -96,6 +167,7 @@ def build_dataset(config: Config, paths: JobPaths, schema_names: list[str], regi
             "options": options,
             "model_id": config.model.pretrained,
             "run_id": run_id,
+            "background_metrics": config.metrics.background,
         },
     )
     return dataset

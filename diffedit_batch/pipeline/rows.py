@@ -25,6 +25,7 @@ WORK_SCHEMA = pa.schema(
         pa.field("source_concept", pa.string()),
         pa.field("target_concept", pa.string()),
         pa.field("target_index", pa.int32()),
+        pa.field("caption", pa.string()),  # the BLIP caption, when one was made
         # where it stands
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
@@ -44,6 +45,7 @@ WORK_SCHEMA = pa.schema(
         pa.field("mask_coverage", pa.float64()),
         pa.field("prompt_truncated", pa.bool_()),
         pa.field("edit_s", pa.float64()),
+        pa.field("node_id", pa.string()),  # the Ray node of the edit actor that handled the row
     ]
 )
 
@@ -53,6 +55,8 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("error_class", pa.string()),
         pa.field("edit_s", pa.float64()),
+        # False when the block's record part could not be written: nothing was persisted for the row
+        pa.field("recorded", pa.bool_()),
     ]
 )
 

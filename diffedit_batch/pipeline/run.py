@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -11,13 +12,16 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import manifest_base_dir, manifest_files, read_manifest_schema
-from diffedit_batch.data.storage import redact_uri
+from diffedit_batch.data.manifest_scan import scan_manifest_needs
+from diffedit_batch.data.storage import join, redact_uri, write_bytes_atomic
 
-from .plan import JobPaths, build_dataset, storage_options
+from .plan import JobPaths, build_dataset, generate_concept_captions, storage_options
 from .registry import EditRegistry
 
 log = logging.getLogger("diffedit_batch.job")
@@ -78,6 +82,9 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     registry = ray.remote(num_cpus=0)(EditRegistry).remote(paths.output_prefix, options)
     retried = set(ray.get(registry.previously_recorded_not_ok.remote()))
     summary = JobSummary(run_id=run_id)
+    metadata = {"run_id": run_id, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "manifest": redact_uri(manifest_uri), "config": config.to_dict()}
+    _write_run_metadata(paths.output_prefix, metadata, options)
     log.info("run %s: %d manifest file(s) from %s -> %s", run_id, len(files), redact_uri(manifest_uri),
              redact_uri(output_prefix))
 
@@ -89,12 +96,17 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     )
     reporter.start()
     try:
-        dataset = build_dataset(config, paths, schema.names, registry, run_id)
+        concept_captions, caption_images = _prepare_recipe(config, paths, schema.names, run_id, options)
+        dataset = build_dataset(
+            config, paths, schema.names, registry, run_id,
+            concept_captions=concept_captions, caption_images=caption_images,
+        )
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            for edit_id, status, error_class in zip(
-                batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist()
+            for edit_id, status, error_class, recorded in zip(
+                batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist(),
+                batch["recorded"].to_pylist(),
             ):
-                if status != "duplicate" and edit_id in retried:
+                if status != "duplicate" and recorded is not False and edit_id in retried:
                     rerecorded.append(edit_id)  # this run's record replaces the earlier non-ok one
                 if status == "ok":
                     summary.ok += 1
@@ -110,7 +122,43 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     summary.skipped = ray.get(registry.skipped_count.remote())
     ray.get(registry.drop_superseded.remote(rerecorded, paths.output_prefix, options))
     ray.kill(registry)
+    metadata.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds, ok=summary.ok,
+                    failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped)
+    _write_run_metadata(paths.output_prefix, metadata, options)
     return summary
+
+
+def _prepare_recipe(config: Config, paths: JobPaths, schema_names, run_id: str, options):
+    """Which recipe stages the manifest needs: concept captions (made now, once per distinct concept of the
+    job, and kept in PREFIX/concepts/<run_id>.parquet for audit) and whether BLIP must caption images."""
+    if config.job.mode == "noop":
+        return {}, False  # the data-path benchmark runs no model at all
+    needs = scan_manifest_needs(paths.manifest_files, schema_names, options)
+    concept_captions = generate_concept_captions(config, needs.concepts)
+    if concept_captions:
+        concepts = config.concepts
+        table = pa.table({
+            "concept": list(concept_captions),
+            "captions": list(concept_captions.values()),
+            "model_id": [concepts.model] * len(concept_captions),
+            "seed": [concepts.seed] * len(concept_captions),
+            "instruction": [concepts.instruction] * len(concept_captions),
+            "temperature": [concepts.temperature] * len(concept_captions),
+            "top_k": [concepts.top_k] * len(concept_captions),
+            "run_id": [run_id] * len(concept_captions),
+        })
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        write_bytes_atomic(join(paths.output_prefix, "concepts", f"{run_id}.parquet"), sink.getvalue().to_pybytes(), options)
+        log.info("generated captions for %d concept(s)", len(concept_captions))
+    caption_images = config.captions.caption_inversion or needs.rows_without_source > 0
+    return concept_captions, caption_images
+
+
+def _write_run_metadata(prefix: str, metadata: dict, options) -> None:
+    """`PREFIX/runs/<run_id>.json`: the run's config at its start, its counts at its end (read by the report)."""
+    uri = join(prefix, "runs", f"{metadata['run_id']}.json")
+    write_bytes_atomic(uri, json.dumps(metadata, indent=1).encode(), options)
 
 
 def _report_progress(summary: JobSummary, started: float, interval: float, stop: threading.Event) -> None:

@@ -30,13 +30,16 @@ from diffedit_batch.data.images import (
     restore_size,
 )
 from diffedit_batch.data.manifest import EditRequest, derive_seed, expand_edits, validate_request
-from diffedit_batch.data.records import image_output_uri, mask_output_uri, write_record_part
+from diffedit_batch.data.metrics import METRIC_FIELDS, background_metrics
+from diffedit_batch.data.records import extend_result_schema, image_output_uri, mask_output_uri, write_record_part
 from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, redact_uri, write_bytes_atomic
 
 from .registry import DONE, DUPLICATE
 from .rows import PENDING, SUMMARY_SCHEMA, failed, to_table
 
 log = logging.getLogger(__name__)
+
+RECORD_SCHEMA = extend_result_schema(*METRIC_FIELDS)  # the result records this job writes
 
 
 def _error_text(error: BaseException, limit: int = 500) -> str:
@@ -147,9 +150,11 @@ class EditStage:
     cannot fail its neighbours.
     """
 
-    def __init__(self, model_config, edit_settings, mode: str = "edit"):
+    def __init__(self, model_config, edit_settings, mode: str = "edit", concept_captions: dict | None = None):
         self.settings = edit_settings
         self.mode = mode
+        self.concept_captions = concept_captions or {}  # concept -> its Flan-T5 captions
+        self.concept_embeddings: dict = {}
         self.engine = None
         if mode == "edit":
             from diffedit_batch.engine import DiffEditEngine
@@ -167,6 +172,7 @@ class EditStage:
             )
         self.latent_cell = self.engine.vae_scale_factor if self.engine is not None else 8
         self.busy_s = 0.0  # seconds spent editing, for the busy fraction
+        self.node_id = _ray_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -174,6 +180,8 @@ class EditStage:
         if pending:
             started = time.perf_counter()
             self._edit_rows([rows[i] for i in pending])
+            for i in pending:
+                rows[i]["node_id"] = self.node_id
             self.busy_s += time.perf_counter() - started
         return to_table(rows)
 
@@ -198,7 +206,6 @@ class EditStage:
                 mask_coverage=mask_coverage(mask),
                 prompt_truncated=truncated,
                 edit_s=seconds,
-                pixels=None,
             )
 
     def _run(self, rows: list[dict]) -> list[tuple[Image.Image, np.ndarray, bool]]:
@@ -208,13 +215,37 @@ class EditStage:
             return [(image, np.zeros((image.height // cell, image.width // cell), np.uint8), False) for image in images]
         results = self.engine.edit(
             images,
-            [row["source_prompt"] for row in rows],
-            [row["target_prompt"] for row in rows],
+            [self._prompt(row, "source") for row in rows],
+            [self._prompt(row, "target") for row in rows],
             [row["seed"] for row in rows],
             settings=self.settings,
             inversion_prompts=[row["inversion_prompt"] for row in rows],
         )
         return [(result.image, result.mask, bool(result.truncated_prompts)) for result in results]
+
+
+    def _prompt(self, row: dict, side: str):
+        """The row's prompt, else the mean embedding of its concept's captions (computed once per concept)."""
+        if row[f"{side}_prompt"] is not None:
+            return row[f"{side}_prompt"]
+        concept = row[f"{side}_concept"]
+        if concept not in self.concept_captions:
+            raise ValueError(f"no captions were generated for {side} concept {concept!r}")
+        if concept not in self.concept_embeddings:
+            from diffedit_batch.engine.concepts import concept_embedding
+
+            self.concept_embeddings[concept] = concept_embedding(self.engine, self.concept_captions[concept])
+        return self.concept_embeddings[concept]
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (hex), or None outside Ray: the stage also runs without it."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - provenance only; never fail an edit over it
+        return None
 
 
 def _error_text_from_current() -> str:
@@ -226,27 +257,44 @@ def _error_text_from_current() -> str:
 
 
 def write_outputs(
-    batch: pa.Table, *, output_prefix: str, options: StorageOptions, model_id: str, run_id: str
+    batch: pa.Table, *, output_prefix: str, options: StorageOptions, model_id: str, run_id: str,
+    background_metrics: bool = True,
 ) -> pa.Table:
-    """Write each edited row's PNGs, then the block's records (so no record points at a missing file)."""
+    """Write each edited row's PNGs, then the block's records (so no record points at a missing file).
+
+    With ``background_metrics``, each edit's background PSNR/SSIM (diffedit_batch.data.metrics) is computed
+    from the model-resolution input and edit, the last stage that holds both.
+    """
     records = []
     summary = []
     for row in batch.to_pylist():
         if row["status"] == PENDING:
-            row = _write_one(row, output_prefix, options)
+            row = _write_one(row, output_prefix, options, background_metrics)
         records.append(_record(row, model_id, run_id))
         summary.append({"edit_id": row["edit_id"], "status": records[-1]["status"],
-                        "error_class": row.get("error_class"), "edit_s": row.get("edit_s")})
+                        "error_class": row.get("error_class"), "edit_s": row.get("edit_s"), "recorded": True})
     if records:
-        write_record_part(output_prefix, records, options, part_name=_part_name(run_id, records))
+        try:
+            write_record_part(output_prefix, records, options, part_name=_part_name(run_id, records),
+                              schema=RECORD_SCHEMA)
+        except StorageError as error:
+            # Not a crash: the block's rows count as storage errors and, having no record, are retried by a re-run.
+            log.warning("cannot write the records of %d edits: %s", len(records), error)
+            for row in summary:
+                row.update(status="error", error_class="storage", recorded=False)
     return to_table(summary, SUMMARY_SCHEMA)
 
 
-def _write_one(row: dict, output_prefix: str, options: StorageOptions) -> dict:
+def _write_one(row: dict, output_prefix: str, options: StorageOptions, with_metrics: bool = True) -> dict:
     started = time.perf_counter()
     size = (row["orig_width"], row["orig_height"])
-    edited = restore_size(Image.frombytes("RGB", (row["width"], row["height"]), row["edited"]), size)
+    model_edit = Image.frombytes("RGB", (row["width"], row["height"]), row["edited"])
+    edited = restore_size(model_edit, size)
     mask = np.frombuffer(row["mask"], np.uint8).reshape(row["mask_height"], row["mask_width"])
+    if with_metrics and row.get("pixels"):
+        model_input = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
+        row["background_psnr"], row["background_ssim"] = background_metrics(model_input, np.asarray(model_edit), mask)
+    row["pixels"] = None
     image_uri = image_output_uri(output_prefix, row["edit_id"])
     mask_uri = mask_output_uri(output_prefix, row["edit_id"])
     try:
@@ -272,9 +320,13 @@ def _record(row: dict, model_id: str, run_id: str) -> dict:
         "source_prompt": row.get("source_prompt"),
         "target_prompt": row.get("target_prompt"),
         "inversion_prompt": row.get("inversion_prompt"),
+        "source_concept": row.get("source_concept"),
+        "target_concept": row.get("target_concept"),
+        "caption": row.get("caption"),
         "prompt_truncated": row.get("prompt_truncated"),
         "seed": row.get("seed"),
         "mask_coverage": row.get("mask_coverage") if ok else None,
+        **{f.name: row.get(f.name) if ok else None for f in METRIC_FIELDS},
         "model_id": model_id,
         "width": row.get("orig_width"),
         "height": row.get("orig_height"),
@@ -282,6 +334,7 @@ def _record(row: dict, model_id: str, run_id: str) -> dict:
         "edit_s": row.get("edit_s"),
         "write_s": row.get("write_s"),
         "run_id": run_id,
+        "node_id": row.get("node_id"),
     }
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
@@ -18,15 +19,16 @@ from .conftest import read_records, write_manifest
 
 pytestmark = pytest.mark.slow
 
+EXAMPLE_EDITS = ["astronaut-robot", "coffee-tea", "chelsea#0", "chelsea#1", "chelsea#2", "rocket-balloon",
+                 "chelsea-concepts", "coffee-caption"]
+
 
 def test_example_manifest_end_to_end(ray_local, job_config, example_copy, tmp_path):
     output = tmp_path / "out"
     summary = run_job(job_config(), str(example_copy / "manifest.parquet"), str(output))
-    assert (summary.ok, summary.failed, summary.skipped) == (6, 0, 0)
+    assert (summary.ok, summary.failed, summary.skipped) == (8, 0, 0)
     records = read_records(output)
-    assert sorted(r["id"] for r in records) == sorted(
-        ["astronaut-robot", "coffee-tea", "chelsea#0", "chelsea#1", "chelsea#2", "rocket-balloon"]
-    )
+    assert sorted(r["id"] for r in records) == sorted(EXAMPLE_EDITS)
     for record in records:
         assert record["status"] == "ok" and record["error"] is None
         source = Image.open(record["source_image_uri"])
@@ -43,10 +45,28 @@ def test_example_manifest_end_to_end(ray_local, job_config, example_copy, tmp_pa
     assert by_id["coffee-tea"]["inversion_prompt"] == "a cup of coffee on a saucer on a table"
     # the targets of one row share its seed (derived from the row id when the manifest gives none)
     assert len({by_id[f"chelsea#{k}"]["seed"] for k in range(3)}) == 1
+    # a row without a source prompt: BLIP's caption guides the inversion and stands in for the source
+    captioned = by_id["coffee-caption"]
+    assert captioned["caption"] and captioned["caption"].startswith("a photograph of")
+    assert captioned["inversion_prompt"] == captioned["source_prompt"] == captioned["caption"]
+    assert by_id["coffee-tea"]["caption"] is None  # rows with a source are not captioned
+    # concepts: Flan-T5 captions per distinct concept, kept in a side table for audit
+    concepts = by_id["chelsea-concepts"]
+    assert (concepts["source_concept"], concepts["target_concept"]) == ("cat", "dog")
+    assert concepts["source_prompt"] is None and concepts["target_prompt"] is None
+    side = ds.dataset(str(output / "concepts"), format="parquet").to_table().to_pylist()
+    assert {row["concept"] for row in side} == {"cat", "dog"}
+    assert all(len(row["captions"]) == 4 and row["run_id"] == summary.run_id for row in side)
 
     again = run_job(job_config(), str(example_copy / "manifest.parquet"), str(output))
-    assert (again.ok, again.failed, again.skipped) == (0, 0, 6)
-    assert len(read_records(output)) == 6
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 8)
+    assert len(read_records(output)) == 8
+    # captions are seeded: the re-run generated the same ones
+    side = ds.dataset(str(output / "concepts"), format="parquet").to_table().to_pylist()
+    by_run = {}
+    for row in side:
+        by_run.setdefault(row["run_id"], {})[row["concept"]] = row["captions"]
+    assert len(by_run) == 2 and by_run[summary.run_id] == by_run[again.run_id]
 
 
 def test_bad_rows_become_error_records_and_good_rows_finish(ray_local, job_config, example_copy, tmp_path):
@@ -132,7 +152,7 @@ def test_noop_mode_keeps_the_data_path_and_skips_diffusion(ray_local, job_config
     # at the photos' own size (384 px) the model-resolution round trip is exact
     config = job_config("job.mode=noop", "model.resolution=384")
     summary = run_job(config, str(example_copy / "manifest.parquet"), str(tmp_path / "out"))
-    assert summary.ok == 6
+    assert summary.ok == 8
     record = next(r for r in read_records(tmp_path / "out") if r["id"] == "coffee-tea")
     source = np.asarray(Image.open(record["source_image_uri"]).convert("RGB"), np.int16)
     edited = np.asarray(Image.open(record["image_uri"]), np.int16)
@@ -149,15 +169,15 @@ def test_s3_manifest_images_and_output(ray_local, s3_server, job_config, example
     client.put_object(Bucket=name, Key="inputs/manifest.parquet", Body=(example_copy / "manifest.parquet").read_bytes())
     config = job_config(f"storage.s3_endpoint_url={s3_server.endpoint_url}", "storage.s3_region=us-east-1")
     summary = run_job(config, f"{bucket}/inputs/manifest.parquet", f"{bucket}/outputs/run1")
-    assert summary.ok == 6 and summary.failed == 0
+    assert summary.ok == 8 and summary.failed == 0
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix="outputs/run1/")["Contents"]]
-    assert sum(k.startswith("outputs/run1/images/") for k in keys) == 6
-    assert sum(k.startswith("outputs/run1/masks/") for k in keys) == 6
+    assert sum(k.startswith("outputs/run1/images/") for k in keys) == 8
+    assert sum(k.startswith("outputs/run1/masks/") for k in keys) == 8
     parts = [k for k in keys if k.startswith("outputs/run1/manifest/part-")]
     import pyarrow.parquet as pq
 
     records = [r for k in parts for r in pq.read_table(io.BytesIO(client.get_object(Bucket=name, Key=k)["Body"].read())).to_pylist()]
-    assert len(records) == 6 and all(r["image_uri"].startswith(f"{bucket}/outputs/run1/images/") for r in records)
+    assert len(records) == 8 and all(r["image_uri"].startswith(f"{bucket}/outputs/run1/images/") for r in records)
     png = client.get_object(Bucket=name, Key=records[0]["image_uri"].removeprefix(f"{bucket}/"))["Body"].read()
     assert Image.open(io.BytesIO(png)).format == "PNG"
-    assert run_job(config, f"{bucket}/inputs/manifest.parquet", f"{bucket}/outputs/run1").skipped == 6
+    assert run_job(config, f"{bucket}/inputs/manifest.parquet", f"{bucket}/outputs/run1").skipped == 8
