@@ -293,7 +293,11 @@ def _write_one(row: dict, output_prefix: str, options: StorageOptions, with_metr
     mask = np.frombuffer(row["mask"], np.uint8).reshape(row["mask_height"], row["mask_width"])
     if with_metrics and row.get("pixels"):
         model_input = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"], 3)
-        row["background_psnr"], row["background_ssim"] = background_metrics(model_input, np.asarray(model_edit), mask)
+        try:
+            psnr, ssim = background_metrics(model_input, np.asarray(model_edit), mask)
+            row.update(background_psnr=psnr, background_ssim=ssim)
+        except ValueError as error:  # a metric must not fail a finished edit: it stays null
+            log.warning("no background metrics for %r: %s", row["edit_id"], error)
     row["pixels"] = None
     image_uri = image_output_uri(output_prefix, row["edit_id"])
     mask_uri = mask_output_uri(output_prefix, row["edit_id"])
