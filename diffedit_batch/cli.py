@@ -33,6 +33,50 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_options(args: argparse.Namespace):
+    """Storage options from the --config/--set a report or export was given (defaults without one)."""
+    from diffedit_batch.config import load_config
+    from diffedit_batch.pipeline.plan import storage_options
+
+    return storage_options(load_config(args.config, args.set or ()))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from diffedit_batch.config import ConfigError
+    from diffedit_batch.data.storage import StorageError
+    from diffedit_batch.report import build_report
+
+    try:
+        result = build_report(
+            args.prefix, _storage_options(args), output=args.output, thumb_size=args.thumb_size,
+            page_size=args.page_size, workers=args.workers, thumbnails=not args.no_thumbnails,
+        )
+    except (ConfigError, StorageError) as error:
+        print(f"report error: {error}", file=sys.stderr)
+        return 2
+    print(f"report of {result.records} records: {result.index_uri} ({result.thumbnails_made} thumbnails made, "
+          f"{result.thumbnails_reused} reused, {result.thumbnails_failed} failed; {result.seconds:.1f} s)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from diffedit_batch.config import ConfigError
+    from diffedit_batch.data.export import export_dataset
+    from diffedit_batch.data.storage import StorageError
+
+    try:
+        result = export_dataset(
+            args.prefix, args.output, _storage_options(args), part_bytes=int(args.part_mb * 1024 * 1024),
+            include_source=not args.no_source,
+        )
+    except (ConfigError, StorageError) as error:
+        print(f"export error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {result.rows} edits in {len(result.parts)} parts ({result.skipped} skipped for unreadable "
+          f"outputs, {result.sources_missing} without their source picture)")
+    return 0
+
+
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -72,6 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny-flan-t5/ and tiny-blip/ (the paths configs/tiny.yaml uses)",
     )
     tiny.set_defaults(handler=_make_tiny_model)
+
+    def storage_args(command: argparse.ArgumentParser) -> None:
+        command.add_argument("prefix", help="the job's output prefix: local folder, s3:// or gs://")
+        command.add_argument("--config", default=None, help="YAML config whose storage section applies (optional)")
+        command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+
+    report = commands.add_parser("report", help="write an HTML report of a job's results (PREFIX/report/index.html)")
+    storage_args(report)
+    report.add_argument("--output", default=None, help="where to write it (default PREFIX/report)")
+    report.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels (default 128)")
+    report.add_argument("--page-size", type=int, default=48, help="edits per page of the grid (default 48)")
+    report.add_argument("--workers", type=int, default=8, help="threads making thumbnails (default 8)")
+    report.add_argument("--no-thumbnails", action="store_true", help="skip thumbnails (summary and grid text only)")
+    report.set_defaults(handler=_report)
+
+    export = commands.add_parser(
+        "export", help="write the ok edits as a Parquet image dataset (Hugging Face datasets reads it)"
+    )
+    storage_args(export)
+    export.add_argument("--output", default=None, help="output folder (default PREFIX/export)")
+    export.add_argument("--part-mb", type=float, default=256.0, help="image megabytes per Parquet part (default 256)")
+    export.add_argument("--no-source", action="store_true", help="leave the source pictures out")
+    export.set_defaults(handler=_export)
     return parser
 
 

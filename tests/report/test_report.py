@@ -1,0 +1,56 @@
+"""The HTML report's files: summary, thumbnails (reused on a re-run), index and row chunks; escaping."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from diffedit_batch.data.records import write_record_part
+from diffedit_batch.report import build_report
+
+
+def _index(report_dir) -> dict:
+    text = (report_dir / "data" / "index.js").read_text()
+    return json.loads(re.fullmatch(r"window\.DIFFEDIT_INDEX=(.*);\n", text, re.DOTALL).group(1))
+
+
+@pytest.mark.slow
+def test_report_of_the_job(report_job, tmp_path):
+    out = tmp_path / "report"
+    result = build_report(str(report_job.prefix), output=str(out), chunk_rows=2, workers=2)
+    assert (result.records, result.thumbnails_made, result.thumbnails_reused, result.thumbnails_failed) == (5, 3, 0, 0)
+    thumbs = sorted(p.name for p in (out / "thumbs").glob("*.jpg"))
+    assert len(thumbs) == 9
+    with Image.open(out / "thumbs" / next(t for t in thumbs if t.endswith("-edit.jpg"))) as thumb:
+        assert max(thumb.size) <= 128 and thumb.format == "JPEG"
+    index = _index(out)
+    assert index["count"] == 5 and sorted(index["statuses"]) == ["error", "ok"]
+    assert sorted(index["errorClasses"]) == ["invalid_row", "storage"]
+    assert len(list((out / "data").glob("rows-*.js"))) == 3  # 5 records, 2 a chunk
+    page = (out / "index.html").read_text()
+    assert "<b>5</b>edits" in page and "<b>3</b>ok" in page and "<b>2</b>failed" in page
+    assert "<td>storage</td><td>1</td>" in page and "<td>invalid_row</td><td>1</td>" in page
+    assert str(report_job.config.model.pretrained) in page  # model, and settings from the run file
+    assert "run file" in page  # throughput timed by the run's own wall time
+    assert page.count("<svg") >= 4  # histograms of coverage, PSNR, SSIM and both CLIP scores (if any values)
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # nothing remote
+
+    again = build_report(str(report_job.prefix), output=str(out), chunk_rows=2, workers=2)
+    assert (again.thumbnails_made, again.thumbnails_reused) == (0, 3)
+
+
+def test_untrusted_text_is_escaped_in_the_page(tmp_path):
+    prefix = tmp_path / "job"
+    evil = "<script>alert(1)</script>"
+    write_record_part(str(prefix), [
+        {"id": evil, "row_id": "1", "status": "error", "error": evil, "error_class": evil, "run_id": "r",
+         "source_prompt": evil, "model_id": evil},
+    ], part_name="r-1")
+    result = build_report(str(prefix), thumbnails=False)
+    page = (prefix / "report" / "index.html").read_text()
+    assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "</script>" not in (prefix / "report" / "data" / "rows-0.js").read_text()
+    assert result.records == 1
