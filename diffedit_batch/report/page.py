@@ -68,7 +68,7 @@ def render_page(
     parts += [
         "<h2>Runs</h2>",
         _table(
-            ["run", "started", "ok", "failed", "wall s", "edits/s", "timed by"],
+            ["run", "started", "ok", "not ok", "wall s", "edits/s", "timed by"],
             [[r["run_id"], r["started_at"], r["ok"], r["failed"], _number(r["seconds"], 4),
               _number(r["edits_per_s"]), r["source"]] for r in throughput],
         ),
