@@ -42,10 +42,11 @@ def _pictures(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def report_job(tmp_path_factory, tiny_model_dir, tiny_clip_dir) -> JobRun:
-    """Runs the real job once on five rows: a, b, c edit; d's picture is missing; e's seed is invalid."""
-    import ray
+def report_job(tmp_path_factory, tiny_model_dir, tiny_clip_dir, ray_local) -> JobRun:
+    """Runs the real job once on five rows: a, b, c edit; d's picture is missing; e's seed is invalid.
 
+    On the session's shared Ray (tests/conftest.py); the resources asked for fit in 2 CPUs as well.
+    """
     from diffedit_batch.config import load_config
     from diffedit_batch.data.results import iter_result_records
     from diffedit_batch.pipeline import run_job
@@ -74,8 +75,6 @@ def report_job(tmp_path_factory, tiny_model_dir, tiny_clip_dir) -> JobRun:
         "edit.num_inference_steps=4",
         "job.progress_interval_s=600",
     ])
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
     prefix = tmp_path_factory.mktemp("report-job") / "out"
     summary = run_job(config, str(folder / "manifest.parquet"), str(prefix))
     assert (summary.ok, summary.failed) == (3, 2), summary.line()
