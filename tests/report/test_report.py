@@ -54,3 +54,23 @@ def test_untrusted_text_is_escaped_in_the_page(tmp_path):
     assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "</script>" not in (prefix / "report" / "data" / "rows-0.js").read_text()
     assert result.records == 1
+
+
+@pytest.mark.slow
+def test_report_and_export_of_an_s3_prefix(report_job, s3_server):
+    """The job's records, run file and outputs on S3: the report and the export read and write there alone."""
+    from diffedit_batch.data.export import export_dataset
+    from diffedit_batch.data.storage import list_files, read_bytes, write_bytes_atomic
+
+    bucket, options = s3_server.make_bucket(), s3_server.options
+    prefix = f"{bucket}/job"
+    local = report_job.prefix
+    for path in [*local.glob("manifest/*.parquet"), *local.glob("runs/*.json")]:
+        write_bytes_atomic(f"{prefix}/{path.relative_to(local)}", path.read_bytes(), options)
+    result = build_report(prefix, options, workers=2)
+    assert result.index_uri == f"{prefix}/report/index.html" and result.records == 5
+    assert b"<b>3</b>ok" in read_bytes(result.index_uri, options)
+    assert len(list_files(f"{prefix}/report/thumbs", ".jpg", options)) == 9
+    assert list_files(f"{prefix}/report/data", ".js", options)[0].startswith(f"{prefix}/report/data/")
+    exported = export_dataset(prefix, options=options)
+    assert exported.rows == 3 and exported.parts[0].startswith(f"{prefix}/export/part-")
