@@ -10,7 +10,7 @@ import sys
 def _run(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError, load_config
     from diffedit_batch.data.manifest import ManifestError
-    from diffedit_batch.pipeline import run_job
+    from diffedit_batch.pipeline import JobSetupError, run_job
 
     try:
         config = load_config(args.config, args.set or ())
@@ -21,6 +21,9 @@ def _run(args: argparse.Namespace) -> int:
         summary = run_job(config, args.input, args.output, address=args.address)
     except ManifestError as error:
         print(f"manifest error: {error}", file=sys.stderr)
+        return 2
+    except JobSetupError as error:
+        print(f"cannot run: {error}", file=sys.stderr)
         return 2
     print(summary.line())
     if summary.failed_fraction > config.job.max_failed_fraction:

@@ -356,12 +356,24 @@ def _retrying(action: Callable[[], _T], what: str, options: StorageOptions) -> _
     raise AssertionError("unreachable")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which races with other threads' file creation.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _write_local(path: str, data: bytes) -> None:
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     # The temp file lives in the same folder so os.replace is a rename, atomic on POSIX.
     fd, temp_path = tempfile.mkstemp(prefix=f".{name[:100]}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates 0600; outputs get the mode a plain open() would give them (0666 less the umask).
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as temp:
             temp.write(data)
             temp.flush()

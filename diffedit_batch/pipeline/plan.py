@@ -16,11 +16,11 @@ from ray.data import ActorPoolStrategy
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS
-from diffedit_batch.data.storage import StorageOptions, resolve
+from diffedit_batch.data.storage import StorageOptions
 
 from .metrics_stage import ClipScoreStage
 from .recipe_stages import CaptionStage, ConceptStage
-from .stages import EditStage, expand_requests, fetch_images, write_outputs
+from .stages import EditStage, expand_requests, fetch_images, read_manifest_rows, write_outputs
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,17 @@ def build_dataset(
     `caption_images` adds the BLIP stage, for rows without a source or when the config asks for caption inversion.
     """
     options = storage_options(config)
-    filesystem, _ = resolve(paths.manifest_files[0], options)
-    manifest_paths = [resolve(uri, options)[1] for uri in paths.manifest_files]
     known = [column.name for column in MANIFEST_COLUMNS if column.name in schema_names]
     batch_size = config.job.batch_size
-    dataset = ray.data.read_parquet(manifest_paths, filesystem=filesystem, columns=known)
+    # Our own reader over the files we already listed: every stage's CPU demand stays set here, so the job
+    # fits beside the actor pools even on a 2-core machine (Ray Data's file listing task wants a whole CPU).
+    dataset = ray.data.from_items([{"file": uri} for uri in paths.manifest_files]).map_batches(
+        read_manifest_rows,
+        batch_format="pyarrow",
+        batch_size=1,
+        num_cpus=0.25,
+        fn_kwargs={"options": options, "columns": known},
+    )
     dataset = dataset.map_batches(
         expand_requests,
         batch_format="pyarrow",
@@ -141,10 +147,9 @@ def build_dataset(
             "concept_captions": concept_captions,
         },
         # A dead edit actor (node lost, OOM kill) is restarted and its in-flight batches are retried, so each
-        # edit still ends as exactly one record. Ray Data defaults to this today; it is stated because the
-        # job relies on it (tests/cluster/test_faults.py kills an actor mid-run).
-        max_restarts=-1,
-        max_task_retries=-1,
+        # edit still ends as exactly one record: Ray Data's pool defaults (max_restarts=-1, max_task_retries=-1).
+        # Not passed here: extra remote args are deprecated in Ray 2.60 and go in 2.64. The job relies on the
+        # defaults, and tests/cluster/test_faults.py checks them by killing an edit actor mid-run.
         **edit_resources,
     )
     if config.metrics.clip_model is not None:

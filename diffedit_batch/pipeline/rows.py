@@ -45,6 +45,8 @@ WORK_SCHEMA = pa.schema(
         pa.field("mask_coverage", pa.float64()),
         pa.field("prompt_truncated", pa.bool_()),
         pa.field("edit_s", pa.float64()),
+        # the edit actor's idle time before this row's batch arrived (its share): the data path starving it
+        pa.field("actor_wait_s", pa.float64()),
         pa.field("node_id", pa.string()),  # the Ray node of the edit actor that handled the row
     ]
 )
@@ -55,6 +57,8 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("error_class", pa.string()),
         pa.field("edit_s", pa.float64()),
+        # the edit actor's idle time before this row's batch arrived (its share): the data path starving it
+        pa.field("actor_wait_s", pa.float64()),
         # False when the block's record part could not be written: nothing was persisted for the row
         pa.field("recorded", pa.bool_()),
     ]

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
@@ -27,6 +28,10 @@ from .registry import EditRegistry
 log = logging.getLogger("diffedit_batch.job")
 
 
+class JobSetupError(RuntimeError):
+    """The job cannot run as configured on this cluster (raised before any edit)."""
+
+
 @dataclass
 class JobSummary:
     run_id: str
@@ -36,6 +41,13 @@ class JobSummary:
     skipped: int = 0
     seconds: float = 0.0
     error_classes: Counter = field(default_factory=Counter)
+    actor_busy_s: float = 0.0  # summed over edit actors: editing
+    actor_wait_s: float = 0.0  # summed over edit actors: waiting for the next batch after the first
+
+    @property
+    def actor_busy_fraction(self) -> float | None:
+        total = self.actor_busy_s + self.actor_wait_s
+        return self.actor_busy_s / total if total > 0 else None
 
     @property
     def attempted(self) -> int:
@@ -51,19 +63,24 @@ class JobSummary:
 
     def line(self) -> str:
         classes = ", ".join(f"{name}: {count}" for name, count in self.error_classes.most_common(8))
+        busy = self.actor_busy_fraction
         return (
             f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
             f"(done earlier); {self.edits_per_second:.3f} edits/s over {self.seconds:.1f} s"
+            + (f"; edit actors busy {busy:.0%} of the time after start-up" if busy is not None else "")
             + (f"; errors by class: {classes}" if classes else "")
         )
 
 
-def connect(address: str | None = None) -> None:
-    """Join the cluster at `address` or RAY_ADDRESS; with neither, start Ray in-process."""
-    if ray.is_initialized():
-        return
+def connect(address: str | None = None) -> bool:
+    """Join the cluster at `address` or RAY_ADDRESS; with neither, start Ray in-process.
+
+    Returns True when the job runs on a cluster it joined (which an autoscaler may grow).
+    """
     address = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+    return address is not None
 
 
 def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str | None = None) -> JobSummary:
@@ -76,8 +93,7 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     files = manifest_files(manifest_uri, options)
     schema = read_manifest_schema(manifest_uri, options)
     paths = JobPaths(files, manifest_base_dir(manifest_uri, options), output_prefix.rstrip("/"))
-    connect(address)
-    _check_resources(config)
+    elastic = connect(address)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     registry = ray.remote(num_cpus=0)(EditRegistry).remote(paths.output_prefix, options)
     retried = set(ray.get(registry.previously_recorded_not_ok.remote()))
@@ -97,11 +113,14 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     reporter.start()
     try:
         concept_captions, caption_images = _prepare_recipe(config, paths, schema.names, run_id, options)
+        _check_resources(config, caption_images, elastic)
         dataset = build_dataset(
             config, paths, schema.names, registry, run_id,
             concept_captions=concept_captions, caption_images=caption_images,
         )
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            summary.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
+            summary.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
             for edit_id, status, error_class, recorded in zip(
                 batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist(),
                 batch["recorded"].to_pylist(),
@@ -170,16 +189,33 @@ def _report_progress(summary: JobSummary, started: float, interval: float, stop:
         )
 
 
-def _check_resources(config: Config) -> None:
-    """Fail fast when edit actors could never be placed on a fixed local cluster."""
-    if config.job.gpus_per_actor <= 0:
-        return
-    total_gpus = ray.cluster_resources().get("GPU", 0)
-    if total_gpus == 0:
-        message = (
+def _check_resources(config: Config, caption_images: bool, elastic: bool) -> None:
+    """Fail fast when the stages could never all be placed, instead of waiting forever.
+
+    Actor pools hold their CPUs and GPUs for the whole run; the fetch and write tasks need what is left. On a
+    cluster we joined (`elastic`), an autoscaler may still add nodes, so this only warns there.
+    """
+    resources = ray.cluster_resources()
+    problems = []
+    if config.job.gpus_per_actor > 0 and resources.get("GPU", 0) == 0:
+        problems.append(
             f"job.gpus_per_actor is {config.job.gpus_per_actor} but the Ray cluster has no GPUs; "
             "set job.gpus_per_actor=0 to edit on CPUs"
         )
-        if os.environ.get("RAY_ADDRESS") is None:
-            raise RuntimeError(message)
-        log.warning("%s (waiting for an autoscaler to add GPU nodes)", message)
+    held = config.job.cpus_per_actor * config.job.num_actors
+    if caption_images:
+        held += config.captions.cpus
+    if config.metrics.clip_model is not None:
+        held += config.metrics.clip_cpus_per_actor * config.metrics.clip_num_actors
+    task_cpus = max(config.job.decode_cpus, config.job.write_cpus)
+    total_cpus = resources.get("CPU", 0)
+    if held + task_cpus > total_cpus:
+        problems.append(
+            f"the actor pools hold {held:g} CPUs and each fetch/write task needs {task_cpus:g}, but the Ray "
+            f"cluster has {total_cpus:g}; lower job.cpus_per_actor (or captions.cpus, metrics.clip_cpus_per_actor, "
+            "job.decode_cpus, job.write_cpus), or add CPUs"
+        )
+    for message in problems:
+        if not elastic:
+            raise JobSetupError(message)
+        log.warning("%s (waiting for an autoscaler to add nodes)", message)

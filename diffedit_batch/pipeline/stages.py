@@ -32,7 +32,14 @@ from diffedit_batch.data.images import (
 from diffedit_batch.data.manifest import EditRequest, derive_seed, expand_edits, validate_request
 from diffedit_batch.data.metrics import METRIC_FIELDS, background_metrics
 from diffedit_batch.data.records import extend_result_schema, image_output_uri, mask_output_uri, write_record_part
-from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, redact_uri, write_bytes_atomic
+from diffedit_batch.data.storage import (
+    StorageError,
+    StorageOptions,
+    read_bytes,
+    redact_uri,
+    resolve,
+    write_bytes_atomic,
+)
 
 from .registry import DONE, DUPLICATE
 from .rows import PENDING, SUMMARY_SCHEMA, failed, to_table
@@ -45,6 +52,22 @@ RECORD_SCHEMA = extend_result_schema(*METRIC_FIELDS)  # the result records this 
 def _error_text(error: BaseException, limit: int = 500) -> str:
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- read
+
+
+def read_manifest_rows(batch: pa.Table, *, options: StorageOptions, columns: list[str], rows_per_block: int = 1024):
+    """Stream the manifest files named in `batch` as blocks of rows, one Parquet record batch at a time."""
+    import pyarrow.parquet as pq
+
+    for uri in batch.column("file").to_pylist():
+        filesystem, path = resolve(uri, options)
+        with filesystem.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            present = [name for name in columns if name in parquet.schema_arrow.names]
+            for record_batch in parquet.iter_batches(batch_size=rows_per_block, columns=present):
+                yield pa.Table.from_batches([record_batch])
 
 
 # ---------------------------------------------------------------------------------------------- expand
@@ -172,6 +195,7 @@ class EditStage:
             )
         self.latent_cell = self.engine.vae_scale_factor if self.engine is not None else 8
         self.busy_s = 0.0  # seconds spent editing, for the busy fraction
+        self.last_batch_end: float | None = None
         self.node_id = _ray_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -179,10 +203,14 @@ class EditStage:
         pending = [i for i, row in enumerate(rows) if row["status"] == PENDING]
         if pending:
             started = time.perf_counter()
+            # Idle time between batches is the data path starving the actor (the first wait is model start-up).
+            waited = started - self.last_batch_end if self.last_batch_end is not None else 0.0
             self._edit_rows([rows[i] for i in pending])
             for i in pending:
                 rows[i]["node_id"] = self.node_id
-            self.busy_s += time.perf_counter() - started
+                rows[i]["actor_wait_s"] = waited / len(pending)
+            self.last_batch_end = time.perf_counter()
+            self.busy_s += self.last_batch_end - started
         return to_table(rows)
 
     def _edit_rows(self, rows: list[dict]) -> None:
@@ -272,7 +300,9 @@ def write_outputs(
             row = _write_one(row, output_prefix, options, background_metrics)
         records.append(_record(row, model_id, run_id))
         summary.append({"edit_id": row["edit_id"], "status": records[-1]["status"],
-                        "error_class": row.get("error_class"), "edit_s": row.get("edit_s"), "recorded": True})
+                        "error_class": row.get("error_class"), "edit_s": row.get("edit_s"),
+                        "actor_wait_s": row.get("actor_wait_s"),
+                        "recorded": True})
     if records:
         try:
             write_record_part(output_prefix, records, options, part_name=_part_name(run_id, records),

@@ -345,3 +345,16 @@ def test_http_reads_when_enabled(http_root):
     with pytest.raises(StorageError) as caught:
         read_bytes(f"http://user:hunter2@{url[7:]}/a.png", options)
     assert "hunter2" not in str(caught.value)
+
+
+def test_atomic_local_writes_get_the_usual_file_mode(tmp_path):
+    """mkstemp's 0600 must not leak into outputs: reports and images are read by other users and servers."""
+    import os
+
+    from diffedit_batch.data.storage import write_bytes_atomic
+
+    target = tmp_path / "out.png"
+    write_bytes_atomic(str(target), b"data")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

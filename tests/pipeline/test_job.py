@@ -91,7 +91,7 @@ def test_bad_rows_become_error_records_and_good_rows_finish(ray_local, job_confi
     output.parent.mkdir()
     before = set(os.listdir(tmp_path))
     summary = run_job(job_config(), str(manifest), str(output))
-    assert (summary.ok, summary.failed, summary.duplicates) == (2, 6, 1)
+    assert (summary.ok, summary.failed, summary.duplicates) == (3, 5, 1)
     records = read_records(output)
     classes = {(r["id"], r["status"]): r["error_class"] for r in records}
     assert classes == {
@@ -103,7 +103,7 @@ def test_bad_rows_become_error_records_and_good_rows_finish(ray_local, job_confi
         ("text-file", "error"): "image_decode",
         ("truncated", "error"): "image_decode",
         ("no-target", "error"): "invalid_row",
-        ("no-source", "error"): "invalid_row",
+        ("no-source", "ok"): None,  # BLIP's caption stands in for the missing source
     }
     for record in records:
         if record["status"] != "ok":
@@ -116,7 +116,7 @@ def test_bad_rows_become_error_records_and_good_rows_finish(ray_local, job_confi
     # Fix one failure and re-run: it is retried, ok ones are skipped, every id keeps exactly one record
     (images / "nope.jpg").write_bytes(good)
     again = run_job(job_config(), str(manifest), str(output))
-    assert (again.ok, again.skipped) == (1, 2)
+    assert (again.ok, again.skipped) == (1, 3)
     statuses = Counter((r["id"], r["status"]) for r in read_records(output))
     assert statuses[("missing", "ok")] == 1 and ("missing", "error") not in statuses
     assert all(count == 1 for count in statuses.values())
