@@ -94,6 +94,10 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     schema = read_manifest_schema(manifest_uri, options)
     paths = JobPaths(files, manifest_base_dir(manifest_uri, options), output_prefix.rstrip("/"))
     elastic = connect(address)
+    # The recipe stages the manifest needs (none in noop mode: the data-path benchmark runs no model at all).
+    needs = None if config.job.mode == "noop" else scan_manifest_needs(paths.manifest_files, schema.names, options)
+    caption_images = needs is not None and (config.captions.caption_inversion or needs.rows_without_source > 0)
+    _check_resources(config, caption_images, elastic)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     registry = ray.remote(num_cpus=0)(EditRegistry).remote(paths.output_prefix, options)
     retried = set(ray.get(registry.previously_recorded_not_ok.remote()))
@@ -112,48 +116,49 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     )
     reporter.start()
     try:
-        concept_captions, caption_images = _prepare_recipe(config, paths, schema.names, run_id, options)
-        _check_resources(config, caption_images, elastic)
+        concept_captions = _concept_captions(config, needs.concepts if needs else [], paths, run_id, options)
         dataset = build_dataset(
             config, paths, schema.names, registry, run_id,
             concept_captions=concept_captions, caption_images=caption_images,
         )
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            summary.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
-            summary.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
-            for edit_id, status, error_class, recorded in zip(
-                batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist(),
-                batch["recorded"].to_pylist(),
-            ):
-                if status != "duplicate" and recorded is not False and edit_id in retried:
-                    rerecorded.append(edit_id)  # this run's record replaces the earlier non-ok one
-                if status == "ok":
-                    summary.ok += 1
-                elif status == "duplicate":
-                    summary.duplicates += 1
-                    summary.error_classes["duplicate_id"] += 1
-                else:
-                    summary.failed += 1
-                    summary.error_classes[error_class or "unknown"] += 1
+            _tally(batch, summary, retried, rerecorded)
+        summary.skipped = ray.get(registry.skipped_count.remote())
+        ray.get(registry.drop_superseded.remote(rerecorded, paths.output_prefix, options))
     finally:
         stop.set()
         summary.seconds = time.perf_counter() - started
-    summary.skipped = ray.get(registry.skipped_count.remote())
-    ray.get(registry.drop_superseded.remote(rerecorded, paths.output_prefix, options))
-    ray.kill(registry)
+        ray.kill(registry)
     metadata.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds, ok=summary.ok,
                     failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped)
     _write_run_metadata(paths.output_prefix, metadata, options)
     return summary
 
 
-def _prepare_recipe(config: Config, paths: JobPaths, schema_names, run_id: str, options):
-    """Which recipe stages the manifest needs: concept captions (made now, once per distinct concept of the
-    job, and kept in PREFIX/concepts/<run_id>.parquet for audit) and whether BLIP must caption images."""
-    if config.job.mode == "noop":
-        return {}, False  # the data-path benchmark runs no model at all
-    needs = scan_manifest_needs(paths.manifest_files, schema_names, options)
-    concept_captions = generate_concept_captions(config, needs.concepts)
+def _tally(batch: pa.Table, summary: JobSummary, retried: set[str], rerecorded: list[str]) -> None:
+    """Count one block of the write stage's summary rows."""
+    summary.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
+    summary.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
+    for edit_id, status, error_class, recorded in zip(
+        batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist(),
+        batch["recorded"].to_pylist(),
+    ):
+        if status != "duplicate" and recorded is not False and edit_id in retried:
+            rerecorded.append(edit_id)  # this run's record replaces the earlier non-ok one
+        if status == "ok":
+            summary.ok += 1
+        elif status == "duplicate":
+            summary.duplicates += 1
+            summary.error_classes["duplicate_id"] += 1
+        else:
+            summary.failed += 1
+            summary.error_classes[error_class or "unknown"] += 1
+
+
+def _concept_captions(config: Config, concepts: list[str], paths: JobPaths, run_id: str, options) -> dict:
+    """Flan-T5 captions of the job's concepts, made once per distinct concept before the edits, and kept in
+    PREFIX/concepts/<run_id>.parquet for audit."""
+    concept_captions = generate_concept_captions(config, concepts)
     if concept_captions:
         concepts = config.concepts
         table = pa.table({
@@ -170,8 +175,7 @@ def _prepare_recipe(config: Config, paths: JobPaths, schema_names, run_id: str, 
         pq.write_table(table, sink)
         write_bytes_atomic(join(paths.output_prefix, "concepts", f"{run_id}.parquet"), sink.getvalue().to_pybytes(), options)
         log.info("generated captions for %d concept(s)", len(concept_captions))
-    caption_images = config.captions.caption_inversion or needs.rows_without_source > 0
-    return concept_captions, caption_images
+    return concept_captions
 
 
 def _write_run_metadata(prefix: str, metadata: dict, options) -> None:

@@ -181,3 +181,13 @@ def test_s3_manifest_images_and_output(ray_local, s3_server, job_config, example
     png = client.get_object(Bucket=name, Key=records[0]["image_uri"].removeprefix(f"{bucket}/"))["Body"].read()
     assert Image.open(io.BytesIO(png)).format == "PNG"
     assert run_job(config, f"{bucket}/inputs/manifest.parquet", f"{bucket}/outputs/run1").skipped == 8
+
+
+def test_a_config_that_cannot_be_placed_fails_fast(ray_local, job_config, example_copy, tmp_path):
+    from diffedit_batch.pipeline import JobSetupError
+
+    with pytest.raises(JobSetupError, match="actor pools hold 5.5 CPUs"):
+        run_job(job_config("job.cpus_per_actor=5"), str(example_copy / "manifest.parquet"), str(tmp_path / "out"))
+    with pytest.raises(JobSetupError, match="no GPUs"):
+        run_job(job_config("job.gpus_per_actor=1"), str(example_copy / "manifest.parquet"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # refused before anything was written
