@@ -61,10 +61,10 @@ def test_records_to_table_rejects_unknown_keys_and_statuses():
 
 
 def test_extend_result_schema_adds_nullable_columns_only():
-    schema = extend_result_schema(pa.field("caption", pa.string()), pa.field("clip_score", pa.float32()))
-    assert schema.names[-2:] == ["caption", "clip_score"]
-    row = records_to_table([_record("a", caption="a cat")], schema).to_pylist()[0]
-    assert row["caption"] == "a cat" and row["clip_score"] is None
+    schema = extend_result_schema(pa.field("aesthetic_note", pa.string()), pa.field("clip_score", pa.float32()))
+    assert schema.names[-2:] == ["aesthetic_note", "clip_score"]
+    row = records_to_table([_record("a", aesthetic_note="a cat")], schema).to_pylist()[0]
+    assert row["aesthetic_note"] == "a cat" and row["clip_score"] is None
     with pytest.raises(ValueError, match="already exists"):
         extend_result_schema(pa.field("seed", pa.int64()))
     with pytest.raises(ValueError, match="must be nullable"):
@@ -199,9 +199,9 @@ def test_parts_with_an_extended_schema_index_alongside_old_ones(tmp_path):
     prefix = str(tmp_path)
     write_record_part(prefix, [_record("a", "error")], part_name="old")
     index_before = read_record_index(prefix)
-    schema = extend_result_schema(pa.field("caption", pa.string()))
-    write_record_part(prefix, [_record("a", caption="a cat", run_id="run-2")], StorageOptions(), "new", schema)
+    schema = extend_result_schema(pa.field("aesthetic_note", pa.string()))
+    write_record_part(prefix, [_record("a", aesthetic_note="a cat", run_id="run-2")], StorageOptions(), "new", schema)
     assert read_record_index(prefix)["a"] == ("ok", f"{prefix}/manifest/part-new.parquet")
     drop_superseded(prefix, index_before, ["a"])
     [row] = _all_records(prefix)
-    assert row["caption"] == "a cat" and row["status"] == "ok"
+    assert row["aesthetic_note"] == "a cat" and row["status"] == "ok"
