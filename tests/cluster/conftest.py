@@ -56,7 +56,10 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This environment without a RAY_ADDRESS that would send a process to some other cluster."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_JOB_ID")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=AUTH_TOKEN)
+               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=AUTH_TOKEN,
+               # One torch thread per worker (Ray keeps a value it finds set): on 2 cores shared with the
+               # cluster's other processes, an actor's two spinning threads made each tiny edit ~10x slower.
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.update(extra)
     return env
 
