@@ -130,10 +130,14 @@ class LocalCluster:
 
     def start_head(self, num_cpus: int, resources: dict[str, float]) -> None:
         self.gcs_port = free_port()
-        args = ["--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}"]
+        # The head runs a (minimal) dashboard process even without the dashboard: give it its own port too, not
+        # the default 8265 that another cluster on this machine may hold.
+        dashboard_port = free_port()
+        args = ["--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
+                f"--dashboard-host={NODE_IP}", f"--dashboard-port={dashboard_port}"]
         if dashboard_installed():
-            self.dashboard_port = free_port()
-            args += ["--include-dashboard=true", f"--dashboard-host={NODE_IP}", f"--dashboard-port={self.dashboard_port}"]
+            self.dashboard_port = dashboard_port
+            args += ["--include-dashboard=true"]
         else:
             args += ["--include-dashboard=false"]
         self._start("head", args)
