@@ -80,34 +80,58 @@ def _write_clip_tokenizer(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def build_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
+def build_tiny_stable_diffusion(
+    folder: str | Path,
+    seed: int = 0,
+    *,
+    unet_channels: tuple[int, ...] = (32, 64),
+    layers_per_block: int = 1,
+    cross_attention_dim: int = TEXT_HIDDEN_SIZE,
+    vae_channels: tuple[int, int, int, int] = (8, 16, 16, 16),
+) -> Path:
     """Build a tiny random Stable Diffusion and save it under `folder` (model_index.json, unet/, vae/, ...).
 
-    Weights are saved as safetensors. Returns the folder. Deterministic for a given seed.
+    Weights are saved as safetensors. Returns the folder. Deterministic for a given seed and sizes.
+    The defaults are the test suite's model; the size knobs make larger ones (e.g. for benchmarks):
+    - unet_channels: the UNet's block widths (multiples of 16). The first block is plain, the others have
+      cross-attention, with one attention head per 16 channels.
+    - layers_per_block: resnet (and attention) layers per UNet block.
+    - cross_attention_dim: the text encoder's hidden size, which the UNet attends to (a multiple of 4).
+    - vae_channels: the VAE's four block widths (multiples of 8); four blocks keep the real 8x downsampling.
     """
+    if len(unet_channels) < 2 or any(c <= 0 or c % 16 for c in unet_channels):
+        raise ValueError(f"unet_channels must be at least two multiples of 16, got {unet_channels}")
+    if len(vae_channels) != 4 or any(c <= 0 or c % 8 for c in vae_channels):
+        raise ValueError(f"vae_channels must be four multiples of 8 (8x downsampling), got {vae_channels}")
+    if cross_attention_dim <= 0 or cross_attention_dim % 4:
+        raise ValueError(f"cross_attention_dim must be a positive multiple of 4, got {cross_attention_dim}")
+    if layers_per_block < 1:
+        raise ValueError(f"layers_per_block must be at least 1, got {layers_per_block}")
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    cross_attention_blocks = len(unet_channels) - 1
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        block_out_channels=tuple(unet_channels),
+        layers_per_block=layers_per_block,
         sample_size=32,
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN_SIZE,
-        attention_head_dim=(2, 4),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * cross_attention_blocks,
+        up_block_types=("CrossAttnUpBlock2D",) * cross_attention_blocks + ("UpBlock2D",),
+        cross_attention_dim=cross_attention_dim,
+        # diffusers' legacy name: this is the number of heads per block.
+        attention_head_dim=tuple(c // 16 for c in unet_channels),
         use_linear_projection=True,
         norm_num_groups=8,
     )
     torch.manual_seed(seed + 1)
     # Four blocks: three downsamplings, i.e. the real 8x latent resolution.
     vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
+        block_out_channels=tuple(vae_channels),
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -122,7 +146,7 @@ def build_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
         CLIPTextConfig(
             bos_token_id=0,
             eos_token_id=2,
-            hidden_size=TEXT_HIDDEN_SIZE,
+            hidden_size=cross_attention_dim,
             intermediate_size=37,
             layer_norm_eps=1e-05,
             num_attention_heads=4,
