@@ -673,7 +673,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="skip the per-sample UNet / VAE micro-benchmark")
     parser.add_argument("--max-other-load", type=float, default=0.25,
                         help="rerun a timed run if other processes kept more cores than this busy meanwhile")
-    parser.add_argument("--retries", type=int, default=6,
+    parser.add_argument("--retries", type=int, default=3,
                         help="extra runs per side and scenario to replace contaminated ones")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     parser.add_argument("--json", help="write the figures to this JSON file")
