@@ -22,7 +22,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_local(s3_server):
+def ray_local(s3_server):  # noqa: F811 (the fixture imported above)
     """One in-process Ray for the whole session, started after the S3 server so that its workers inherit the
     server's (fake) credentials from the environment."""
     import ray

@@ -20,7 +20,7 @@ import torch
 
 from .denoise import denoise_with_mask
 from .inversion import invert
-from .latents import LatentCodec, Posterior, PreparedImage
+from .latents import LatentCodec, PreparedImage
 from .mask import noised_latents, threshold_mask
 from .prompts import EncodedPrompt, Prompt, PromptEncoder, prompt_key
 from .schedule import forward_timesteps, inverse_timesteps, private_copy
