@@ -14,13 +14,9 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from .loading import resolve_device
+
 __all__ = ["ClipScorer", "build_tiny_clip"]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class ClipScorer:
@@ -29,7 +25,7 @@ class ClipScorer:
     def __init__(self, pretrained: str, device: str = "auto", revision: str | None = None):
         from transformers import CLIPModel, CLIPProcessor
 
-        self.device = _device(device)
+        self.device = resolve_device(device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = CLIPModel.from_pretrained(pretrained, revision=revision, use_safetensors=True, dtype=dtype)
         self.model.to(self.device).eval()
