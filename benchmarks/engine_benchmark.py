@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from diffedit_batch import DiffEditEngine, EditSettings  # noqa: E402
+from diffedit_batch.engine.reference import reference_edit, reference_pipeline  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -137,63 +138,8 @@ def build_model(folder: Path, sizes: dict) -> Path:
     return folder
 
 
-def reference_pipeline(engine: DiffEditEngine):
-    """The deprecated diffusers pipeline over the engine's own modules, scheduled as the DiffEdit guide sets it."""
-    from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionDiffEditPipeline
-
-    pipe = StableDiffusionDiffEditPipeline(
-        vae=engine.vae,
-        text_encoder=engine.text_encoder,
-        tokenizer=engine.tokenizer,
-        unet=engine.unet,
-        scheduler=DDIMScheduler.from_config(engine.scheduler.config),
-        inverse_scheduler=DDIMInverseScheduler.from_config(engine.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def reference_edit(pipe, edit: Edit, settings: EditSettings) -> tuple[PIL.Image.Image, np.ndarray]:
-    """One row through the reference: generate_mask, invert, __call__, each with a fresh seeded generator."""
-    generator = lambda: torch.Generator().manual_seed(edit.seed)  # noqa: E731
-    mask = pipe.generate_mask(
-        image=edit.image,
-        source_prompt=edit.source,
-        target_prompt=edit.target,
-        generator=generator(),
-        num_maps_per_mask=settings.num_maps_per_mask,
-        mask_encode_strength=settings.mask_encode_strength,
-        mask_thresholding_ratio=settings.mask_thresholding_ratio,
-        num_inference_steps=settings.num_inference_steps,
-        # The reference's mask crashes without guidance; with any guidance > 1 the mask is the same.
-        guidance_scale=settings.guidance_scale if settings.guidance_scale > 1 else 7.5,
-    )
-    latents = pipe.invert(
-        prompt=edit.source,
-        image=edit.image,
-        generator=generator(),
-        num_inference_steps=settings.num_inference_steps,
-        inpaint_strength=settings.inpaint_strength,
-        guidance_scale=settings.invert_guidance_scale,
-    ).latents
-    image = pipe(
-        prompt=edit.target,
-        negative_prompt=edit.source,
-        mask_image=mask,
-        image_latents=latents,
-        generator=generator(),
-        num_inference_steps=settings.num_inference_steps,
-        inpaint_strength=settings.inpaint_strength,
-        guidance_scale=settings.guidance_scale,
-    ).images[0]
-    return image, mask[0]
-
-
 def run_reference(pipe, edits: list[Edit], settings: EditSettings):
-    return [reference_edit(pipe, edit, settings) for edit in edits]
+    return [reference_edit(pipe, edit.image, edit.source, edit.target, edit.seed, settings) for edit in edits]
 
 
 def run_engine(engine: DiffEditEngine, edits: list[Edit], settings: EditSettings, rows_per_call: int):
