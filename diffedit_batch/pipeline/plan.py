@@ -132,9 +132,6 @@ def build_dataset(
             fn_constructor_kwargs={"captions_config": config.captions},
             **_resources(config.captions.cpus, config.captions.gpus),
         )
-    edit_resources = {"num_cpus": config.job.cpus_per_actor}
-    if config.job.gpus_per_actor > 0:
-        edit_resources["num_gpus"] = config.job.gpus_per_actor
     dataset = dataset.map_batches(
         EditStage,
         batch_format="pyarrow",
@@ -150,7 +147,7 @@ def build_dataset(
         # edit still ends as exactly one record: Ray Data's pool defaults (max_restarts=-1, max_task_retries=-1).
         # Not passed here: extra remote args are deprecated in Ray 2.60 and go in 2.64. The job relies on the
         # defaults, and tests/cluster/test_faults.py checks them by killing an edit actor mid-run.
-        **edit_resources,
+        **_resources(config.job.cpus_per_actor, config.job.gpus_per_actor),
     )
     if config.metrics.clip_model is not None:
         dataset = dataset.map_batches(
@@ -159,8 +156,7 @@ def build_dataset(
             batch_size=batch_size,
             compute=ActorPoolStrategy(size=config.metrics.clip_num_actors),
             fn_constructor_kwargs={"clip_model": config.metrics.clip_model, "device": config.metrics.clip_device},
-            num_cpus=config.metrics.clip_cpus_per_actor,
-            **({"num_gpus": config.metrics.clip_gpus_per_actor} if config.metrics.clip_gpus_per_actor > 0 else {}),
+            **_resources(config.metrics.clip_cpus_per_actor, config.metrics.clip_gpus_per_actor),
         )
     dataset = dataset.map_batches(
         write_outputs,
