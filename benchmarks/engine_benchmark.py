@@ -39,7 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from diffedit_batch import DiffEditEngine, EditSettings  # noqa: E402
-from diffedit_batch.engine.reference import reference_edit, reference_pipeline  # noqa: E402
+from diffedit_batch.testing.reference import reference_edit, reference_pipeline  # noqa: E402
+from diffedit_batch.testing.pictures import synthetic_photo  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -63,20 +64,6 @@ PICTURES = [
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-
-
-def synthetic_photo(size: int, seed: int) -> PIL.Image.Image:
-    """A smooth synthetic picture (gradients and a disc), for machines without scikit-image."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    cx, cy, r = rng.uniform(0.3, 0.7) * size, rng.uniform(0.3, 0.7) * size, 0.25 * size
-    disc = ((x - cx) ** 2 + (y - cy) ** 2 < r**2).astype(np.float32)
-    channels = [
-        (x / size) * rng.uniform(80, 255) + disc * rng.uniform(-120, 120),
-        (y / size) * rng.uniform(80, 255) + disc * rng.uniform(-120, 120),
-        np.full_like(x, rng.uniform(0, 255)) - disc * rng.uniform(0, 100),
-    ]
-    return PIL.Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
 
 
 def sample_photo(name: str, size: int) -> PIL.Image.Image:
@@ -103,7 +90,7 @@ def scenario_edits(images: int, targets: int, size: int, synthetic: bool) -> lis
     for i in range(images):
         name, source, target_prompts = PICTURES[i % len(PICTURES)]
         if synthetic or i >= len(PICTURES):
-            picture = synthetic_photo(size, seed=i)
+            picture = synthetic_photo(size, size, seed=i)
             source = f"{source} ({i})" if i >= len(PICTURES) else source
         else:
             picture = sample_photo(name, size)
@@ -120,7 +107,7 @@ def scenario_edits(images: int, targets: int, size: int, synthetic: bool) -> lis
 
 def build_model(folder: Path, sizes: dict) -> Path:
     """Build the random model into `folder` unless it already holds one of the same sizes."""
-    from diffedit_batch.engine.tiny import build_tiny_stable_diffusion
+    from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
 
     stamp = folder / "benchmark_sizes.json"
     if (folder / "model_index.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == sizes:

@@ -50,7 +50,7 @@ def main() -> None:
 
     model = args.model
     if model is None:
-        from diffedit_batch.engine.tiny import build_tiny_stable_diffusion
+        from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
 
         model = str(build_tiny_stable_diffusion(Path(tempfile.mkdtemp()) / "tiny-sd"))
     engine = DiffEditEngine.from_pretrained(model, device=args.device)

@@ -39,9 +39,8 @@ def _run(args: argparse.Namespace) -> int:
 def _storage_options(args: argparse.Namespace):
     """Storage options from the --config/--set a report or export was given (defaults without one)."""
     from diffedit_batch.config import load_config
-    from diffedit_batch.pipeline.plan import storage_options
 
-    return storage_options(load_config(args.config, args.set or ()))
+    return load_config(args.config, args.set or ()).storage
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -83,12 +82,12 @@ def _export(args: argparse.Namespace) -> int:
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffedit_batch.engine.tiny import build_tiny_stable_diffusion
+    from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
 
     folder = build_tiny_stable_diffusion(args.folder, seed=args.seed)
     print(f"tiny random Stable Diffusion saved to {folder}")
     if args.all:
-        from diffedit_batch.engine.tiny_helpers import build_tiny_blip, build_tiny_flan_t5
+        from diffedit_batch.testing.tiny_recipe import build_tiny_blip, build_tiny_flan_t5
 
         siblings = Path(args.folder).parent
         print(f"tiny random Flan-T5 saved to {build_tiny_flan_t5(siblings / 'tiny-flan-t5', seed=args.seed)}")

@@ -16,9 +16,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Stable Diffusion in the diffusers folder layout (built once per session)."""
-    from diffedit_batch.engine.tiny import build_tiny_stable_diffusion
+    from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
 
     return build_tiny_stable_diffusion(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir):
+    """The tiny model loaded into one DiffEditEngine on the CPU, shared by the engine and recipe tests."""
+    import torch
+
+    from diffedit_batch import DiffEditEngine
+
+    return DiffEditEngine.from_pretrained(str(tiny_model_dir), device="cpu", dtype=torch.float32, max_unet_batch=64)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +49,7 @@ def ray_local(s3_server):  # noqa: F811 (the fixture imported above)
 @pytest.fixture(scope="session")
 def tiny_helper_models(tiny_model_dir):
     """Tiny random Flan-T5 and BLIP beside the tiny Stable Diffusion (as `make-tiny-model --all` lays them out)."""
-    from diffedit_batch.engine.tiny_helpers import build_tiny_blip, build_tiny_flan_t5
+    from diffedit_batch.testing.tiny_recipe import build_tiny_blip, build_tiny_flan_t5
 
     return build_tiny_flan_t5(tiny_model_dir.parent / "tiny-flan-t5"), build_tiny_blip(tiny_model_dir.parent / "tiny-blip")
 

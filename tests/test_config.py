@@ -18,7 +18,7 @@ from diffedit_batch.config import (
     JobConfig,
     MetricsConfig,
     ModelConfig,
-    StorageConfig,
+    StorageOptions,
     config_from_dict,
     config_reference_markdown,
     load_config,
@@ -47,7 +47,7 @@ def test_tiny_yaml_loads_with_its_values_and_defaults_elsewhere():
     assert (config.job.batch_size, config.job.num_actors, config.job.seed) == (4, 1, 0)
     assert config.job.gpus_per_actor == 0.0 and isinstance(config.job.gpus_per_actor, float)
     assert config.job.cpus_per_actor == 1.0
-    assert config.storage == StorageConfig()
+    assert config.storage == StorageOptions()
 
 
 def test_sd21_yaml_loads_with_reference_edit_settings():
@@ -201,7 +201,7 @@ def test_wrong_types_name_the_key_path(override, message):
         ("model.pretrained=''", "model.pretrained must not be empty"),
         ("storage.s3_endpoint_url=localhost:9000", "storage.s3_endpoint_url must start with http:// or https://"),
         ("storage.allowed_schemes=[]", "storage.allowed_schemes must not be empty"),
-        ("storage.allowed_schemes=[S3]", "storage.allowed_schemes must hold lower-case URI schemes"),
+        ("storage.allowed_schemes=[s3!]", "storage.allowed_schemes must hold URI schemes such as s3"),
         ("storage.write_retries=-1", "storage.write_retries must be >= 0, got -1"),
     ],
 )
@@ -250,7 +250,7 @@ def test_direct_construction_validates_too():
         JobConfig(batch_size=0)
     with pytest.raises(ValueError, match=r"ModelConfig\.resolution must be an integer, got '768'"):
         ModelConfig(resolution="768")
-    assert StorageConfig(allowed_schemes=["s3"]).allowed_schemes == ("s3",)  # stored as a tuple
+    assert StorageOptions(allowed_schemes=["s3"]).allowed_schemes == ("s3",)  # stored as a tuple
     with pytest.raises(dataclasses.FrozenInstanceError):
         JobConfig().batch_size = 2  # type: ignore[misc]
 
@@ -282,7 +282,7 @@ def test_config_from_dict_fills_defaults_and_rejects_unknowns():
 
 def test_sections_table_matches_config_fields():
     assert SECTIONS == {
-        "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageConfig,
+        "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageOptions,
         "metrics": MetricsConfig, "concepts": ConceptsConfig, "captions": CaptionsConfig,
     }
     for cls in SECTIONS.values():
@@ -315,11 +315,11 @@ def test_committed_config_reference_is_up_to_date():
 
 
 def test_concepts_and_captions_defaults_follow_the_diffedit_guide():
-    from diffedit_batch.engine.captions import DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT
-    from diffedit_batch.engine.concepts import DEFAULT_CONCEPT_MODEL, DEFAULT_INSTRUCTION
+    from diffedit_batch.recipe.defaults import DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT
+    from diffedit_batch.recipe.defaults import DEFAULT_CONCEPT_INSTRUCTION, DEFAULT_CONCEPT_MODEL
 
     config = Config()
-    assert config.concepts.model == DEFAULT_CONCEPT_MODEL and config.concepts.instruction == DEFAULT_INSTRUCTION
+    assert config.concepts.model == DEFAULT_CONCEPT_MODEL and config.concepts.instruction == DEFAULT_CONCEPT_INSTRUCTION
     assert (config.concepts.num_captions, config.concepts.temperature, config.concepts.top_k) == (16, 0.8, 10)
     assert config.captions.model == DEFAULT_CAPTION_MODEL and config.captions.prompt == DEFAULT_CAPTION_PROMPT
     assert config.captions.caption_inversion is False

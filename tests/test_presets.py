@@ -9,18 +9,21 @@ import pytest
 from diffedit_batch import EditSettings
 from diffedit_batch.config import load_config
 from diffedit_batch.engine.presets import PRESETS, preset
+from diffedit_batch.testing.pictures import synthetic_photo as photo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def unet_samples_per_edit(settings: EditSettings) -> int:
-    steps = settings.edit_steps
-    return 2 * settings.num_maps_per_mask + steps * (2 if settings.inversion_guided else 1) + steps * 2
+def unet_samples_per_edit(engine, settings: EditSettings) -> int:
+    """What one edit of one picture costs, read off the engine's own counter."""
+    before = engine.stats.unet_samples
+    engine.edit([photo(32, 32, seed=0)], ["a photo of a cat"], ["a photo of a dog"], [1], settings=settings)
+    return engine.stats.unet_samples - before
 
 
-def test_presets_cost_what_their_docstring_says():
+def test_presets_cost_what_their_docstring_says(engine):
     assert preset("exact") == EditSettings()
-    assert [unet_samples_per_edit(PRESETS[name]) for name in ("exact", "fast", "fastest")] == [180, 130, 70]
+    assert [unet_samples_per_edit(engine, PRESETS[name]) for name in ("exact", "fast", "fastest")] == [180, 130, 70]
     with pytest.raises(ValueError, match="known presets: exact, fast, fastest"):
         preset("turbo")
 

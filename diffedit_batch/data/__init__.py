@@ -1,7 +1,9 @@
 """The data layer: manifests, storage URIs, image decoding and result records. No torch, no Ray.
 
-Modules: ``storage`` (URIs, filesystems, atomic writes, output keys), ``manifest`` (input schema,
-rows into edit requests), ``images`` (decode/encode), ``records`` (result records and resume).
+Modules: ``storage`` (URIs, filesystems, atomic writes, output keys, `StorageOptions`), ``layout`` (every path
+under an output prefix), ``status`` (record statuses and error classes), ``manifest`` (input schema, rows into
+edit requests), ``images`` (decode/encode), ``metrics`` (background PSNR/SSIM), ``records`` (result records and
+resume), ``results`` (reading records back), ``run_metadata`` (run files), ``export`` (the training export).
 """
 
 from .images import (
@@ -12,16 +14,18 @@ from .images import (
     mask_coverage,
     mask_to_png,
     restore_size,
+    upsample_mask,
 )
+from .layout import OutputLayout
 from .manifest import (
     MANIFEST_COLUMNS,
     EditRequest,
     ManifestError,
     check_manifest_schema,
-    derive_seed,
     expand_edits,
     manifest_base_dir,
     manifest_files,
+    needs_caption,
     read_manifest_schema,
     validate_request,
 )
@@ -30,44 +34,47 @@ from .records import (
     RecordIndex,
     drop_superseded,
     extend_result_schema,
-    image_output_uri,
-    mask_output_uri,
     read_record_index,
+    record_files,
     records_to_table,
     write_record_part,
 )
+from .status import ErrorClass, Status
 from .storage import StorageError, StorageOptions, output_key, read_bytes, resolve, write_bytes_atomic
 
 __all__ = [
     "MANIFEST_COLUMNS",
     "RESULT_SCHEMA",
     "EditRequest",
+    "ErrorClass",
     "ImageDecodeError",
     "ManifestError",
+    "OutputLayout",
     "RecordIndex",
+    "Status",
     "StorageError",
     "StorageOptions",
     "check_manifest_schema",
     "decode_image",
-    "derive_seed",
     "drop_superseded",
     "encode_png",
     "expand_edits",
     "extend_result_schema",
     "fit_to_resolution",
-    "image_output_uri",
     "manifest_base_dir",
     "manifest_files",
     "mask_coverage",
-    "mask_output_uri",
     "mask_to_png",
+    "needs_caption",
     "output_key",
     "read_bytes",
     "read_manifest_schema",
     "read_record_index",
+    "record_files",
     "records_to_table",
     "resolve",
     "restore_size",
+    "upsample_mask",
     "validate_request",
     "write_bytes_atomic",
     "write_record_part",

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .layout import OutputLayout
 from .results import iter_result_records
+from .status import Status
 from .storage import StorageError, StorageOptions, delete, join, list_files, read_bytes, redact_uri, write_bytes_atomic
 
 __all__ = ["EXPORT_SCHEMA", "ExportResult", "export_dataset"]
@@ -89,7 +91,7 @@ def export_dataset(
     """
     if part_bytes <= 0:
         raise ValueError(f"part_bytes must be > 0, got {part_bytes}")
-    output = (output or join(prefix.rstrip("/"), "export")).rstrip("/")
+    output = (output or OutputLayout(prefix).export).rstrip("/")
     before = [uri for uri in list_files(output, ".parquet", options) if posixpath.basename(uri).startswith("part-")]
     result = ExportResult(parts=[], rows=0, skipped=0, sources_missing=0)
     rows: list[dict] = []
@@ -109,7 +111,7 @@ def export_dataset(
 
     for batch in iter_result_records(prefix, options, columns=_READ):
         for record in batch:
-            if record["status"] != "ok":
+            if record["status"] != Status.OK:
                 continue
             try:
                 row = {name: record.get(name) for name in _READ}

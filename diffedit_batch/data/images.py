@@ -19,6 +19,7 @@ __all__ = [
     "mask_coverage",
     "mask_to_png",
     "restore_size",
+    "upsample_mask",
 ]
 
 _WHITE = (255, 255, 255)
@@ -182,14 +183,19 @@ def _mask_2d(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def mask_to_png(mask: np.ndarray, size: tuple[int, int]) -> bytes:
-    """Grayscale PNG (0 or 255) of a {0, 1} mask at latent resolution, upscaled to ``size`` (w, h).
+def upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Boolean (height, width) of a mask at latent resolution, upsampled nearest-neighbour to ``size`` (w, h).
 
-    Nearest-neighbour upscaling keeps the mask binary. Leading size-1 axes are dropped.
+    The one upsampling of a mask: the written mask PNG and the background metrics both see this one. Leading
+    size-1 axes are dropped.
     """
-    binary = (_mask_2d(mask) > 0).astype(np.uint8) * 255
-    image = Image.fromarray(binary, "L").resize(tuple(size), Image.Resampling.NEAREST)
-    return encode_png(image)
+    binary = Image.fromarray((_mask_2d(mask) > 0).astype(np.uint8) * 255, "L")
+    return np.asarray(binary.resize(tuple(size), Image.Resampling.NEAREST)) > 0
+
+
+def mask_to_png(mask: np.ndarray, size: tuple[int, int]) -> bytes:
+    """Grayscale PNG (0 or 255) of a {0, 1} mask at latent resolution, upscaled to ``size`` (w, h)."""
+    return encode_png(Image.fromarray(upsample_mask(mask, size).astype(np.uint8) * 255, "L"))
 
 
 def mask_coverage(mask: np.ndarray) -> float:

@@ -9,7 +9,6 @@ row's error record.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import posixpath
 from collections.abc import Iterable
@@ -19,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from diffedit_batch.seeds import seed_problem
 
 from .storage import (
     StorageError,
@@ -36,11 +37,12 @@ __all__ = [
     "ManifestColumn",
     "ManifestError",
     "check_manifest_schema",
-    "derive_seed",
     "expand_edits",
+    "has_source",
     "manifest_base_dir",
     "manifest_files",
     "manifest_reference_markdown",
+    "needs_caption",
     "read_manifest_schema",
     "validate_request",
 ]
@@ -239,7 +241,7 @@ class EditRequest:
 
     edit_id: str | None
     row_id: str | None
-    image_uri: str | None
+    source_image_uri: str | None
     source_prompt: str | None = None
     target_prompt: str | None = None
     inversion_prompt: str | None = None
@@ -251,15 +253,6 @@ class EditRequest:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for a Ray Data row)."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> EditRequest:
-        """Rebuild from ``to_dict()`` output; numpy scalars and NaN nulls (pandas batches) are undone."""
-        values = {f.name: _plain(row.get(f.name)) for f in dataclasses.fields(cls)}
-        for name in ("seed", "target_index"):
-            if values[name] is not None:
-                values[name] = int(values[name])
-        return cls(**values)
 
 
 def _plain(value: Any) -> Any:
@@ -320,7 +313,7 @@ def expand_edits(row: dict[str, Any], base_dir: str | None = None) -> list[EditR
         image = None
     common = dict(
         row_id=row_id,
-        image_uri=image,
+        source_image_uri=image,
         source_prompt=_prompt(row.get("source_prompt")),
         inversion_prompt=_prompt(row.get("inversion_prompt")),
         seed=_seed(row.get("seed")),
@@ -348,7 +341,7 @@ def validate_request(req: EditRequest, caption_available: bool = False) -> str |
     """
     if not req.row_id:
         return "row has no id"
-    if not isinstance(req.image_uri, str) or not req.image_uri:
+    if not isinstance(req.source_image_uri, str) or not req.source_image_uri:
         return "image is missing or empty"
     for name in ("source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept"):
         value = getattr(req, name)
@@ -359,20 +352,23 @@ def validate_request(req: EditRequest, caption_available: bool = False) -> str |
         if req.target_index is not None:
             return f"target_prompts[{req.target_index}] is missing or empty"
         return "no target: target_prompt, target_prompts and target_concept are all missing or empty"
-    if req.source_prompt is None and req.source_concept is None and not caption_available:
+    if not has_source(req.source_prompt, req.source_concept) and not caption_available:
         return (
             "no source: source_prompt and source_concept are missing or empty, "
             "and no captioner is configured to supply one"
         )
-    if req.seed is not None and not isinstance(req.seed, int):
-        return f"seed must be an integer, got {type(req.seed).__name__}"
+    if req.seed is not None:
+        return seed_problem(req.seed)
     return None
 
 
-def derive_seed(job_seed: int, row_id: str) -> int:
-    """A deterministic seed in ``[0, 2**63)`` for a row without one, from the job seed and row id.
+def has_source(source_prompt: str | None, source_concept: str | None) -> bool:
+    """Whether an edit says what its picture shows now: a source prompt or a source concept (stripped, as
+    `expand_edits` leaves them: blank is None)."""
+    return source_prompt is not None or source_concept is not None
 
-    SHA-256 based, so it is the same in every process (unlike the salted built-in ``hash``).
-    """
-    material = f"{int(job_seed)}:{row_id}".encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big") >> 1
+
+def needs_caption(source_prompt: str | None, source_concept: str | None, caption_inversion: bool) -> bool:
+    """Whether a BLIP caption is made for an edit's picture: the config asks for caption inversion, or the edit
+    has no source (the caption then stands in for it). The one rule the manifest scan and the captions stage share."""
+    return caption_inversion or not has_source(source_prompt, source_concept)

@@ -14,7 +14,8 @@ DiffEdit promises to change the masked region and keep the rest. These metrics m
   surroundings of each background pixel are preserved", which is what a viewer perceives.
 
 Both are None when the mask covers the whole image (no background to measure). The mask comes at
-latent resolution and is upsampled nearest-neighbour to the image, as ``images.mask_to_png`` does.
+latent resolution and is upsampled nearest-neighbour to the image by ``images.upsample_mask``, as the
+written mask PNG is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import math
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
+
+from .images import upsample_mask
 
 __all__ = [
     "METRIC_FIELDS",
@@ -31,7 +33,6 @@ __all__ = [
     "background_metrics",
     "background_psnr",
     "background_ssim",
-    "upsample_mask",
 ]
 
 PSNR_CAP_DB = 100.0
@@ -47,18 +48,6 @@ METRIC_FIELDS = (
 _SIGMA = 1.5
 _TRUNCATE = 3.5  # scipy.ndimage.gaussian_filter's radius: int(truncate * sigma + 0.5) = 5, an 11-tap window
 _K1, _K2 = 0.01, 0.03
-
-
-def upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Boolean (height, width) of a 2-D mask upsampled nearest-neighbour to ``size`` = (width, height).
-
-    The same resize as ``images.mask_to_png`` (PIL NEAREST), so metrics see the mask the job writes.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D (height, width), got shape {mask.shape}")
-    binary = Image.fromarray((mask > 0).astype(np.uint8) * 255, "L")
-    return np.asarray(binary.resize(tuple(size), Image.Resampling.NEAREST)) > 0
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:

@@ -1,12 +1,7 @@
-"""Result records: one per edit, written after its outputs, in Parquet parts under the output prefix.
+"""Result records: one per edit, written after its outputs, in Parquet parts under ``PREFIX/manifest``.
 
-Layout under PREFIX::
-
-    PREFIX/images/<output_key>.png       the edited image
-    PREFIX/masks/<output_key>.png        its DiffEdit mask
-    PREFIX/manifest/part-<name>.parquet  the result manifest, one record per edit
-
-A record is the "done" marker: resuming a job is the manifest's ids minus the ids recorded ``ok``.
+A record is the "done" marker: resuming a job is the manifest's ids minus the ids recorded ``ok``. Where the
+parts live is ``layout.OutputLayout``'s; what a status means is ``status.Status``'s.
 """
 
 from __future__ import annotations
@@ -20,39 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .storage import (
-    StorageError,
-    StorageOptions,
-    delete,
-    join,
-    list_files,
-    output_key,
-    redact_uri,
-    resolve,
-    write_bytes_atomic,
-)
+from .layout import OutputLayout
+from .status import Status
+from .storage import StorageError, StorageOptions, delete, list_files, redact_uri, resolve, write_bytes_atomic
 
 __all__ = [
     "RESULT_SCHEMA",
-    "STATUS_DUPLICATE",
-    "STATUS_ERROR",
-    "STATUS_OK",
     "RecordIndex",
     "drop_superseded",
     "extend_result_schema",
-    "image_output_uri",
-    "mask_output_uri",
     "read_record_index",
+    "record_files",
     "records_to_table",
-    "result_manifest_uri",
     "superseded_parts",
     "write_record_part",
 ]
-
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
-STATUS_DUPLICATE = "duplicate"
-_STATUSES = frozenset({STATUS_OK, STATUS_ERROR, STATUS_DUPLICATE})
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -89,24 +66,6 @@ RESULT_SCHEMA = pa.schema(
 )
 
 
-# --- layout -----------------------------------------------------------------------------------
-
-
-def image_output_uri(prefix: str, edit_id: str) -> str:
-    """``PREFIX/images/<output_key(edit_id)>.png``."""
-    return join(prefix, "images", output_key(edit_id) + ".png")
-
-
-def mask_output_uri(prefix: str, edit_id: str) -> str:
-    """``PREFIX/masks/<output_key(edit_id)>.png``."""
-    return join(prefix, "masks", output_key(edit_id) + ".png")
-
-
-def result_manifest_uri(prefix: str) -> str:
-    """``PREFIX/manifest``: the folder of result parts (readable as one Parquet dataset)."""
-    return join(prefix, "manifest")
-
-
 # --- building and writing ---------------------------------------------------------------------
 
 
@@ -137,8 +96,8 @@ def records_to_table(records: Sequence[dict], schema: pa.Schema = RESULT_SCHEMA)
         unknown = sorted(set(record) - known)
         if unknown:
             raise ValueError(f"record {i} has unknown fields: {', '.join(unknown)}")
-        if record.get("status") not in _STATUSES:
-            raise ValueError(f"record {i} has status {record.get('status')!r}, expected one of {sorted(_STATUSES)}")
+        if record.get("status") not in Status.RECORDED:
+            raise ValueError(f"record {i} has status {record.get('status')!r}, expected one of {sorted(Status.RECORDED)}")
         row = {name: record.get(name) for name in schema.names}
         if row.get("finished_at") is None and "finished_at" in known:
             row["finished_at"] = now
@@ -170,7 +129,7 @@ def write_record_part(
         raise ValueError(f"part_name must match {_PART_NAME.pattern}, got {part_name!r}")
     if not records:
         return None
-    uri = join(result_manifest_uri(prefix), f"part-{part_name}.parquet")
+    uri = OutputLayout(prefix).record_part(part_name)
     write_bytes_atomic(uri, _parquet_bytes(records_to_table(records, schema)), options)
     return uri
 
@@ -204,21 +163,22 @@ class RecordIndex(dict):
             self[record_id] = (status, part)
             return
         if previous[1] == part:  # e.g. an ok record and a duplicate record of the same id
-            if status == STATUS_OK:
+            if status == Status.OK:
                 self[record_id] = (status, part)
             return
         loser_status, loser_part = status, part
-        if status == STATUS_OK and previous[0] != STATUS_OK:
+        if status == Status.OK and previous[0] != Status.OK:
             self[record_id] = (status, part)
             loser_status, loser_part = previous
         self.other_parts.setdefault(record_id, set()).add(loser_part)
-        if loser_status == STATUS_ERROR and self[record_id][0] == STATUS_OK:
+        if loser_status == Status.ERROR and self[record_id][0] == Status.OK:
             self.shadowed.setdefault(loser_part, set()).add(record_id)
 
 
-def _part_uris(prefix: str, options: StorageOptions | None) -> list[str]:
+def record_files(prefix: str, options: StorageOptions | None = None) -> list[str]:
+    """The result record parts under ``PREFIX/manifest``, sorted."""
     return [
-        uri for uri in list_files(result_manifest_uri(prefix), ".parquet", options)
+        uri for uri in list_files(OutputLayout(prefix).records, ".parquet", options)
         if posixpath.basename(uri).startswith("part-")
     ]
 
@@ -229,7 +189,7 @@ def read_record_index(prefix: str, options: StorageOptions | None = None) -> Rec
     Memory is per id, not per record. An empty or missing manifest gives an empty index.
     """
     index = RecordIndex()
-    for part in _part_uris(prefix, options):
+    for part in record_files(prefix, options):
         filesystem, path = resolve(part, options)
         try:
             table = pq.read_table(path, columns=["id", "status"], filesystem=filesystem)
@@ -271,7 +231,7 @@ def drop_superseded(
     that already holds this run's parts would drop the new records too). Parts not under
     ``prefix`` are refused.
     """
-    manifest_dir = result_manifest_uri(prefix).rstrip("/") + "/"
+    manifest_dir = OutputLayout(prefix).records.rstrip("/") + "/"
     touched = []
     for part, ids in sorted(superseded_parts(index_before_run, ids_rewritten).items()):
         if not part.startswith(manifest_dir):

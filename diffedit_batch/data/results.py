@@ -8,17 +8,15 @@ batch of records plus the id index (an id and a part name per edit).
 
 from __future__ import annotations
 
-import json
-import posixpath
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .records import _part_uris, read_record_index
-from .storage import StorageError, StorageOptions, join, list_files, read_bytes, redact_uri, resolve
+from .records import read_record_index, record_files
+from .storage import StorageError, StorageOptions, redact_uri, resolve
 
-__all__ = ["iter_result_records", "read_run_metadata"]
+__all__ = ["iter_result_records"]
 
 
 def iter_result_records(
@@ -33,7 +31,7 @@ def iter_result_records(
     column that a part lacks is None in its records. Raises StorageError for an unreadable part.
     """
     index = read_record_index(prefix, options)
-    for part in _part_uris(prefix, options):
+    for part in record_files(prefix, options):
         filesystem, path = resolve(part, options)
         try:
             parquet = pq.ParquetFile(filesystem.open_input_file(path))
@@ -53,20 +51,3 @@ def iter_result_records(
                     yield records
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read result part {redact_uri(part)}: {exc}") from exc
-
-
-def read_run_metadata(prefix: str, options: StorageOptions | None = None) -> list[dict]:
-    """The job's ``PREFIX/runs/<run_id>.json`` files (config at the start, counts at the end), oldest first.
-
-    Unreadable or malformed files are skipped: they only describe the runs, the records are the truth.
-    """
-    runs = []
-    for uri in list_files(join(prefix, "runs"), ".json", options):
-        try:
-            data = json.loads(read_bytes(uri, options))
-        except (StorageError, ValueError):
-            continue
-        if isinstance(data, dict):
-            data.setdefault("run_id", posixpath.basename(uri)[: -len(".json")])
-            runs.append(data)
-    return sorted(runs, key=lambda run: str(run.get("run_id")))

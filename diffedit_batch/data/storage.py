@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,39 +50,76 @@ class StorageError(Exception):
     """A URI could not be resolved, read or written. The message names the URI, never credentials."""
 
 
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+
+
 @dataclass(frozen=True)
 class StorageOptions:
-    """How to reach storage. Plain values only, so it pickles to Ray workers.
+    """Where inputs and outputs may live, and how storage is reached and retried.
 
-    Attributes:
-        s3_endpoint_url: S3-compatible endpoint such as ``http://127.0.0.1:9000`` (MinIO, moto);
-            None falls back to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, then to AWS itself.
-        s3_region: AWS region; None lets the AWS SDK decide (``AWS_DEFAULT_REGION``, config files).
-        allowed_schemes: URI schemes this job may touch. ``file`` covers local paths. ``http`` and
-            ``https`` are off by default: enabling them lets a manifest make the workers fetch URLs.
-        write_retries: how many times a failed write is retried (so ``write_retries + 1`` attempts).
-        retry_backoff_s: delay before the first retry, in seconds; doubles on each further retry.
-        max_read_bytes: largest object ``read_bytes`` accepts, in bytes.
-        http_timeout_s: socket timeout of an http(s) read, in seconds.
+    This is also the job config's `storage` section: each field's help is its documentation there. Plain values
+    only, so it pickles to Ray workers. Credentials are never options: they come from the environment as each
+    store's SDK expects.
     """
 
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    allowed_schemes: tuple[str, ...] = ("file", "s3", "gs")
-    write_retries: int = 4
-    retry_backoff_s: float = 0.5
-    max_read_bytes: int = 256 * _MiB
-    http_timeout_s: float = 30.0
+    s3_endpoint_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "S3 endpoint URL (http:// or https://) for S3-compatible stores such as MinIO; null = "
+            "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL from the environment, else AWS itself."
+        },
+    )
+    s3_region: str | None = field(
+        default=None, metadata={"help": "S3 region; null = from the environment (AWS_DEFAULT_REGION, config files)."}
+    )
+    allowed_schemes: tuple[str, ...] = field(
+        default=("file", "s3", "gs"),
+        metadata={
+            "help": "URI schemes that manifests and outputs may use; file covers local paths. http and https are "
+            "off by default: enabling them lets a manifest make the workers fetch URLs (read only)."
+        },
+    )
+    write_retries: int = field(default=4, metadata={"help": "Retries of a failed output write, after the first try."})
+    retry_backoff_s: float = field(
+        default=0.5, metadata={"help": "Delay before the first write retry, in seconds; doubles on each further retry."}
+    )
+    max_read_bytes: int = field(
+        default=256 * _MiB, metadata={"help": "Largest input object read, in bytes; a larger one is that row's error."}
+    )
+    http_timeout_s: float = field(default=30.0, metadata={"help": "Socket timeout of an http(s) read, in seconds."})
 
     def __post_init__(self) -> None:
-        if self.write_retries < 0:
-            raise ValueError(f"write_retries must be >= 0, got {self.write_retries}")
-        if self.retry_backoff_s < 0:
-            raise ValueError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
-        if self.max_read_bytes <= 0:
-            raise ValueError(f"max_read_bytes must be > 0, got {self.max_read_bytes}")
-        # A list from YAML would make the dataclass unhashable; normalise once here.
-        object.__setattr__(self, "allowed_schemes", tuple(s.lower() for s in self.allowed_schemes))
+        for name in ("s3_endpoint_url", "s3_region"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"StorageOptions.{name} must be a non-empty string or null, got {value!r}")
+        if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"StorageOptions.s3_endpoint_url must start with http:// or https://, got {self.s3_endpoint_url!r}"
+            )
+        schemes = self.allowed_schemes
+        if isinstance(schemes, str) or not isinstance(schemes, (list, tuple)):
+            raise ValueError(f"StorageOptions.allowed_schemes must be a list, got {schemes!r}")
+        if not schemes:
+            raise ValueError("StorageOptions.allowed_schemes must not be empty")
+        # Schemes are case-insensitive (RFC 3986): stored lower-case, and as a tuple so the options stay hashable.
+        schemes = tuple(scheme.lower() if isinstance(scheme, str) else scheme for scheme in schemes)
+        for scheme in schemes:
+            if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme):
+                raise ValueError(f"StorageOptions.allowed_schemes must hold URI schemes such as s3, got {scheme!r}")
+        object.__setattr__(self, "allowed_schemes", schemes)
+        for name, low in (("write_retries", 0), ("max_read_bytes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"StorageOptions.{name} must be an integer, got {value!r}")
+            if value < low:
+                raise ValueError(f"StorageOptions.{name} must be >= {low}, got {value!r}")
+        for name, positive in (("retry_backoff_s", False), ("http_timeout_s", True)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"StorageOptions.{name} must be a number, got {value!r}")
+            if value < 0 or (positive and value == 0):
+                raise ValueError(f"StorageOptions.{name} must be {'>' if positive else '>='} 0, got {value!r}")
 
 
 # --- URIs -------------------------------------------------------------------------------------

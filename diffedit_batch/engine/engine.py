@@ -38,10 +38,6 @@ class EditResult:
     mask: np.ndarray  # uint8 in {0, 1}, (H / 8, W / 8): 1 where the edit may change the image
     truncated_prompts: tuple[str, ...] = ()  # which of "source", "target", "inversion" were cut to the encoder's limit
 
-    @property
-    def mask_coverage(self) -> float:
-        return float(self.mask.mean()) if self.mask.size else 0.0
-
 
 @dataclass
 class EngineStats:

@@ -7,18 +7,18 @@ image is encoded once however many noise draws (mask maps, inversion) are made f
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-import numpy as np
 import PIL.Image
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
+from .pictures import picture_key
+
 
 @dataclass
 class PreparedImage:
-    key: str  # digest of the preprocessed pixels: equal pictures share one encode
+    key: str  # picture_key of the input: equal pictures share one encode
     pixels: torch.Tensor  # (1, 3, H, W) in [-1, 1], H and W multiples of the VAE scale factor
 
 
@@ -50,10 +50,9 @@ class LatentCodec:
             raise ValueError(
                 f"image of {width}x{height} px is smaller than the model's {self.scale_factor} px latent cell"
             )
-        pixels = self.processor.preprocess(image.convert("RGB"))
-        digest = hashlib.blake2b(pixels.numpy().tobytes(), digest_size=16)
-        digest.update(np.asarray(pixels.shape, dtype=np.int64).tobytes())
-        return PreparedImage(key=digest.hexdigest(), pixels=pixels)
+        rgb = image.convert("RGB")
+        # Preprocessing is a function of the picture alone, so the input's key stands for the pixels' key.
+        return PreparedImage(key=picture_key(rgb), pixels=self.processor.preprocess(rgb))
 
     @torch.no_grad()
     def encode(self, images: list[PreparedImage]) -> dict[str, Posterior]:

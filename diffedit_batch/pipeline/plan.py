@@ -16,11 +16,15 @@ from ray.data import ActorPoolStrategy
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS
-from diffedit_batch.data.storage import StorageOptions
 
-from .metrics_stage import ClipScoreStage
-from .recipe_stages import CaptionStage, ConceptStage
-from .stages import EditStage, expand_requests, fetch_images, read_manifest_rows, write_outputs
+from .stages.captions import CaptionStage
+from .stages.clip_scores import ClipScoreStage
+from .stages.concepts import ConceptStage
+from .stages.edit import EditStage
+from .stages.expand import expand_requests
+from .stages.fetch import fetch_images
+from .stages.read import read_manifest_rows
+from .stages.write import write_outputs
 
 
 @dataclass(frozen=True)
@@ -28,16 +32,6 @@ class JobPaths:
     manifest_files: list[str]
     base_dir: str  # relative image URIs resolve against this
     output_prefix: str
-
-
-def storage_options(config: Config) -> StorageOptions:
-    return StorageOptions(
-        s3_endpoint_url=config.storage.s3_endpoint_url,
-        s3_region=config.storage.s3_region,
-        allowed_schemes=tuple(config.storage.allowed_schemes),
-        write_retries=config.storage.write_retries,
-        retry_backoff_s=config.storage.retry_backoff_s,
-    )
 
 
 def edit_pool(config: Config) -> ActorPoolStrategy:
@@ -87,7 +81,7 @@ def build_dataset(
     `concept_captions` (from `generate_concept_captions`) turn concepts into prompts in the edit stage;
     `caption_images` adds the BLIP stage, for rows without a source or when the config asks for caption inversion.
     """
-    options = storage_options(config)
+    options = config.storage
     known = [column.name for column in MANIFEST_COLUMNS if column.name in schema_names]
     batch_size = config.job.batch_size
     # Our own reader over the files we already listed: every stage's CPU demand stays set here, so the job

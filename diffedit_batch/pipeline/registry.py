@@ -6,7 +6,8 @@ manifest. Each claim is one call per block of rows.
 
 from __future__ import annotations
 
-from diffedit_batch.data.records import STATUS_OK, read_record_index
+from diffedit_batch.data.records import read_record_index
+from diffedit_batch.data.status import Status
 from diffedit_batch.data.storage import StorageOptions
 
 NEW, DONE, DUPLICATE = "new", "done", "duplicate"
@@ -27,7 +28,7 @@ class EditRegistry:
             previous = None if edit_id is None else self.index_before_run.get(edit_id)
             if edit_id is None:
                 answers.append(NEW)  # a row without an id: fails validation and is recorded as such
-            elif previous is not None and previous[0] == STATUS_OK:
+            elif previous is not None and previous[0] == Status.OK:
                 # done earlier; its later occurrences were recorded as duplicates then, so not again now
                 if edit_id not in self.claimed:
                     self.claimed.add(edit_id)
@@ -43,12 +44,9 @@ class EditRegistry:
     def skipped_count(self) -> int:
         return self.skipped
 
-    def had_records(self) -> bool:
-        return bool(self.index_before_run)
-
     def previously_recorded_not_ok(self) -> set[str]:
         """Ids with a non-ok record from an earlier run: an ok now supersedes it."""
-        return {edit_id for edit_id, (status, _) in self.index_before_run.items() if status != STATUS_OK}
+        return {edit_id for edit_id, (status, _) in self.index_before_run.items() if status != Status.OK}
 
     def drop_superseded(self, rerecorded: list[str], output_prefix: str, options: StorageOptions) -> int:
         """After the run: remove the older records of ids this run recorded again. Returns parts touched."""

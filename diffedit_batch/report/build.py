@@ -7,7 +7,10 @@ import posixpath
 import time
 from dataclasses import dataclass
 
-from diffedit_batch.data.results import iter_result_records, read_run_metadata
+from diffedit_batch.data.layout import OutputLayout
+from diffedit_batch.data.results import iter_result_records
+from diffedit_batch.data.run_metadata import read_run_metadata
+from diffedit_batch.data.status import Status
 from diffedit_batch.data.storage import StorageOptions, join, list_files, redact_uri, write_bytes_atomic
 
 from .histogram import histogram_svg
@@ -57,7 +60,7 @@ def build_report(
     """
     started = time.perf_counter()
     prefix = prefix.rstrip("/")
-    report_uri = (output or join(prefix, "report")).rstrip("/")
+    report_uri = (output or OutputLayout(prefix).report).rstrip("/")
     thumbs_uri = join(report_uri, "thumbs")
     existing = {posixpath.basename(uri) for uri in list_files(thumbs_uri, ".jpg", options)} if thumbnails else set()
     summary = Summary()
@@ -67,7 +70,7 @@ def build_report(
             for record in batch:
                 summary.add(record)
                 key = None
-                if thumbnails and record["status"] == "ok" and record.get("id") is not None:
+                if thumbnails and record["status"] == Status.OK and record.get("id") is not None:
                     key = thumb_key(record)
                     writer.submit(record, key)
                 pages.add(record, key)

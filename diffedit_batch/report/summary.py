@@ -6,6 +6,8 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
+from diffedit_batch.data.status import ErrorClass, Status
+
 # Without a run file, a run's wall time is its records' finished_at span, which misses the time to the first
 # written block: only worth showing over enough records.
 MIN_RECORDS_FOR_SPAN = 100
@@ -50,24 +52,24 @@ class Summary:
 
     def add(self, record: dict) -> None:
         status = record.get("status")
-        if status == "ok":
+        if status == Status.OK:
             self.ok += 1
             if record.get("edit_s") is not None:
                 self.edit_seconds += record["edit_s"]
                 self.timed_edits += 1
         else:
-            if status == "duplicate":
+            if status == Status.DUPLICATE:
                 self.duplicates += 1
             else:
                 self.failed += 1
-            name = record.get("error_class") or ("duplicate_id" if status == "duplicate" else "unknown")
+            name = record.get("error_class") or (ErrorClass.DUPLICATE_ID if status == Status.DUPLICATE else "unknown")
             if name not in self.error_classes and len(self.error_classes) >= MAX_ERROR_CLASSES:
                 name = "other"
             self.error_classes[name] += 1
         if record.get("model_id"):
             self.models[record["model_id"]] += 1
         run_id = record.get("run_id") or "unknown"
-        self.runs.setdefault(run_id, RunSpan()).add(status == "ok", record.get("finished_at"))
+        self.runs.setdefault(run_id, RunSpan()).add(status == Status.OK, record.get("finished_at"))
 
 
 def run_throughput(run_id: str, span: RunSpan, metadata: dict | None) -> dict:

@@ -1,4 +1,4 @@
-"""configs/kuberay-rayjob.yaml: the fields KubeRay needs, an entrypoint that runs this repository's job with a
+"""jobs/kuberay-rayjob.yaml: the fields KubeRay needs, an entrypoint that runs this repository's job with a
 config that loads, an edit pool sized to the GPU group, and credentials only from Secrets."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from diffedit_batch.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC_FILE = REPO / "configs" / "kuberay-rayjob.yaml"
+SPEC_FILE = REPO / "jobs" / "kuberay-rayjob.yaml"
 IMAGE_REPO_DIR = "/app"  # where the image holds this repository
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 

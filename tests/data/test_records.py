@@ -11,12 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from diffedit_batch.data import records
+from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.records import (
     RESULT_SCHEMA,
     drop_superseded,
     extend_result_schema,
-    image_output_uri,
-    mask_output_uri,
     read_record_index,
     records_to_table,
     superseded_parts,
@@ -72,8 +71,12 @@ def test_extend_result_schema_adds_nullable_columns_only():
 
 
 def test_output_layout():
-    assert image_output_uri("s3://b/out", "a/b") == f"s3://b/out/images/{output_key('a/b')}.png"
-    assert mask_output_uri("s3://b/out/", "x") == f"s3://b/out/masks/{output_key('x')}.png"
+    assert OutputLayout("s3://b/out").image("a/b") == f"s3://b/out/images/{output_key('a/b')}.png"
+    assert OutputLayout("s3://b/out/").mask("x") == f"s3://b/out/masks/{output_key('x')}.png"
+    layout = OutputLayout("/data/out/")
+    assert layout.records == "/data/out/manifest" and layout.record_part("r1-x") == "/data/out/manifest/part-r1-x.parquet"
+    assert layout.run_file("r1") == "/data/out/runs/r1.json" and layout.concepts_file("r1") == "/data/out/concepts/r1.parquet"
+    assert (layout.report, layout.export) == ("/data/out/report", "/data/out/export")
 
 
 def test_write_record_part(tmp_path):

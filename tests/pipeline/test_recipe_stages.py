@@ -8,23 +8,29 @@ from PIL import Image
 
 from diffedit_batch.config import load_config
 from diffedit_batch.data.manifest_scan import scan_manifest_needs
-from diffedit_batch.pipeline.recipe_stages import CaptionStage, ConceptStage, apply_caption, needs_caption
-from diffedit_batch.pipeline.rows import PENDING, to_table
+from diffedit_batch.data.manifest import needs_caption
+from diffedit_batch.data.status import Status
+from diffedit_batch.pipeline.rows import to_table
+from diffedit_batch.pipeline.stages.captions import CaptionStage, apply_caption
+from diffedit_batch.pipeline.stages.concepts import ConceptStage
 
 from .conftest import REPO, write_manifest
 
 
 def _row(**values):
-    row = {"status": PENDING, "source_prompt": None, "inversion_prompt": None, "source_concept": None,
+    row = {"status": Status.PENDING, "source_prompt": None, "inversion_prompt": None, "source_concept": None,
            "target_prompt": "a dog", "target_concept": None}
     return {**row, **values}
 
 
 def test_caption_rules():
-    assert needs_caption(_row(), caption_inversion=False)
-    assert not needs_caption(_row(source_prompt="a cat"), caption_inversion=False)
-    assert not needs_caption(_row(source_concept="cat"), caption_inversion=False)
-    assert needs_caption(_row(source_prompt="a cat"), caption_inversion=True)
+    def needs(row, caption_inversion):
+        return needs_caption(row["source_prompt"], row["source_concept"], caption_inversion)
+
+    assert needs(_row(), caption_inversion=False)
+    assert not needs(_row(source_prompt="a cat"), caption_inversion=False)
+    assert not needs(_row(source_concept="cat"), caption_inversion=False)
+    assert needs(_row(source_prompt="a cat"), caption_inversion=True)
 
     no_source = _row()
     apply_caption(no_source, "a photograph of a cat", caption_inversion=False)
@@ -50,7 +56,7 @@ def test_caption_stage_captions_each_picture_once(recipe_config):
     pictures = [Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)) for _ in range(2)]
     rows = []
     for i, picture in enumerate([pictures[0], pictures[0], pictures[1], pictures[0]]):
-        rows.append(_row(edit_id=str(i), width=48, height=32, pixels=picture.tobytes(),
+        rows.append(_row(edit_id=str(i), model_width=48, model_height=32, pixels=picture.tobytes(),
                          source_prompt="given" if i == 3 else None))
     out = stage(to_table(rows)).to_pylist()
     assert stage.captioner.images_captioned == 2

@@ -24,7 +24,7 @@ class JobRun:
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
-    from diffedit_batch.engine.clip_score import build_tiny_clip
+    from diffedit_batch.testing.tiny_recipe import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
 

@@ -33,7 +33,7 @@ def test_ok_records_carry_every_metric_and_failed_ones_none(report_job):
 
 
 def test_clip_source_score_is_the_model_resolution_input_against_the_source_prompt(report_job):
-    from diffedit_batch.engine.clip_score import ClipScorer
+    from diffedit_batch.recipe.clip_score import ClipScorer
 
     record = report_job.records["c"]
     picture = decode_image((report_job.folder / "chelsea.png").read_bytes())
@@ -63,16 +63,16 @@ def test_run_file_holds_the_config_and_the_counts(report_job):
 
 
 def test_clip_stage_scores_pending_rows_and_passes_others_through(report_job):
-    from diffedit_batch.engine.clip_score import ClipScorer
-    from diffedit_batch.pipeline.metrics_stage import ClipScoreStage
+    from diffedit_batch.recipe.clip_score import ClipScorer
+    from diffedit_batch.pipeline.stages.clip_scores import ClipScoreStage
     from diffedit_batch.pipeline.rows import to_table
 
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(2)]
     rows = [
-        {"edit_id": "x", "status": "pending", "width": 24, "height": 16, "pixels": pixels[0].tobytes(),
+        {"edit_id": "x", "status": "pending", "model_width": 24, "model_height": 16, "pixels": pixels[0].tobytes(),
          "edited": pixels[1].tobytes(), "source_prompt": "a cat", "target_prompt": "a dog"},
-        {"edit_id": "y", "status": "pending", "width": 24, "height": 16, "pixels": pixels[1].tobytes(),
+        {"edit_id": "y", "status": "pending", "model_width": 24, "model_height": 16, "pixels": pixels[1].tobytes(),
          "edited": pixels[0].tobytes(), "source_prompt": None, "target_prompt": "a fox"},
         {"edit_id": "z", "status": "error", "error": "broken", "source_prompt": "a", "target_prompt": "b"},
     ]

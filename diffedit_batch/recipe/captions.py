@@ -11,23 +11,15 @@ distinct picture is captioned once however often it repeats, in batches, with gr
 
 from __future__ import annotations
 
-import hashlib
 from typing import Sequence
 
-import numpy as np
 import PIL.Image
 import torch
 
-DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
-DEFAULT_CAPTION_PROMPT = "a photograph of"
+from diffedit_batch.engine.devices import resolve_device, resolve_dtype
+from diffedit_batch.engine.pictures import picture_key
 
-
-def image_key(image: PIL.Image.Image) -> str:
-    """A digest of the picture's RGB pixels and size: equal pictures share one caption."""
-    rgb = np.asarray(image.convert("RGB"))
-    digest = hashlib.blake2b(rgb.tobytes(), digest_size=16)
-    digest.update(np.asarray(rgb.shape, dtype=np.int64).tobytes())
-    return digest.hexdigest()
+from .defaults import DEFAULT_CAPTION_MODEL, DEFAULT_CAPTION_PROMPT
 
 
 class ImageCaptioner:
@@ -73,8 +65,6 @@ class ImageCaptioner:
         """
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
-        from .loading import resolve_device, resolve_dtype
-
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         processor = BlipProcessor.from_pretrained(pretrained, revision=revision)
@@ -94,7 +84,7 @@ class ImageCaptioner:
 
         - `prompt` is the text the caption continues (conditional captioning); the caption starts with it, as
           BLIP's output does ("a photograph of a cat ..."). None captions unconditionally.
-        - Each distinct picture (by `image_key`) runs through the model once; repeats get the same string.
+        - Each distinct picture (by `picture_key`) runs through the model once; repeats get the same string.
         - `max_new_tokens`: most tokens generated after the prompt.
         A caption can be empty when there is no prompt and the model ends at once; it is then "" (the caller
         decides what an empty caption means: `DiffEditEngine.edit` accepts "" as an unconditional prompt).
@@ -109,7 +99,7 @@ class ImageCaptioner:
         for i, image in enumerate(images):
             if not isinstance(image, PIL.Image.Image):
                 raise TypeError(f"image {i} must be a PIL image, got {type(image).__name__}")
-            key = image_key(image)
+            key = picture_key(image)
             keys.append(key)
             distinct.setdefault(key, image)
         captions: dict[str, str] = {}

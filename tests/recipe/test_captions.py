@@ -6,14 +6,15 @@ import PIL.Image
 import pytest
 import torch
 
-from diffedit_batch.engine.captions import ImageCaptioner, image_key
+from diffedit_batch.engine.pictures import picture_key
+from diffedit_batch.recipe.captions import ImageCaptioner
 
 from .conftest import photo
 
 
 @pytest.fixture(scope="module")
 def tiny_blip_dir(tmp_path_factory):
-    from diffedit_batch.engine.tiny_helpers import build_tiny_blip
+    from diffedit_batch.testing.tiny_recipe import build_tiny_blip
 
     return build_tiny_blip(tmp_path_factory.mktemp("models") / "tiny-blip")
 
@@ -68,7 +69,7 @@ def test_repeated_pictures_are_captioned_once(captioner, vision_batches):
     copy = PICTURES[1].convert("RGBA")
     images = [PICTURES[0], PICTURES[1], PICTURES[0], copy, PICTURES[2], PICTURES[3], PICTURES[3], photo(32, 32, 9)]
     captions = captioner.caption_images(images, max_new_tokens=4)
-    assert image_key(copy) == image_key(PICTURES[1])
+    assert picture_key(copy) == picture_key(PICTURES[1])
     assert sorted(vision_batches, reverse=True) == [3, 2] and captioner.images_captioned - before == 5
     assert captions[0] == captions[2] and captions[1] == captions[3] and captions[5] == captions[6]
 

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .settings import EditSettings
+from diffedit_batch.engine.settings import EditSettings
 
 
 def reference_pipeline(engine):

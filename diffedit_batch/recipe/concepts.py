@@ -16,25 +16,15 @@ concepts share the call, nor their order.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Sequence
 
 import torch
 
-from .prompts import PromptEncoder, prompt_key
+from diffedit_batch.engine.devices import resolve_device, resolve_dtype
+from diffedit_batch.engine.prompts import PromptEncoder, prompt_key
+from diffedit_batch.seeds import concept_seed
 
-DEFAULT_CONCEPT_MODEL = "google/flan-t5-large"
-DEFAULT_INSTRUCTION = (
-    "Provide a caption for images containing a {concept}. "
-    "The captions should be in English and should be no longer than 150 characters."
-)
-CONCEPT_PLACEHOLDER = "{concept}"
-
-
-def concept_seed(seed: int, concept: str) -> int:
-    """The sampling seed of one concept: the first 63 bits of sha256(seed, concept). Stable across runs and hosts."""
-    digest = hashlib.sha256(f"{int(seed)}\x00{concept}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+from .defaults import CONCEPT_PLACEHOLDER, DEFAULT_CONCEPT_INSTRUCTION, DEFAULT_CONCEPT_MODEL
 
 
 def check_concepts(concepts: Sequence[str]) -> list[str]:
@@ -90,13 +80,9 @@ class ConceptPromptGenerator:
         """
         from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-        from .loading import resolve_device, resolve_dtype
-
         device = resolve_device(device)
-        if dtype is None or dtype == "auto":
-            bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-            dtype = torch.bfloat16 if bf16 else torch.float32
-        dtype = resolve_dtype(dtype, device)
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        dtype = resolve_dtype(dtype, device, auto=torch.bfloat16 if bf16 else torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(pretrained, revision=revision)
         model = T5ForConditionalGeneration.from_pretrained(
             pretrained, revision=revision, dtype=dtype, use_safetensors=True
@@ -109,7 +95,7 @@ class ConceptPromptGenerator:
         concepts: Sequence[str],
         *,
         num_captions: int = 16,
-        instruction: str = DEFAULT_INSTRUCTION,
+        instruction: str = DEFAULT_CONCEPT_INSTRUCTION,
         temperature: float = 0.8,
         top_k: int = 10,
         max_new_tokens: int = 128,

@@ -1,7 +1,7 @@
 """The optional CLIP scoring stage, between edit and write: an actor holding one CLIP model.
 
 For each edited row it scores the edit against the target prompt and the input against the source prompt
-(`clip_target_score`, `clip_source_score`: cosine similarities, see diffedit_batch.engine.clip_score). Rows
+(`clip_target_score`, `clip_source_score`: cosine similarities, see diffedit_batch.recipe.clip_score). Rows
 that are not edited pass through with null scores; a batch that fails leaves its scores null rather than
 failing edits that are already done. Like the other stages, it does not import Ray.
 """
@@ -13,7 +13,9 @@ import logging
 import pyarrow as pa
 from PIL import Image
 
-from .rows import PENDING, WORK_SCHEMA, to_table
+from diffedit_batch.data.status import Status
+
+from ..rows import WORK_SCHEMA, to_table
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,9 @@ SCORED_WORK_SCHEMA = pa.schema(list(WORK_SCHEMA) + list(CLIP_SCORE_FIELDS))
 
 REQUIRED_KEYS = {
     "status": "pending rows are the edited ones",
-    "width": "model-resolution width of `pixels` and `edited`",
-    "height": "model-resolution height",
-    "pixels": "the model-resolution input (RGB bytes), kept by the edit stage for the metrics",
+    "model_width": "model-resolution width of `pixels` and `edited`",
+    "model_height": "model-resolution height",
+    "pixels": "the model-resolution input (RGB bytes), which the write stage drops after the metrics",
     "edited": "the model-resolution edit (RGB bytes)",
     "source_prompt": "scored against the input (null: no source score)",
     "target_prompt": "scored against the edit",
@@ -36,7 +38,7 @@ class ClipScoreStage:
     """Ray Data callable class: ``__init__`` loads CLIP once per actor, ``__call__`` scores a batch."""
 
     def __init__(self, clip_model: str, device: str = "auto"):
-        from diffedit_batch.engine.clip_score import ClipScorer
+        from diffedit_batch.recipe.clip_score import ClipScorer
 
         self.scorer = ClipScorer(clip_model, device=device)
 
@@ -45,7 +47,7 @@ class ClipScoreStage:
         if missing:
             raise KeyError(f"ClipScoreStage needs columns {', '.join(missing)}")
         rows = batch.to_pylist()
-        edited = [row for row in rows if row["status"] == PENDING and row.get("edited") and row.get("pixels")]
+        edited = [row for row in rows if row["status"] == Status.PENDING and row.get("edited") and row.get("pixels")]
         try:
             self._score(edited)
         except Exception:  # noqa: BLE001 - a metric failure must not fail finished edits
@@ -56,7 +58,7 @@ class ClipScoreStage:
 
     def _score(self, rows: list[dict]) -> None:
         def image(row: dict, column: str) -> Image.Image:
-            return Image.frombytes("RGB", (row["width"], row["height"]), row[column])
+            return Image.frombytes("RGB", (row["model_width"], row["model_height"]), row[column])
 
         targets = [row for row in rows if row.get("target_prompt")]
         for row, score in zip(

@@ -1,6 +1,6 @@
-"""Tiny random-weight Flan-T5 and BLIP captioners, built and saved locally in the hub's folder layout.
+"""Tiny random-weight Flan-T5, BLIP and CLIP, built and saved locally in the hub's folder layout.
 
-The DiffEdit recipe's helpers (concept prompts from Flan-T5, inversion captions from BLIP) load their models
+The recipe's helpers (concept prompts from Flan-T5, inversion captions from BLIP, CLIP scores) load their models
 with `from_pretrained`; tests and the offline example cannot download weights, so they load these instead,
 through the same code. Weights are random: the text they generate is word salad, but it is real text from a
 real tokenizer, of the lengths the real models produce, so every code path (sampling, decoding, batching,
@@ -10,9 +10,12 @@ list, with no download. Each builder takes well under a second.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
+
+from .tokenizers import MODEL_MAX_LENGTH, write_clip_tokenizer
 
 # Words of the sort that captions use. Both tiny tokenizers hold them whole. The T5 tokenizer falls back to
 # single characters, so every ASCII string tokenizes without an unknown token; the BERT one has no "##"
@@ -180,3 +183,38 @@ def _randomize(model: torch.nn.Module, generator: torch.Generator, std: float) -
         if parameter.ndim >= 2:
             fan_in = parameter.shape[-1]
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * (std / fan_in**0.5) * 4)
+
+
+def build_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32) -> Path:
+    """Build a tiny random CLIP (model + CLIPProcessor) and save it under ``folder``; return the folder.
+
+    Uses the tiny Stable Diffusion's byte-level BPE tokenizer, so every prompt tokenizes offline.
+    Deterministic for a given seed.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        write_clip_tokenizer(Path(tokenizer_dir))
+        tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": MODEL_MAX_LENGTH,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "image_size": image_size, "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    CLIPModel(config).eval().save_pretrained(folder, safe_serialization=True)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .tokenizers import MODEL_MAX_LENGTH, write_clip_tokenizer
+
 # Stable Diffusion 2.1's scheduler config, so the tiny model exercises v-prediction like the real default.
 SD21_SCHEDULER_CONFIG = {
     "_class_name": "DDIMScheduler",
@@ -30,54 +32,6 @@ SD21_SCHEDULER_CONFIG = {
 }
 
 TEXT_HIDDEN_SIZE = 32
-MODEL_MAX_LENGTH = 77
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode map (the BPE alphabet)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
-
-
-def _write_clip_tokenizer(folder: Path) -> None:
-    """A byte-level CLIP BPE tokenizer over the 256 byte symbols plus a few common merges.
-
-    Every string tokenizes (unknown words fall back to bytes), and long prompts exceed 77 tokens exactly as
-    with the real tokenizer, so truncation paths are exercised.
-    """
-    from transformers import CLIPTokenizer
-
-    alphabet = list(_bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for symbol in alphabet:
-        vocab[symbol] = len(vocab)
-    for symbol in alphabet:
-        vocab[symbol + "</w>"] = len(vocab)
-    merges = []
-    for word in ("a", "of", "the", "photo", "bowl", "basket", "fruits", "pears", "cat", "dog"):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merged = pieces[0] + pieces[1]
-            merges.append(f"{pieces[0]} {pieces[1]}")
-            if merged not in vocab:
-                vocab[merged] = len(vocab)
-            pieces = [merged] + pieces[2:]
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
-    tokenizer.model_max_length = MODEL_MAX_LENGTH
-    tokenizer.save_pretrained(folder)
 
 
 def build_tiny_stable_diffusion(
@@ -159,7 +113,7 @@ def build_tiny_stable_diffusion(
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    _write_clip_tokenizer(folder / "tokenizer")
+    write_clip_tokenizer(folder / "tokenizer")
     DDIMScheduler.from_config(SD21_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
     model_index = {
         "_class_name": "StableDiffusionPipeline",

@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffedit_batch.engine.concepts import (
-    DEFAULT_INSTRUCTION,
-    ConceptPromptGenerator,
-    concept_embedding,
-    concept_seed,
-    embed_prompts,
-)
 from diffedit_batch.engine.settings import EditSettings
+from diffedit_batch.recipe.concepts import ConceptPromptGenerator, concept_embedding, embed_prompts
+from diffedit_batch.recipe.defaults import DEFAULT_CONCEPT_INSTRUCTION
+from diffedit_batch.seeds import concept_seed
 
 from .conftest import photo
 
@@ -21,7 +17,7 @@ FAST = {"num_captions": 4, "max_new_tokens": 12}
 
 @pytest.fixture(scope="module")
 def tiny_flan_t5_dir(tmp_path_factory):
-    from diffedit_batch.engine.tiny_helpers import build_tiny_flan_t5
+    from diffedit_batch.testing.tiny_recipe import build_tiny_flan_t5
 
     return build_tiny_flan_t5(tmp_path_factory.mktemp("models") / "tiny-flan-t5")
 
@@ -53,7 +49,7 @@ def test_tiny_flan_t5_loads_through_the_real_classes(tiny_flan_t5_dir, generator
     assert isinstance(generator.model, T5ForConditionalGeneration)
     assert generator.model.dtype == torch.float32 and generator.device == torch.device("cpu")
     # The local tokenizer covers ordinary English without unknown tokens.
-    ids = generator.tokenizer(DEFAULT_INSTRUCTION.replace("{concept}", "xylophone")).input_ids
+    ids = generator.tokenizer(DEFAULT_CONCEPT_INSTRUCTION.replace("{concept}", "xylophone")).input_ids
     assert generator.tokenizer.unk_token_id not in ids
     assert ids[-1] == generator.tokenizer.eos_token_id
 

@@ -9,13 +9,8 @@ import pytest
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from diffedit_batch.data.metrics import (
-    PSNR_CAP_DB,
-    background_metrics,
-    background_psnr,
-    background_ssim,
-    upsample_mask,
-)
+from diffedit_batch.data.images import upsample_mask
+from diffedit_batch.data.metrics import PSNR_CAP_DB, background_metrics, background_psnr, background_ssim
 
 
 @pytest.fixture(scope="module")

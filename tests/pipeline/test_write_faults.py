@@ -13,8 +13,9 @@ from PIL import Image
 from diffedit_batch.data import storage
 from diffedit_batch.data.records import read_record_index
 from diffedit_batch.data.storage import StorageOptions
-from diffedit_batch.pipeline.rows import PENDING, to_table
-from diffedit_batch.pipeline.stages import write_outputs
+from diffedit_batch.data.status import Status
+from diffedit_batch.pipeline.rows import to_table
+from diffedit_batch.pipeline.stages.write import write_outputs
 
 OPTIONS = StorageOptions(write_retries=3, retry_backoff_s=0.01)
 
@@ -26,9 +27,9 @@ def edited_rows(count: int) -> list[dict]:
     for k in range(count):
         pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
         rows.append({
-            "edit_id": f"e{k}", "row_id": f"e{k}", "image_uri": f"/in/e{k}.png", "status": PENDING, "seed": k,
-            "source_prompt": "a", "target_prompt": "b", "orig_width": 32, "orig_height": 32, "width": 16,
-            "height": 16, "pixels": pixels.tobytes(), "edited": (255 - pixels).tobytes(),
+            "edit_id": f"e{k}", "row_id": f"e{k}", "source_image_uri": f"/in/e{k}.png", "status": Status.PENDING,
+            "seed": k, "source_prompt": "a", "target_prompt": "b", "width": 32, "height": 32, "model_width": 16,
+            "model_height": 16, "pixels": pixels.tobytes(), "edited": (255 - pixels).tobytes(),
             "mask": np.array([[0, 1], [1, 1]], np.uint8).tobytes(), "mask_width": 2, "mask_height": 2,
             "mask_coverage": 0.75, "edit_s": 0.1,
         })

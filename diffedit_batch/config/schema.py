@@ -1,0 +1,53 @@
+"""The whole job config: one frozen dataclass whose fields are the YAML sections, in order.
+
+`Config` is the only table of sections: adding a section is adding a field here (`SECTIONS` derives from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffedit_batch.data.storage import StorageOptions
+from diffedit_batch.engine.settings import EditSettings
+
+from .fields import type_hints
+from .sections import CaptionsConfig, ConceptsConfig, JobConfig, MetricsConfig, ModelConfig
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole job config. Each field is one YAML section; this class is the table of sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    edit: EditSettings = field(default_factory=EditSettings)
+    job: JobConfig = field(default_factory=JobConfig)
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict of builtins (tuples as lists), YAML/JSON-serialisable; `config_from_dict` reads it back."""
+        return {
+            section: {
+                f.name: plain(getattr(getattr(self, section), f.name))
+                for f in dataclasses.fields(getattr(self, section))
+            }
+            for section in SECTIONS
+        }
+
+
+def plain(value: Any) -> Any:
+    """A section value as a YAML/JSON builtin (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _sections() -> dict[str, type]:
+    hints = type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+SECTIONS: dict[str, type] = _sections()
+"""Section name -> section class, in YAML order; derived from `Config`'s fields."""

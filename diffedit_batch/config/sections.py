@@ -1,0 +1,264 @@
+"""The config's sections, each a frozen dataclass whose fields carry their own help text.
+
+`model`, `job`, `metrics`, `concepts` and `captions` live here; `edit` is the engine's `EditSettings` and `storage`
+the data layer's `StorageOptions`, each validated by its own class. Every check raises a ValueError that starts
+with `ClassName.field`, which the loader rewrites to the key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffedit_batch.recipe.defaults import (
+    DEFAULT_CAPTION_MODEL,
+    DEFAULT_CAPTION_PROMPT,
+    DEFAULT_CONCEPT_INSTRUCTION,
+    DEFAULT_CONCEPT_MODEL,
+)
+
+from . import fields
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which Stable Diffusion model to load, where, and how."""
+
+    pretrained: str = field(
+        default="stabilityai/stable-diffusion-2-1",
+        metadata={
+            "help": "Hugging Face hub id or local diffusers folder, loaded with from_pretrained (safetensors only). "
+            "A relative folder path resolves against the current working directory."
+        },
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Hub revision (branch, tag or commit); null = the default branch."}
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto | float32 | float16 | bfloat16; auto = float16 on CUDA, float32 on CPU."},
+    )
+    resolution: int = field(
+        default=768, metadata={"help": "Longer image side fed to the model, in pixels; a multiple of 8."}
+    )
+    max_unet_batch: int = field(
+        default=16, metadata={"help": "Most UNet samples per forward call; bounds GPU memory."}
+    )
+    compile_unet: bool = field(default=False, metadata={"help": "torch.compile the UNet (the first batches are slow)."})
+    vae_slicing: bool = field(
+        default=False, metadata={"help": "Run the VAE one image at a time (less memory, a little slower)."}
+    )
+    vae_tiling: bool = field(
+        default=False, metadata={"help": "Run the VAE in overlapping tiles (for large images; less memory)."}
+    )
+    channels_last: bool = field(
+        default=True, metadata={"help": "Use the channels_last memory format for the UNet and VAE (CUDA only)."}
+    )
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.non_empty(self, "pretrained")
+        fields.non_empty(self, "revision")
+        fields.device(self, "device")
+        fields.dtype(self, "dtype")
+        fields.positive_int(self, "resolution")
+        if self.resolution % 8:
+            raise ValueError(f"ModelConfig.resolution must be a multiple of 8, got {self.resolution!r}")
+        fields.positive_int(self, "max_unet_batch")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """How the Ray Data job runs: batching, actor pool, resources, seeds, failure policy."""
+
+    batch_size: int = field(default=8, metadata={"help": "Edit requests per engine call."})
+    num_actors: int = field(default=1, metadata={"help": "Edit actor pool size (its minimum when autoscaling)."})
+    max_actors: int | None = field(
+        default=None,
+        metadata={"help": "Autoscaling upper bound of the edit actor pool; null = a fixed pool of num_actors."},
+    )
+    gpus_per_actor: float = field(default=1.0, metadata={"help": "GPUs reserved by each edit actor; 0 on CPU."})
+    cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs reserved by each edit actor."})
+    seed: int = field(
+        default=0,
+        metadata={"help": "Job seed, combined with the row id for rows that have no seed of their own."},
+    )
+    max_failed_fraction: float = field(
+        default=0.0,
+        metadata={"help": "The command exits non-zero when the fraction of failed rows exceeds this, in [0, 1]."},
+    )
+    progress_interval_s: float = field(default=30.0, metadata={"help": "Seconds between progress reports."})
+    max_image_pixels: int = field(
+        default=40_000_000,
+        metadata={
+            "help": "Largest input image accepted, in pixels; larger ones fail their row (decompression-bomb guard)."
+        },
+    )
+    decode_cpus: float = field(default=1.0, metadata={"help": "CPUs per image decode task."})
+    write_cpus: float = field(default=1.0, metadata={"help": "CPUs per result write task."})
+    max_tasks_in_flight_per_actor: int = field(
+        default=2,
+        metadata={"help": "Batches in flight at each edit actor (Ray Data); above 1 overlaps input with compute."},
+    )
+    mode: str = field(
+        default="edit",
+        metadata={
+            "help": "edit | noop; noop skips diffusion but keeps the whole data path (read, decode, "
+            "batch, write), for data-path benchmarks."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.positive_int(self, "batch_size")
+        fields.positive_int(self, "num_actors")
+        if self.max_actors is not None and self.max_actors < self.num_actors:
+            raise ValueError(
+                f"JobConfig.max_actors must be null or >= num_actors ({self.num_actors}), got {self.max_actors!r}"
+            )
+        fields.at_least(self, "gpus_per_actor", 0.0)
+        fields.at_least(self, "cpus_per_actor", 0.0)
+        fields.seed(self, "seed")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise ValueError(f"JobConfig.max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}")
+        fields.at_least(self, "progress_interval_s", 0.0, open_=True)
+        fields.positive_int(self, "max_image_pixels")
+        fields.at_least(self, "decode_cpus", 0.0, open_=True)
+        fields.at_least(self, "write_cpus", 0.0, open_=True)
+        fields.positive_int(self, "max_tasks_in_flight_per_actor")
+        fields.one_of(self, "mode", ("edit", "noop"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Per-edit quality metrics written to the result manifest (see diffedit_batch.data.metrics)."""
+
+    background: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute background PSNR and SSIM (outside the mask, at model resolution) in the write stage; "
+            "about 0.15 s of CPU per 768 px edit."
+        },
+    )
+    clip_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "CLIP model (hub id or local folder, safetensors) scoring the edit against the target prompt "
+            "and the input against the source prompt, in its own actor pool; null = no CLIP scores."
+        },
+    )
+    clip_device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda | cuda:N for the CLIP model; auto = cuda when available."}
+    )
+    clip_num_actors: int = field(default=1, metadata={"help": "CLIP scoring actor pool size."})
+    clip_cpus_per_actor: float = field(default=0.5, metadata={"help": "CPUs reserved by each CLIP scoring actor."})
+    clip_gpus_per_actor: float = field(
+        default=0.0, metadata={"help": "GPUs reserved by each CLIP scoring actor (a fraction shares a GPU)."}
+    )
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.non_empty(self, "clip_model")
+        fields.device(self, "clip_device")
+        fields.positive_int(self, "clip_num_actors")
+        fields.at_least(self, "clip_cpus_per_actor", 0.0)
+        fields.at_least(self, "clip_gpus_per_actor", 0.0)
+
+
+@dataclass(frozen=True)
+class ConceptsConfig:
+    """Concept prompts: Flan-T5 captions of a concept, averaged into one prompt embedding (diffedit_batch.recipe.concepts)."""
+
+    model: str = field(
+        default=DEFAULT_CONCEPT_MODEL,
+        metadata={"help": "Seq2seq model (hub id or local folder, safetensors only) that writes the captions."},
+    )
+    num_captions: int = field(default=16, metadata={"help": "Captions sampled per concept, averaged into its prompt."})
+    instruction: str = field(
+        default=DEFAULT_CONCEPT_INSTRUCTION,
+        metadata={"help": "The model's input; {concept} is replaced by the concept (and must appear)."},
+    )
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature (> 0)."})
+    top_k: int = field(default=10, metadata={"help": "Sample from the k likeliest tokens; 0 = no top-k filtering."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per caption."})
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Sampling seed; each concept samples from a seed derived from (seed, concept), so its captions "
+            "do not depend on the other concepts of the job."
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | float32 | float16 | bfloat16; auto = bfloat16 on CUDA (T5 can overflow float16; float32 "
+            "on GPUs without bfloat16), float32 on CPU."
+        },
+    )
+    gpus: float = field(
+        default=0.0, metadata={"help": "GPUs reserved by the concept-prompt actor (a fraction shares one)."}
+    )
+    cpus: float = field(default=1.0, metadata={"help": "CPUs reserved by the concept-prompt actor."})
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.non_empty(self, "model")
+        fields.positive_int(self, "num_captions")
+        if "{concept}" not in self.instruction:
+            raise ValueError(f"ConceptsConfig.instruction must contain {{concept}}, got {self.instruction!r}")
+        fields.at_least(self, "temperature", 0.0, open_=True)
+        fields.at_least(self, "top_k", 0)
+        fields.positive_int(self, "max_new_tokens")
+        fields.seed(self, "seed")
+        fields.device(self, "device")
+        fields.dtype(self, "dtype")
+        fields.at_least(self, "gpus", 0.0)
+        fields.at_least(self, "cpus", 0.0)
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    """Inversion captions: BLIP captions of the input pictures (diffedit_batch.recipe.captions)."""
+
+    model: str = field(
+        default=DEFAULT_CAPTION_MODEL,
+        metadata={"help": "BLIP captioning model (hub id or local folder, safetensors only)."},
+    )
+    prompt: str | None = field(
+        default=DEFAULT_CAPTION_PROMPT,
+        metadata={"help": "Text the caption continues (conditional captioning); null = unconditional captions."},
+    )
+    max_new_tokens: int = field(default=20, metadata={"help": "Most tokens generated after the prompt."})
+    caption_inversion: bool = field(
+        default=False,
+        metadata={"help": "Caption every input picture and use the caption as its inversion prompt."},
+    )
+    device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "auto | float32 | float16 | bfloat16; auto = float16 on CUDA, float32 on CPU."},
+    )
+    gpus: float = field(
+        default=0.0, metadata={"help": "GPUs reserved by each captioning actor (a fraction shares one)."}
+    )
+    cpus: float = field(default=1.0, metadata={"help": "CPUs reserved by each captioning actor."})
+    batch_size: int = field(default=8, metadata={"help": "Pictures per BLIP generate call."})
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.non_empty(self, "model")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("CaptionsConfig.prompt must not be empty (null = unconditional captions)")
+        fields.positive_int(self, "max_new_tokens")
+        fields.device(self, "device")
+        fields.dtype(self, "dtype")
+        fields.at_least(self, "gpus", 0.0)
+        fields.at_least(self, "cpus", 0.0)
+        fields.positive_int(self, "batch_size")

@@ -1,0 +1,76 @@
+"""Every path under a job's output prefix, in one place.
+
+    PREFIX/images/<key>.png              edited images (output format `files`)
+    PREFIX/masks/<key>.png               their DiffEdit masks
+    PREFIX/manifest/**/*.parquet         the result manifest: one record per edit
+    PREFIX/runs/<run_id>.json            each run's config, start and end, counts
+    PREFIX/concepts/<run_id>.parquet     the Flan-T5 captions of each concept a run used
+    PREFIX/report/                       the HTML report (`diffedit-batch report`)
+    PREFIX/export/                       the training export (`diffedit-batch export`)
+
+`<key>` is `storage.output_key(edit_id)`: safe characters plus a hash, so no id can escape the prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .storage import join, output_key
+
+__all__ = ["OutputLayout"]
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """The URIs of a job's outputs under `prefix` (local folder, `s3://` or `gs://`)."""
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.prefix.rstrip("/") or self.prefix)
+
+    # --- per edit ---------------------------------------------------------------------------------
+
+    def image(self, edit_id: str) -> str:
+        """`PREFIX/images/<key>.png`: the edited image of `edit_id`."""
+        return join(self.prefix, "images", output_key(edit_id) + ".png")
+
+    def mask(self, edit_id: str) -> str:
+        """`PREFIX/masks/<key>.png`: the mask of `edit_id`."""
+        return join(self.prefix, "masks", output_key(edit_id) + ".png")
+
+    # --- the result manifest and run files --------------------------------------------------------
+
+    @property
+    def records(self) -> str:
+        """`PREFIX/manifest`: the folder of result record files (one Parquet dataset)."""
+        return join(self.prefix, "manifest")
+
+    def record_part(self, name: str) -> str:
+        """`PREFIX/manifest/part-<name>.parquet`."""
+        return join(self.records, f"part-{name}.parquet")
+
+    @property
+    def runs(self) -> str:
+        """`PREFIX/runs`: one JSON file per run."""
+        return join(self.prefix, "runs")
+
+    def run_file(self, run_id: str) -> str:
+        """`PREFIX/runs/<run_id>.json`."""
+        return join(self.runs, f"{run_id}.json")
+
+    def concepts_file(self, run_id: str) -> str:
+        """`PREFIX/concepts/<run_id>.parquet`: the concept captions a run generated."""
+        return join(self.prefix, "concepts", f"{run_id}.parquet")
+
+    # --- derived outputs --------------------------------------------------------------------------
+
+    @property
+    def report(self) -> str:
+        """`PREFIX/report`: the HTML report's default folder."""
+        return join(self.prefix, "report")
+
+    @property
+    def export(self) -> str:
+        """`PREFIX/export`: the training export's default folder."""
+        return join(self.prefix, "export")

@@ -1,0 +1,36 @@
+"""Run files: `PREFIX/runs/<run_id>.json`, each run's config at its start and its counts at its end.
+
+They describe the runs for people and the report; the records are the truth, so an unreadable run file is
+skipped, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+from .layout import OutputLayout
+from .storage import StorageError, StorageOptions, list_files, read_bytes, write_bytes_atomic
+
+__all__ = ["read_run_metadata", "write_run_metadata"]
+
+
+def write_run_metadata(prefix: str, metadata: dict, options: StorageOptions | None = None) -> str:
+    """Write `metadata` (which holds `run_id`) atomically as the run's file; return its URI."""
+    uri = OutputLayout(prefix).run_file(metadata["run_id"])
+    write_bytes_atomic(uri, json.dumps(metadata, indent=1).encode(), options)
+    return uri
+
+
+def read_run_metadata(prefix: str, options: StorageOptions | None = None) -> list[dict]:
+    """The job's run files, oldest first. Unreadable or malformed files are skipped."""
+    runs = []
+    for uri in list_files(OutputLayout(prefix).runs, ".json", options):
+        try:
+            data = json.loads(read_bytes(uri, options))
+        except (StorageError, ValueError):
+            continue
+        if isinstance(data, dict):
+            data.setdefault("run_id", posixpath.basename(uri)[: -len(".json")])
+            runs.append(data)
+    return sorted(runs, key=lambda run: str(run.get("run_id")))

@@ -1,0 +1,65 @@
+"""Captions: BLIP captions of the pictures of pending rows that need one, in their own actor pool."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pyarrow as pa
+from PIL import Image
+
+from diffedit_batch.data.manifest import has_source, needs_caption
+from diffedit_batch.data.status import Status
+
+from ..rows import to_table
+
+
+def apply_caption(row: dict, caption: str, caption_inversion: bool) -> None:
+    """The caption becomes the inversion prompt (when asked, or none was given) and stands in for a missing source."""
+    row["caption"] = caption
+    if caption_inversion or row["inversion_prompt"] is None:
+        row["inversion_prompt"] = caption
+    if not has_source(row["source_prompt"], row["source_concept"]):
+        row["source_prompt"] = caption
+
+
+class CaptionStage:
+    """BLIP captions of the pictures of pending rows that need one; each picture is captioned once."""
+
+    def __init__(self, captions_config, cache_size: int = 4096):
+        from diffedit_batch.engine.pictures import picture_key
+        from diffedit_batch.recipe.captions import ImageCaptioner
+
+        self.config = captions_config
+        self.picture_key = picture_key
+        self.captioner = ImageCaptioner.from_pretrained(
+            captions_config.model, device=captions_config.device, dtype=captions_config.dtype,
+            batch_size=captions_config.batch_size,
+        )
+        # Rows of one picture (several targets, or a picture reused across the manifest) share its caption.
+        self.cache: OrderedDict[str, str] = OrderedDict()
+        self.cache_size = cache_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        wanted = [
+            row for row in rows
+            if row["status"] == Status.PENDING
+            and needs_caption(row["source_prompt"], row["source_concept"], self.config.caption_inversion)
+        ]
+        images = [Image.frombytes("RGB", (row["model_width"], row["model_height"]), row["pixels"]) for row in wanted]
+        keys = [self.picture_key(image) for image in images]
+        known = {key: self.cache[key] for key in keys if key in self.cache}
+        missing = {key: image for key, image in zip(keys, images) if key not in known}
+        if missing:
+            captions = self.captioner.caption_images(
+                list(missing.values()), prompt=self.config.prompt, max_new_tokens=self.config.max_new_tokens
+            )
+            known.update(zip(missing, captions))
+        for key, caption in known.items():
+            self.cache[key] = caption
+            self.cache.move_to_end(key)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        for row, key in zip(wanted, keys):
+            apply_caption(row, known[key], self.config.caption_inversion)
+        return to_table(rows)

@@ -1,0 +1,133 @@
+"""Edit: an actor that holds one DiffEditEngine (loaded once) and edits each batch of pending rows."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from diffedit_batch.data.images import mask_coverage
+from diffedit_batch.data.status import ErrorClass, Status
+
+from ..rows import failed, to_table
+
+
+class EditStage:
+    """Ray Data callable class: `__init__` loads the engine once per actor, `__call__` edits a batch.
+
+    `mode="noop"` skips diffusion and returns the input as the edit with an empty mask: the whole data path
+    runs, for data-path benchmarks. A batch that fails as a whole is retried row by row, so one bad row cannot
+    fail its neighbours. `engine` replaces the engine the model config would load (tests pass a stand-in).
+    """
+
+    def __init__(self, model_config, edit_settings, mode: str = "edit", concept_captions: dict | None = None,
+                 engine=None):
+        self.settings = edit_settings
+        self.mode = mode
+        self.concept_captions = concept_captions or {}  # concept -> its Flan-T5 captions
+        self.concept_embeddings: dict = {}
+        self.engine = engine
+        if mode == "edit" and engine is None:
+            from diffedit_batch.engine import DiffEditEngine
+
+            self.engine = DiffEditEngine.from_pretrained(
+                model_config.pretrained,
+                device=model_config.device,
+                dtype=model_config.dtype,
+                revision=model_config.revision,
+                max_unet_batch=model_config.max_unet_batch,
+                compile_unet=model_config.compile_unet,
+                channels_last=None if model_config.channels_last else False,  # None: on for CUDA only
+                vae_slicing=model_config.vae_slicing,
+                vae_tiling=model_config.vae_tiling,
+            )
+        if mode == "noop":
+            self.engine = None
+        self.latent_cell = self.engine.vae_scale_factor if self.engine is not None else 8
+        self.busy_s = 0.0  # seconds spent editing, for the busy fraction
+        self.last_batch_end: float | None = None
+        self.node_id = _ray_node_id()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        pending = [i for i, row in enumerate(rows) if row["status"] == Status.PENDING]
+        if pending:
+            started = time.perf_counter()
+            # Idle time between batches is the data path starving the actor (the first wait is model start-up).
+            waited = started - self.last_batch_end if self.last_batch_end is not None else 0.0
+            self._edit_rows([rows[i] for i in pending])
+            for i in pending:
+                rows[i]["node_id"] = self.node_id
+                rows[i]["actor_wait_s"] = waited / len(pending)
+            self.last_batch_end = time.perf_counter()
+            self.busy_s += self.last_batch_end - started
+        return to_table(rows)
+
+    def _edit_rows(self, rows: list[dict]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self._run(rows)
+        except Exception:  # noqa: BLE001 - isolate the row that broke the batch
+            if len(rows) == 1:
+                rows[0].update(failed(rows[0], ErrorClass.ENGINE, _error_text_from_current()))
+                return
+            for row in rows:
+                self._edit_rows([row])
+            return
+        seconds = (time.perf_counter() - started) / len(rows)
+        for row, (edited, mask, truncated) in zip(rows, results):
+            row.update(
+                edited=edited.tobytes(),
+                mask=np.ascontiguousarray(mask, dtype=np.uint8).tobytes(),
+                mask_height=mask.shape[0],
+                mask_width=mask.shape[1],
+                mask_coverage=mask_coverage(mask),
+                prompt_truncated=truncated,
+                edit_s=seconds,
+            )
+
+    def _run(self, rows: list[dict]) -> list[tuple[Image.Image, np.ndarray, bool]]:
+        images = [Image.frombytes("RGB", (row["model_width"], row["model_height"]), row["pixels"]) for row in rows]
+        if self.engine is None:
+            cell = self.latent_cell
+            return [(image, np.zeros((image.height // cell, image.width // cell), np.uint8), False) for image in images]
+        results = self.engine.edit(
+            images,
+            [self._prompt(row, "source") for row in rows],
+            [self._prompt(row, "target") for row in rows],
+            [row["seed"] for row in rows],
+            settings=self.settings,
+            inversion_prompts=[row["inversion_prompt"] for row in rows],
+        )
+        return [(result.image, result.mask, bool(result.truncated_prompts)) for result in results]
+
+    def _prompt(self, row: dict, side: str):
+        """The row's prompt, else the mean embedding of its concept's captions (computed once per concept)."""
+        if row[f"{side}_prompt"] is not None:
+            return row[f"{side}_prompt"]
+        concept = row[f"{side}_concept"]
+        if concept not in self.concept_captions:
+            raise ValueError(f"no captions were generated for {side} concept {concept!r}")
+        if concept not in self.concept_embeddings:
+            from diffedit_batch.recipe.concepts import concept_embedding
+
+            self.concept_embeddings[concept] = concept_embedding(self.engine, self.concept_captions[concept])
+        return self.concept_embeddings[concept]
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this process runs on (hex), or None outside Ray: the stage also runs without it."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - provenance only; never fail an edit over it
+        return None
+
+
+def _error_text_from_current() -> str:
+    lines = traceback.format_exc(limit=1).strip().splitlines()
+    return lines[-1][:500] if lines else "engine failed"

@@ -1,0 +1,70 @@
+"""What a run did, counted from the write stage's summary rows as they stream back to the driver."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from diffedit_batch.data.status import ErrorClass, Status
+
+
+@dataclass
+class JobSummary:
+    run_id: str
+    ok: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    error_classes: Counter = field(default_factory=Counter)
+    actor_busy_s: float = 0.0  # summed over edit actors: editing
+    actor_wait_s: float = 0.0  # summed over edit actors: waiting for the next batch after the first
+
+    @property
+    def actor_busy_fraction(self) -> float | None:
+        total = self.actor_busy_s + self.actor_wait_s
+        return self.actor_busy_s / total if total > 0 else None
+
+    @property
+    def attempted(self) -> int:
+        return self.ok + self.failed + self.duplicates
+
+    @property
+    def failed_fraction(self) -> float:
+        return (self.failed + self.duplicates) / self.attempted if self.attempted else 0.0
+
+    @property
+    def edits_per_second(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        classes = ", ".join(f"{name}: {count}" for name, count in self.error_classes.most_common(8))
+        busy = self.actor_busy_fraction
+        return (
+            f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
+            f"(done earlier); {self.edits_per_second:.3f} edits/s over {self.seconds:.1f} s"
+            + (f"; edit actors busy {busy:.0%} of the time after start-up" if busy is not None else "")
+            + (f"; errors by class: {classes}" if classes else "")
+        )
+
+    def tally(self, batch: pa.Table, retried: set[str], rerecorded: list[str]) -> None:
+        """Count one block of the write stage's summary rows; note the retried ids that were recorded again."""
+        self.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
+        self.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
+        for edit_id, status, error_class, recorded in zip(
+            batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist(),
+            batch["recorded"].to_pylist(),
+        ):
+            if status != Status.DUPLICATE and recorded is not False and edit_id in retried:
+                rerecorded.append(edit_id)  # this run's record replaces the earlier non-ok one
+            if status == Status.OK:
+                self.ok += 1
+            elif status == Status.DUPLICATE:
+                self.duplicates += 1
+                self.error_classes[ErrorClass.DUPLICATE_ID] += 1
+            else:
+                self.failed += 1
+                self.error_classes[error_class or "unknown"] += 1
