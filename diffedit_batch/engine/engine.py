@@ -18,6 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from diffedit_batch.seeds import SEED_LIMIT
+
 from .denoise import denoise_with_mask
 from .inversion import invert
 from .latents import LatentCodec, PreparedImage
@@ -331,8 +333,8 @@ class DiffEditEngine:
     def _check_seed(index: int, seed) -> int:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"row {index}: seed must be an integer, got {seed!r}")
-        if not 0 <= int(seed) < 2**64:
-            raise ValueError(f"row {index}: seed must be in [0, 2**64), got {seed}")
+        if not 0 <= int(seed) < SEED_LIMIT:
+            raise ValueError(f"row {index}: seed must be in [0, 2**63), got {seed}")
         return int(seed)
 
     def _encode_prompts(self, prompts: list[Prompt]) -> dict[tuple, EncodedPrompt]:

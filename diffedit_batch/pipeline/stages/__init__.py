@@ -1,5 +1,6 @@
 """The job's stages, one per module, as plain callables over Arrow batches. The plan (`..plan`) decides where
-each runs; a stage imports Ray only to read its own node id.
+each runs; the stages call Ray only to ask the registry actor (expand) and to name their node (edit), and run
+without Ray in tests.
 
 read      manifest files -> blocks of manifest rows (CPU task)
 expand    manifest rows -> one row per edit: validated, seeded, deduplicated, done ones dropped (CPU task)
