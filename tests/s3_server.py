@@ -42,10 +42,15 @@ def _free_port() -> int:
 
 @dataclass
 class S3Server:
-    """A running moto S3 endpoint. ``options`` reach it through ``diffedit_batch.data.storage``."""
+    """A running moto S3 endpoint. ``options`` reach it through ``diffedit_batch.data.storage``.
+
+    ``requests`` holds every request the server answered, as (method, path, query string): tests count what an
+    operation costs in storage requests (clear it first).
+    """
 
     endpoint_url: str
     options: StorageOptions
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
     _counter: itertools.count = field(default_factory=itertools.count, repr=False)
 
     def client(self):
@@ -76,6 +81,14 @@ def s3_server() -> Iterator[S3Server]:
         server.start()
         try:
             endpoint = f"http://127.0.0.1:{port}"
-            yield S3Server(endpoint, StorageOptions(s3_endpoint_url=endpoint, s3_region="us-east-1"))
+            s3 = S3Server(endpoint, StorageOptions(s3_endpoint_url=endpoint, s3_region="us-east-1"))
+            app = server._server.app  # werkzeug's WSGI server, serving in a thread of this process
+
+            def counting(environ, start_response):
+                s3.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", "")))
+                return app(environ, start_response)
+
+            server._server.app = counting
+            yield s3
         finally:
             server.stop()

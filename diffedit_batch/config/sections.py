@@ -102,6 +102,20 @@ class JobConfig:
         default=2,
         metadata={"help": "Batches in flight at each edit actor (Ray Data); above 1 overlaps input with compute."},
     )
+    record_batch_size: int = field(
+        default=256,
+        metadata={
+            "help": "Result records written together while the run goes on, after their outputs; a driver killed "
+            "mid-run re-does at most this many edits per write task."
+        },
+    )
+    records_per_file: int = field(
+        default=10_000,
+        metadata={
+            "help": "Compaction target: at the end of each run the result manifest's small record files are merged "
+            "into files of at least this many records (at most one file stays smaller)."
+        },
+    )
     mode: str = field(
         default="edit",
         metadata={
@@ -128,6 +142,8 @@ class JobConfig:
         fields.at_least(self, "decode_cpus", 0.0, open_=True)
         fields.at_least(self, "write_cpus", 0.0, open_=True)
         fields.positive_int(self, "max_tasks_in_flight_per_actor")
+        fields.positive_int(self, "record_batch_size")
+        fields.positive_int(self, "records_per_file")
         fields.one_of(self, "mode", ("edit", "noop"))
 
 

@@ -2,8 +2,10 @@
 
 Modules: ``storage`` (URIs, filesystems, atomic writes, output keys, `StorageOptions`), ``layout`` (every path
 under an output prefix), ``status`` (record statuses and error classes), ``manifest`` (input schema, rows into
-edit requests), ``images`` (decode/encode), ``metrics`` (background PSNR/SSIM), ``records`` (result records and
-resume), ``results`` (reading records back), ``run_metadata`` (run files), ``export`` (the training export).
+edit requests), ``images`` (decode/encode), ``metrics`` (background PSNR/SSIM), ``records`` (result records and their
+files), ``worklist`` (a run's plan: resume and duplicates, per bucket of row ids), ``compaction`` (few large record
+files, one record per edit), ``results`` (reading records back), ``run_metadata`` (run files), ``export`` (the
+training export).
 """
 
 from .images import (
@@ -23,6 +25,7 @@ from .manifest import (
     ManifestError,
     check_manifest_schema,
     expand_edits,
+    inspect_manifest,
     manifest_base_dir,
     manifest_files,
     needs_caption,
@@ -30,11 +33,12 @@ from .manifest import (
     validate_request,
 )
 from .records import (
+    RECORD_SCHEMA,
     RESULT_SCHEMA,
-    RecordIndex,
-    drop_superseded,
+    RecordFile,
     extend_result_schema,
-    read_record_index,
+    list_record_files,
+    read_record_file,
     record_files,
     records_to_table,
     write_record_part,
@@ -44,23 +48,25 @@ from .storage import StorageError, StorageOptions, output_key, read_bytes, resol
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "RECORD_SCHEMA",
     "RESULT_SCHEMA",
     "EditRequest",
     "ErrorClass",
     "ImageDecodeError",
     "ManifestError",
     "OutputLayout",
-    "RecordIndex",
+    "RecordFile",
     "Status",
     "StorageError",
     "StorageOptions",
     "check_manifest_schema",
     "decode_image",
-    "drop_superseded",
     "encode_png",
     "expand_edits",
     "extend_result_schema",
     "fit_to_resolution",
+    "inspect_manifest",
+    "list_record_files",
     "manifest_base_dir",
     "manifest_files",
     "mask_coverage",
@@ -69,7 +75,7 @@ __all__ = [
     "output_key",
     "read_bytes",
     "read_manifest_schema",
-    "read_record_index",
+    "read_record_file",
     "record_files",
     "records_to_table",
     "resolve",

@@ -5,6 +5,7 @@
     PREFIX/manifest/**/*.parquet         the result manifest: one record per edit
     PREFIX/runs/<run_id>.json            each run's config, start and end, counts
     PREFIX/concepts/<run_id>.parquet     the Flan-T5 captions of each concept a run used
+    PREFIX/_work/<run_id>/               a run's work list and plan, while it runs (removed at its end)
     PREFIX/report/                       the HTML report (`diffedit-batch report`)
     PREFIX/export/                       the training export (`diffedit-batch export`)
 
@@ -62,6 +63,21 @@ class OutputLayout:
     def concepts_file(self, run_id: str) -> str:
         """`PREFIX/concepts/<run_id>.parquet`: the concept captions a run generated."""
         return join(self.prefix, "concepts", f"{run_id}.parquet")
+
+    # --- a run's scratch space ----------------------------------------------------------------------
+
+    @property
+    def work(self) -> str:
+        """`PREFIX/_work`: each run's work list while it runs. The `_` keeps it out of every reader's way."""
+        return join(self.prefix, "_work")
+
+    def work_folder(self, run_id: str) -> str:
+        """`PREFIX/_work/<run_id>`."""
+        return join(self.work, run_id)
+
+    def work_file(self, run_id: str, name: str) -> str:
+        """`PREFIX/_work/<run_id>/<name>.parquet`."""
+        return join(self.work_folder(run_id), f"{name}.parquet")
 
     # --- derived outputs --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,15 +36,21 @@ __all__ = [
     "MANIFEST_COLUMNS",
     "EditRequest",
     "ManifestColumn",
+    "Manifest",
     "ManifestError",
+    "ManifestFile",
     "check_manifest_schema",
     "expand_edits",
     "has_source",
+    "inspect_manifest",
     "manifest_base_dir",
     "manifest_files",
     "manifest_reference_markdown",
     "needs_caption",
+    "is_reserved_id",
     "read_manifest_schema",
+    "row_id_of",
+    "target_edit_id",
     "validate_request",
 ]
 
@@ -63,7 +70,11 @@ class ManifestColumn:
 
 
 MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
-    ManifestColumn("id", "string", True, "Unique id of the row; output names derive from it."),
+    ManifestColumn(
+        "id", "string", True,
+        "Unique id of the row; output names derive from it. Ids ending in '#<number>' are reserved for the edits "
+        "of target_prompts and rejected.",
+    ),
     ManifestColumn(
         "image", "string", True,
         "URI of the input image: absolute (s3://, gs://, /path) or relative to the manifest's folder.",
@@ -143,7 +154,10 @@ def check_manifest_schema(schema: pa.Schema) -> None:
     target_prompts, target_concept is an error too: no row of it could ever be edited.
     """
     problems = []
+    duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
     for column in MANIFEST_COLUMNS:
+        if column.name in duplicated:
+            continue  # reported below; get_field_index cannot tell which of the copies is meant
         index = schema.get_field_index(column.name)
         if index < 0:
             if column.required:
@@ -156,7 +170,6 @@ def check_manifest_schema(schema: pa.Schema) -> None:
             )
     if not any(name in schema.names for name in _TARGET_COLUMNS):
         problems.append(f"no target column: add one of {', '.join(_TARGET_COLUMNS)}")
-    duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
     if duplicated:
         problems.append(f"duplicated column names: {', '.join(duplicated)}")
     if problems:
@@ -203,28 +216,68 @@ def manifest_base_dir(uri: str, options: StorageOptions | None = None) -> str:
     return uri.rstrip("/") or uri
 
 
-def read_manifest_schema(uri: str, options: StorageOptions | None = None) -> pa.Schema:
-    """The manifest's schema, read from the Parquet footers only (no row data).
+@dataclass(frozen=True)
+class ManifestFile:
+    """One Parquet file of a manifest: its URI, its row count, and the position of its first row in the
+    manifest (files in sorted order), so every row has a global `row_index`."""
 
-    Every file's schema is checked with ``check_manifest_schema`` (the error names the file) and
-    the files must agree; the unified schema is returned.
-    """
-    schemas = []
-    for file_uri in manifest_files(uri, options):
-        filesystem, path = resolve(file_uri, options)
-        try:
-            schema = pq.read_schema(path, filesystem=filesystem)
-        except (OSError, pa.ArrowException) as exc:
-            raise ManifestError(f"cannot read manifest file {redact_uri(file_uri)}: {exc}") from exc
-        try:
-            check_manifest_schema(schema)
-        except ManifestError as exc:
-            raise ManifestError(f"{redact_uri(file_uri)}: {exc}") from None
-        schemas.append(schema.remove_metadata())
+    uri: str
+    rows: int
+    first_row: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the footers of a manifest's files say: the files, their unified schema and the total row count."""
+
+    files: tuple[ManifestFile, ...]
+    schema: pa.Schema
+    base_dir: str  # relative image URIs resolve against this
+
+    @property
+    def rows(self) -> int:
+        return sum(file.rows for file in self.files)
+
+
+def _read_footer(file_uri: str, options: StorageOptions | None) -> tuple[pa.Schema, int]:
+    filesystem, path = resolve(file_uri, options)
     try:
-        return pa.unify_schemas(schemas, promote_options="permissive")
+        metadata = pq.read_metadata(path, filesystem=filesystem)
+        schema = metadata.schema.to_arrow_schema()
+    except (OSError, pa.ArrowException) as exc:
+        raise ManifestError(f"cannot read manifest file {redact_uri(file_uri)}: {exc}") from exc
+    try:
+        check_manifest_schema(schema)
+    except ManifestError as exc:
+        raise ManifestError(f"{redact_uri(file_uri)}: {exc}") from None
+    return schema.remove_metadata(), metadata.num_rows
+
+
+def inspect_manifest(uri: str, options: StorageOptions | None = None, threads: int = 16) -> Manifest:
+    """Read the footers of every file of the manifest at `uri` (no row data), in parallel threads.
+
+    Every file's schema is checked with ``check_manifest_schema`` (the error names the file) and the files must
+    agree. Raises ManifestError. Memory is per file, not per row.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    uris = manifest_files(uri, options)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
+        footers = list(pool.map(lambda file_uri: _read_footer(file_uri, options), uris))
+    try:
+        schema = pa.unify_schemas([schema for schema, _ in footers], promote_options="permissive")
     except (pa.ArrowException, TypeError) as exc:
         raise ManifestError(f"manifest files of {redact_uri(uri)} disagree on their schema: {exc}") from exc
+    files, first_row = [], 0
+    for file_uri, (_, rows) in zip(uris, footers):
+        files.append(ManifestFile(file_uri, rows, first_row))
+        first_row += rows
+    return Manifest(tuple(files), schema, manifest_base_dir(uri, options))
+
+
+def read_manifest_schema(uri: str, options: StorageOptions | None = None) -> pa.Schema:
+    """The manifest's unified schema, read from the Parquet footers only (see ``inspect_manifest``)."""
+    return inspect_manifest(uri, options).schema
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -291,6 +344,26 @@ def _target_list(value: Any) -> list[Any]:
     return list(value)
 
 
+# The edit ids of target_prompts are '<row id>#<k>'. Row ids of that form are rejected, so an edit id always
+# names one (row, target) and its row id is the edit id less any '#<k>' suffix.
+_TARGET_SUFFIX = re.compile(r"#\d+\Z")
+
+
+def target_edit_id(row_id: str, k: int) -> str:
+    """The edit id of the k-th entry of a row's `target_prompts`."""
+    return f"{row_id}#{k}"
+
+
+def is_reserved_id(row_id: str) -> bool:
+    """Whether a row id has the form of a generated edit id (ends in '#<number>'): such rows are rejected."""
+    return bool(_TARGET_SUFFIX.search(row_id))
+
+
+def row_id_of(edit_id: str) -> str:
+    """The id of the manifest row an edit id belongs to (for records that do not carry their `row_id`)."""
+    return _TARGET_SUFFIX.sub("", edit_id)
+
+
 def expand_edits(row: dict[str, Any], base_dir: str | None = None) -> list[EditRequest]:
     """The edit requests of one manifest row, always at least one (so every row ends as a record).
 
@@ -326,7 +399,7 @@ def expand_edits(row: dict[str, Any], base_dir: str | None = None) -> list[EditR
     if single is not None or not listed:
         requests.append(EditRequest(edit_id=row_id, target_prompt=single, **common))
     for k, prompt in enumerate(listed):
-        edit_id = None if row_id is None else f"{row_id}#{k}"
+        edit_id = None if row_id is None else target_edit_id(row_id, k)
         requests.append(
             EditRequest(edit_id=edit_id, target_prompt=_prompt(prompt), target_index=k, **common)
         )
@@ -341,6 +414,11 @@ def validate_request(req: EditRequest, caption_available: bool = False) -> str |
     """
     if not req.row_id:
         return "row has no id"
+    if is_reserved_id(req.row_id):
+        return (
+            f"id {req.row_id!r} ends in '#<number>', the form reserved for the edits of target_prompts "
+            "('<id>#<k>'); give the row another id"
+        )
     if not isinstance(req.source_image_uri, str) or not req.source_image_uri:
         return "image is missing or empty"
     for name in ("source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept"):

@@ -1,33 +1,47 @@
-"""Result records: one per edit, written after its outputs, in Parquet parts under ``PREFIX/manifest``.
+"""Result records: one per edit, written after its outputs, as Parquet files under ``PREFIX/manifest``.
 
-A record is the "done" marker: resuming a job is the manifest's ids minus the ids recorded ``ok``. Where the
-parts live is ``layout.OutputLayout``'s; what a status means is ``status.Status``'s.
+A record is the "done" marker: resuming a job is the manifest's edits minus the edits recorded ``ok``. The result
+manifest is a plain Parquet dataset: every ``*.parquet`` under ``PREFIX/manifest/`` (any sub-folder; names that
+start with ``.`` or ``_`` are temp files and skipped), written by this job or another tool with the same schema.
+A run writes small parts as it goes; ``compaction`` merges them into few large files at its end. Where the files
+live is ``layout.OutputLayout``'s; what a status means is ``status.Status``'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import posixpath
+import json
 import re
-from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .layout import OutputLayout
+from .metrics import METRIC_FIELDS
 from .status import Status
-from .storage import StorageError, StorageOptions, delete, list_files, redact_uri, resolve, write_bytes_atomic
+from .storage import StorageError, StorageOptions, list_file_infos, redact_uri, resolve, write_bytes_atomic
 
 __all__ = [
+    "RECORD_SCHEMA",
+    "REPLACES_KEY",
     "RESULT_SCHEMA",
-    "RecordIndex",
-    "drop_superseded",
+    "RecordFile",
+    "RecordFiles",
+    "conform_records",
     "extend_result_schema",
-    "read_record_index",
+    "list_record_files",
+    "parquet_bytes",
+    "read_footer",
+    "read_footers",
+    "read_record_file",
     "record_files",
+    "record_from_row",
     "records_to_table",
-    "superseded_parts",
     "write_record_part",
 ]
 
@@ -130,126 +144,170 @@ def write_record_part(
     if not records:
         return None
     uri = OutputLayout(prefix).record_part(part_name)
-    write_bytes_atomic(uri, _parquet_bytes(records_to_table(records, schema)), options)
+    write_bytes_atomic(uri, parquet_bytes(records_to_table(records, schema)), options)
     return uri
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, row_group_size: int | None = None) -> bytes:
+    """A table as the bytes of one zstd-compressed Parquet file (written atomically by the callers)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
     return sink.getvalue().to_pybytes()
 
 
-# --- resume -----------------------------------------------------------------------------------
+RECORD_SCHEMA = extend_result_schema(*METRIC_FIELDS)
+"""The records this job writes: the base columns and the quality metrics (null where not measured)."""
 
 
-class RecordIndex(dict):
-    """``id -> (status, part_uri)`` of each id's winning record, as read by ``read_record_index``.
-
-    An ``ok`` record wins over the others; otherwise the first part (in sorted order) wins.
-    ``shadowed`` maps a part URI to ids whose ``error`` record there lost to an ``ok`` record in
-    another part: leftovers of a run that stopped before ``drop_superseded``.
-    ``other_parts`` maps an id found in several parts to the parts that did not win.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shadowed: dict[str, set[str]] = {}
-        self.other_parts: dict[str, set[str]] = {}
-
-    def _add(self, record_id: str, status: str, part: str) -> None:
-        previous = self.get(record_id)
-        if previous is None:
-            self[record_id] = (status, part)
-            return
-        if previous[1] == part:  # e.g. an ok record and a duplicate record of the same id
-            if status == Status.OK:
-                self[record_id] = (status, part)
-            return
-        loser_status, loser_part = status, part
-        if status == Status.OK and previous[0] != Status.OK:
-            self[record_id] = (status, part)
-            loser_status, loser_part = previous
-        self.other_parts.setdefault(record_id, set()).add(loser_part)
-        if loser_status == Status.ERROR and self[record_id][0] == Status.OK:
-            self.shadowed.setdefault(loser_part, set()).add(record_id)
-
-
-def record_files(prefix: str, options: StorageOptions | None = None) -> list[str]:
-    """The result record parts under ``PREFIX/manifest``, sorted."""
-    return [
-        uri for uri in list_files(OutputLayout(prefix).records, ".parquet", options)
-        if posixpath.basename(uri).startswith("part-")
-    ]
+def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
+    """The result record of a work row (a row's names are the record's); outputs and metrics only when ok."""
+    ok = row["status"] == Status.OK
+    return {
+        "id": row.get("edit_id"),
+        "row_id": row.get("row_id"),
+        "status": row["status"],
+        "error": row.get("error"),
+        "error_class": row.get("error_class"),
+        "image_uri": row.get("image_uri") if ok else None,
+        "mask_uri": row.get("mask_uri") if ok else None,
+        "source_image_uri": row.get("source_image_uri"),
+        "source_prompt": row.get("source_prompt"),
+        "target_prompt": row.get("target_prompt"),
+        "inversion_prompt": row.get("inversion_prompt"),
+        "source_concept": row.get("source_concept"),
+        "target_concept": row.get("target_concept"),
+        "caption": row.get("caption"),
+        "prompt_truncated": row.get("prompt_truncated"),
+        "seed": row.get("seed"),
+        "mask_coverage": row.get("mask_coverage") if ok else None,
+        **{f.name: row.get(f.name) if ok else None for f in METRIC_FIELDS},
+        "model_id": model_id,
+        "width": row.get("width"),
+        "height": row.get("height"),
+        "fetch_s": row.get("fetch_s"),
+        "edit_s": row.get("edit_s"),
+        "write_s": row.get("write_s"),
+        "run_id": run_id,
+        "node_id": row.get("node_id"),
+    }
 
 
-def read_record_index(prefix: str, options: StorageOptions | None = None) -> RecordIndex:
-    """Index the result manifest under ``prefix``, reading only the ``id`` and ``status`` columns.
+# --- reading ----------------------------------------------------------------------------------
 
-    Memory is per id, not per record. An empty or missing manifest gives an empty index.
-    """
-    index = RecordIndex()
-    for part in record_files(prefix, options):
-        filesystem, path = resolve(part, options)
-        try:
-            table = pq.read_table(path, columns=["id", "status"], filesystem=filesystem)
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"cannot read result part {redact_uri(part)}: {exc}") from exc
-        for record_id, status in zip(table["id"].to_pylist(), table["status"].to_pylist()):
-            if record_id is not None:
-                index._add(record_id, status, part)
-    return index
+# Footer key of a file written by compaction: the files (paths under PREFIX/manifest) whose records it holds. Once
+# it exists those files are dead: readers skip them, the next compaction deletes them.
+REPLACES_KEY = b"diffedit_batch.replaces"
 
 
-def superseded_parts(index_before_run: RecordIndex, ids_rewritten: Iterable[str]) -> dict[str, set[str]]:
-    """Which older parts hold records that this run's records replace: ``part_uri -> ids``.
+@dataclass(frozen=True)
+class RecordFile:
+    """A record file: its URI, its size (from the listing, so reading it needs no extra request for the size), its
+    path under ``PREFIX/manifest`` and, once its footer is read, its row count and the files it replaces."""
 
-    ``ids_rewritten`` are the ids this run wrote a record for (pass only the ``ok`` ones to keep
-    old records of ids that failed again). The index's ``shadowed`` leftovers are included.
-    """
-    parts: dict[str, set[str]] = {part: set(ids) for part, ids in index_before_run.shadowed.items()}
-    for record_id in ids_rewritten:
-        entry = index_before_run.get(record_id)
-        if entry is None:
+    uri: str
+    size: int
+    name: str
+    rows: int | None = None
+    replaces: tuple[str, ...] = ()
+
+
+def record_files(prefix: str, options: StorageOptions | None = None) -> list[RecordFile]:
+    """Every record file of the result manifest under ``prefix``, sorted by URI: one listing (a request per
+    1,000 files on S3), no reads. Names that start with ``.`` or ``_`` (temp files, folders of work) are skipped."""
+    folder = OutputLayout(prefix).records
+    _, base = resolve(folder, options)
+    files = []
+    for info in list_file_infos(folder, ".parquet", options):
+        name = resolve(info.uri, options)[1][len(base.rstrip("/")):].strip("/")
+        if any(part.startswith((".", "_")) for part in name.split("/")):
             continue
-        for part in {entry[1], *index_before_run.other_parts.get(record_id, ())}:
-            parts.setdefault(part, set()).add(record_id)
-    return parts
+        files.append(RecordFile(info.uri, info.size, name))
+    return files
 
 
-def drop_superseded(
-    prefix: str,
-    index_before_run: RecordIndex,
-    ids_rewritten: Iterable[str],
-    options: StorageOptions | None = None,
-) -> list[str]:
-    """Remove superseded records from the parts that existed before this run; return those parts.
+def _fragment(file: RecordFile, options: StorageOptions | None):
+    """The file as a Parquet fragment of known size: pyarrow then makes no request for the size (a HEAD on S3)."""
+    filesystem, path = resolve(file.uri, options)
+    return pads.ParquetFileFormat().make_fragment(path, filesystem=filesystem, file_size=file.size)
 
-    Each affected part is rewritten without the superseded rows (atomic replace), or deleted when
-    nothing is left, so the result manifest keeps one record per id. Call it once, after every
-    part of this run is written, with the index read *before* this run wrote anything (an index
-    that already holds this run's parts would drop the new records too). Parts not under
-    ``prefix`` are refused.
-    """
-    manifest_dir = OutputLayout(prefix).records.rstrip("/") + "/"
-    touched = []
-    for part, ids in sorted(superseded_parts(index_before_run, ids_rewritten).items()):
-        if not part.startswith(manifest_dir):
-            raise ValueError(f"part {redact_uri(part)} is not under {redact_uri(manifest_dir)}")
-        filesystem, path = resolve(part, options)
+
+def read_footer(file: RecordFile, options: StorageOptions | None = None) -> RecordFile:
+    """``file`` with its row count and the files it replaces, read from its Parquet footer (one or two reads)."""
+    try:
+        fragment = _fragment(file, options)
+        fragment.ensure_complete_metadata()
+        metadata = fragment.metadata
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read record file {redact_uri(file.uri)}: {exc}") from exc
+    replaces = ()
+    raw = (metadata.metadata or {}).get(REPLACES_KEY)
+    if raw:
         try:
-            table = pq.read_table(path, filesystem=filesystem)
-        except FileNotFoundError:
-            continue  # already rewritten away by an earlier, interrupted drop
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"cannot read result part {redact_uri(part)}: {exc}") from exc
-        keep = pc.invert(pc.fill_null(pc.is_in(table["id"], pa.array(sorted(ids), pa.string())), False))
-        kept = table.filter(keep)
-        if kept.num_rows == table.num_rows:
-            continue
-        if kept.num_rows == 0:
-            delete(part, options)
+            replaces = tuple(str(name) for name in json.loads(raw))
+        except (ValueError, TypeError):
+            replaces = ()  # not ours: another tool's key of the same name
+    return dataclasses.replace(file, rows=metadata.num_rows, replaces=replaces)
+
+
+def read_footers(
+    files: Sequence[RecordFile], options: StorageOptions | None = None, threads: int = 32
+) -> list[RecordFile]:
+    """``read_footer`` of every file, in parallel threads (storage latency, not CPU, is the cost)."""
+    if not files:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        return list(pool.map(lambda file: read_footer(file, options), files))
+
+
+@dataclass(frozen=True)
+class RecordFiles:
+    """The record files under a prefix, footers read: ``live`` ones hold the result manifest; ``dead`` ones were
+    merged into a live file by a compaction that stopped before deleting them (readers skip them)."""
+
+    live: list[RecordFile]
+    dead: list[RecordFile]
+
+
+def list_record_files(prefix: str, options: StorageOptions | None = None, threads: int = 32) -> RecordFiles:
+    """List the record files under ``prefix`` and read their footers: O(files) storage requests, in parallel."""
+    files = read_footers(record_files(prefix, options), options, threads)
+    replaced = {name for file in files for name in file.replaces}
+    return RecordFiles(
+        live=[file for file in files if file.name not in replaced],
+        dead=[file for file in files if file.name in replaced],
+    )
+
+
+def conform_records(table: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: missing ones null (files from before a column existed),
+    unknown ones dropped, types cast. Raises ArrowException for a column that cannot be cast."""
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
         else:
-            write_bytes_atomic(part, _parquet_bytes(kept), options)
-        touched.append(part)
-    return touched
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def read_record_file(
+    file: RecordFile, options: StorageOptions | None = None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The records of one file, only ``columns`` (default all of ``RECORD_SCHEMA``), conformed to the schema.
+
+    The file's size is known, so no request asks for it; the footer and the column chunks it needs are read with
+    pre-buffering, so a file costs few requests.
+    Raises StorageError when it cannot be read or does not fit the result schema.
+    """
+    schema = RECORD_SCHEMA if columns is None else pa.schema([RECORD_SCHEMA.field(name) for name in columns])
+    try:
+        fragment = _fragment(file, options)
+        present = [name for name in schema.names if name in fragment.physical_schema.names]
+        table = fragment.to_table(columns=present)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read record file {redact_uri(file.uri)}: {exc}") from exc
+    try:
+        return conform_records(table, schema)
+    except (pa.ArrowException, ValueError) as exc:
+        raise StorageError(f"record file {redact_uri(file.uri)} does not fit the result schema: {exc}") from exc

@@ -1,9 +1,11 @@
 """Reading the result manifest back, streaming: the records of a finished (or resumed) job, one batch at a time.
 
-Readers (the report, the training export) see one record per edit even when an interrupted run left a
-superseded record behind: a record is kept when its part is the one ``read_record_index`` picks for its id
-(an ``ok`` record wins). Parts written before a column existed read as nulls in that column. Memory is one
-batch of records plus the id index (an id and a part name per edit).
+After a completed run the manifest holds one record per edit (the run's compaction removes superseded ones). A
+run that was stopped before its compaction may leave an earlier `error` record beside the `ok` record that
+replaced it; readers (the report, the training export) still see one record per edit: an `ok` record wins,
+otherwise the first file's (in name order). Duplicate records (one per later manifest row with an id already
+edited) are all kept. Files written before a column existed read as nulls in that column. Memory is one batch
+of records plus the winning file of each edit id.
 """
 
 from __future__ import annotations
@@ -13,10 +15,25 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .records import read_record_index, record_files
+from .records import RecordFile, list_record_files, read_record_file
+from .status import Status
 from .storage import StorageError, StorageOptions, redact_uri, resolve
 
 __all__ = ["iter_result_records"]
+
+
+def _winning_files(files: list[RecordFile], options: StorageOptions | None) -> dict[str, int]:
+    """Edit id -> index of the file whose (non-duplicate) record of it is read."""
+    winners: dict[str, tuple[int, bool]] = {}
+    for index, file in enumerate(files):
+        table = read_record_file(file, options, columns=["id", "status"])
+        for edit_id, status in zip(table.column("id").to_pylist(), table.column("status").to_pylist()):
+            if edit_id is None or status == Status.DUPLICATE:
+                continue
+            previous = winners.get(edit_id)
+            if previous is None or (status == Status.OK and not previous[1]):
+                winners[edit_id] = (index, status == Status.OK)
+    return {edit_id: index for edit_id, (index, _) in winners.items()}
 
 
 def iter_result_records(
@@ -25,29 +42,31 @@ def iter_result_records(
     columns: Sequence[str] | None = None,
     batch_size: int = 1024,
 ) -> Iterator[list[dict]]:
-    """Yield the result records under ``prefix`` as lists of dicts (at most ``batch_size`` each), part by part.
+    """Yield the result records under ``prefix`` as lists of dicts (at most ``batch_size`` each), file by file.
 
-    ``columns`` limits what is read (None: every column of each part; ``id`` is always read); a requested
-    column that a part lacks is None in its records. Raises StorageError for an unreadable part.
+    ``columns`` limits what is read (None: every column of each file; ``id`` and ``status`` are always read); a
+    requested column that a file lacks is None in its records. Raises StorageError for an unreadable file.
     """
-    index = read_record_index(prefix, options)
-    for part in record_files(prefix, options):
-        filesystem, path = resolve(part, options)
+    files = list_record_files(prefix, options).live
+    winners = _winning_files(files, options)
+    for index, file in enumerate(files):
+        filesystem, path = resolve(file.uri, options)
         try:
             parquet = pq.ParquetFile(filesystem.open_input_file(path))
             present = parquet.schema_arrow.names
-            wanted = [name for name in dict.fromkeys(["id", *(columns or present)]) if name in present]
+            wanted = [name for name in dict.fromkeys(["id", "status", *(columns or present)]) if name in present]
             absent = [name for name in (columns or ()) if name not in present]
             for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted):
                 records = []
                 for record in pa.Table.from_batches([batch]).to_pylist():
                     record_id = record.get("id")
-                    if record_id is not None and index.get(record_id, (None, part))[1] != part:
-                        continue  # superseded by a record in another part
+                    if (record_id is not None and record.get("status") != Status.DUPLICATE
+                            and winners.get(record_id, index) != index):
+                        continue  # superseded by a record in another file
                     for name in absent:
                         record[name] = None
                     records.append(record)
                 if records:
                     yield records
         except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"cannot read result part {redact_uri(part)}: {exc}") from exc
+            raise StorageError(f"cannot read result file {redact_uri(file.uri)}: {exc}") from exc

@@ -28,8 +28,10 @@ __all__ = [
     "StorageError",
     "StorageOptions",
     "delete",
+    "delete_folder",
     "exists",
     "join",
+    "list_file_infos",
     "list_files",
     "output_key",
     "parent_uri",
@@ -346,13 +348,36 @@ def delete(uri: str, options: StorageOptions | None = None) -> None:
         raise StorageError(f"cannot delete {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
 
 
-def list_files(
-    uri_prefix: str, suffix: str | None = None, options: StorageOptions | None = None
-) -> list[str]:
-    """URIs of every file under the folder ``uri_prefix`` (recursively), sorted.
+def delete_folder(uri: str, options: StorageOptions | None = None) -> None:
+    """Delete the folder at ``uri`` and everything under it (on object stores: every object under the prefix);
+    a missing folder is not an error."""
+    filesystem, path = resolve(uri, options)
+    try:
+        filesystem.delete_dir(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, pa.ArrowException) as exc:
+        if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+            return
+        raise StorageError(f"cannot delete {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
 
-    ``suffix`` keeps names ending in it (``".parquet"``). A missing folder gives ``[]``. URIs come
-    back in the style of ``uri_prefix`` (``s3://...`` stays ``s3://...``, a bare path stays bare).
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A listed file: its URI (in the style of the listed prefix) and its size in bytes."""
+
+    uri: str
+    size: int
+
+
+def list_file_infos(
+    uri_prefix: str, suffix: str | None = None, options: StorageOptions | None = None
+) -> list[FileEntry]:
+    """Every file under the folder ``uri_prefix`` (recursively) with its size, sorted by URI.
+
+    ``suffix`` keeps names ending in it (``".parquet"``). A missing folder gives ``[]``. URIs come back in the
+    style of ``uri_prefix`` (``s3://...`` stays ``s3://...``, a bare path stays bare). On object stores this is
+    one listing request per 1,000 objects.
     """
     filesystem, path = resolve(uri_prefix, options)
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
@@ -360,12 +385,19 @@ def list_files(
         infos = filesystem.get_file_info(selector)
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"cannot list {redact_uri(uri_prefix)}: {type(exc).__name__}: {exc}") from exc
-    paths = sorted(
-        info.path
+    files = sorted(
+        (info.path, info.size)
         for info in infos
         if info.type == pafs.FileType.File and (suffix is None or info.path.endswith(suffix))
     )
-    return [_with_scheme_of(uri_prefix, p) for p in paths]
+    return [FileEntry(_with_scheme_of(uri_prefix, p), size) for p, size in files]
+
+
+def list_files(
+    uri_prefix: str, suffix: str | None = None, options: StorageOptions | None = None
+) -> list[str]:
+    """URIs of every file under the folder ``uri_prefix`` (recursively), sorted (see ``list_file_infos``)."""
+    return [entry.uri for entry in list_file_infos(uri_prefix, suffix, options)]
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""records: building and writing result parts, the resume index, and dropping superseded records."""
+"""records: building and writing result parts, finding the record files, reading them back."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
-from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,15 +13,18 @@ import pytest
 from diffedit_batch.data import records
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.records import (
+    REPLACES_KEY,
     RESULT_SCHEMA,
-    drop_superseded,
     extend_result_schema,
-    read_record_index,
+    list_record_files,
+    read_footers,
+    read_record_file,
+    record_files,
+    record_from_row,
     records_to_table,
-    superseded_parts,
     write_record_part,
 )
-from diffedit_batch.data.storage import StorageOptions, list_files, output_key
+from diffedit_batch.data.storage import StorageError, output_key
 
 
 def _record(record_id: str, status: str = "ok", run_id: str = "run-1", **extra) -> dict:
@@ -29,13 +32,6 @@ def _record(record_id: str, status: str = "ok", run_id: str = "run-1", **extra) 
     if status == "error":
         record.update(error=f"{record_id} failed in {run_id}", error_class="engine")
     return record | extra
-
-
-def _all_records(prefix: str) -> list[dict]:
-    rows = []
-    for part in list_files(os.path.join(prefix, "manifest"), ".parquet"):
-        rows += pq.read_table(part).to_pylist()
-    return rows
 
 
 # --- building and writing ---------------------------------------------------------------------
@@ -77,6 +73,7 @@ def test_output_layout():
     assert layout.records == "/data/out/manifest" and layout.record_part("r1-x") == "/data/out/manifest/part-r1-x.parquet"
     assert layout.run_file("r1") == "/data/out/runs/r1.json" and layout.concepts_file("r1") == "/data/out/concepts/r1.parquet"
     assert (layout.report, layout.export) == ("/data/out/report", "/data/out/export")
+    assert layout.work_file("r1", "work-00003") == "/data/out/_work/r1/work-00003.parquet"
 
 
 def test_write_record_part(tmp_path):
@@ -92,119 +89,59 @@ def test_write_record_part(tmp_path):
             write_record_part(prefix, [_record("a")], part_name=bad)
 
 
-# --- resume -----------------------------------------------------------------------------------
+# --- reading -------------------------------------------------------------------------------------
 
 
-def test_index_reads_only_id_and_status(tmp_path, monkeypatch):
+def test_record_files_are_every_parquet_under_manifest_but_temp_and_underscore_names(tmp_path):
     prefix = str(tmp_path)
-    write_record_part(prefix, [_record("a"), _record("b", "error")], part_name="p1")
-    (tmp_path / "manifest" / "notes.txt").write_text("ignored")
-    read_columns = []
-    real_read_table = pq.read_table
-
-    def spy(*args, **kwargs):
-        read_columns.append(kwargs.get("columns"))
-        return real_read_table(*args, **kwargs)
-
-    monkeypatch.setattr(records.pq, "read_table", spy)
-    index = read_record_index(prefix)
-    assert read_columns == [["id", "status"]]
-    part = f"{prefix}/manifest/part-p1.parquet"
-    assert index == {"a": ("ok", part), "b": ("error", part)}
+    write_record_part(prefix, [_record("a")], part_name="p1")
+    folder = tmp_path / "manifest"
+    (folder / "copies" / "2026").mkdir(parents=True)
+    pq.write_table(records_to_table([_record("b")]), folder / "copies" / "2026" / "external.parquet")
+    pq.write_table(records_to_table([_record("c")]), folder / ".part-x.parquet.123.tmp.parquet")
+    (folder / "_scratch").mkdir()
+    pq.write_table(records_to_table([_record("d")]), folder / "_scratch" / "w.parquet")
+    (folder / "notes.txt").write_text("ignored")
+    files = record_files(prefix)
+    assert [f.name for f in files] == ["copies/2026/external.parquet", "part-p1.parquet"]
+    assert all(f.size == os.path.getsize(f.uri) and f.rows is None for f in files)
+    assert record_files(str(tmp_path / "never-ran")) == []
 
 
-def test_index_of_a_missing_manifest_is_empty(tmp_path):
-    assert read_record_index(str(tmp_path / "never-ran")) == {}
-
-
-@pytest.mark.parametrize("ok_first", [True, False])
-def test_ok_wins_whatever_the_part_order(tmp_path, ok_first):
+def test_footers_give_row_counts_and_what_a_merged_file_replaces(tmp_path):
     prefix = str(tmp_path)
-    parts = {"p1": [_record("x", "ok" if ok_first else "error")], "p2": [_record("x", "error" if ok_first else "ok")]}
-    for name, recs in parts.items():
-        write_record_part(prefix, recs, part_name=name)
-    winner = "p1" if ok_first else "p2"
-    index = read_record_index(prefix)
-    assert index["x"] == ("ok", f"{prefix}/manifest/part-{winner}.parquet")
+    write_record_part(prefix, [_record("a"), _record("b")], part_name="small-1")
+    write_record_part(prefix, [_record("c")], part_name="small-2")
+    merged = records_to_table([_record("a"), _record("b"), _record("c")]).replace_schema_metadata(
+        {REPLACES_KEY: json.dumps(["part-small-1.parquet"]).encode()})
+    pq.write_table(merged, tmp_path / "manifest" / "records-x.parquet")
+    found = list_record_files(prefix)
+    assert {f.name: (f.rows, f.replaces) for f in found.live} == {
+        "part-small-2.parquet": (1, ()), "records-x.parquet": (3, ("part-small-1.parquet",))}
+    assert [f.name for f in found.dead] == ["part-small-1.parquet"]
 
 
-def test_resume_end_to_end_keeps_one_record_per_id(tmp_path):
-    prefix = str(tmp_path / "out")
-    # Run 1: a and d succeed; b, c, e fail.
-    write_record_part(prefix, [_record("a"), _record("b", "error")], part_name="run1-0")
-    write_record_part(prefix, [_record("c", "error"), _record("d")], part_name="run1-1")
-    write_record_part(prefix, [_record("e", "error")], part_name="run1-2")
-
-    # Run 2 edits what is not ok yet: the set difference.
-    index_before = read_record_index(prefix)
-    todo = {"a", "b", "c", "d", "e"} - {i for i, (status, _) in index_before.items() if status == "ok"}
-    assert todo == {"b", "c", "e"}
-    run2 = [_record("b", run_id="run-2"), _record("c", run_id="run-2"), _record("e", "error", run_id="run-2")]
-    write_record_part(prefix, run2, part_name="run2-0")
-    touched = drop_superseded(prefix, index_before, [r["id"] for r in run2])
-
-    manifest = f"{prefix}/manifest"
-    assert sorted(touched) == [f"{manifest}/part-run1-{k}.parquet" for k in range(3)]
-    assert not os.path.exists(f"{manifest}/part-run1-2.parquet")  # emptied, so deleted
-    rows = _all_records(prefix)
-    assert Counter(r["id"] for r in rows) == {k: 1 for k in "abcde"}
-    by_id = {r["id"]: r for r in rows}
-    assert {k: by_id[k]["status"] for k in "abcde"} == {"a": "ok", "b": "ok", "c": "ok", "d": "ok", "e": "error"}
-    assert by_id["e"]["error"] == "e failed in run-2" and by_id["b"]["run_id"] == "run-2"
-    # Kept rows keep every column and the part keeps its schema.
-    assert pq.read_table(f"{manifest}/part-run1-0.parquet").schema.equals(RESULT_SCHEMA)
-
-    # Run 3 has nothing left but e; the index agrees with the files.
-    assert read_record_index(prefix).shadowed == {}
+def test_read_record_file_conforms_old_and_foreign_files_to_the_schema(tmp_path):
+    pq.write_table(pa.table({"id": ["a"], "status": ["ok"], "seed": pa.array([3], pa.int32()), "mine": ["x"]}),
+                   tmp_path / "foreign.parquet")
+    [file] = read_footers([records.RecordFile(str(tmp_path / "foreign.parquet"),
+                                              os.path.getsize(tmp_path / "foreign.parquet"), "foreign.parquet")])
+    table = read_record_file(file)
+    assert table.schema == records.RECORD_SCHEMA
+    row = table.to_pylist()[0]
+    assert (row["id"], row["seed"], row["background_psnr"]) == ("a", 3, None)
+    assert read_record_file(file, columns=["id", "status"]).column_names == ["id", "status"]
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(StorageError, match="broken.parquet"):
+        read_record_file(records.RecordFile(str(tmp_path / "broken.parquet"), 15, "broken.parquet"))
 
 
-def test_passing_only_ok_ids_keeps_old_errors_of_ids_that_failed_again(tmp_path):
-    prefix = str(tmp_path)
-    write_record_part(prefix, [_record("b", "error"), _record("e", "error")], part_name="run1")
-    index_before = read_record_index(prefix)
-    write_record_part(prefix, [_record("b", run_id="run-2")], part_name="run2")
-    drop_superseded(prefix, index_before, ["b"])
-    assert sorted((r["id"], r["status"]) for r in _all_records(prefix)) == [("b", "ok"), ("e", "error")]
-
-
-def test_leftovers_of_an_interrupted_run_are_dropped_next_time(tmp_path):
-    prefix = str(tmp_path)
-    write_record_part(prefix, [_record("a", "error"), _record("z")], part_name="run1")
-    write_record_part(prefix, [_record("a", run_id="run-2")], part_name="run2")
-    # Run 2 stopped before drop_superseded; run 3 finds the stale error record.
-    index = read_record_index(prefix)
-    part1 = f"{prefix}/manifest/part-run1.parquet"
-    assert index["a"] == ("ok", f"{prefix}/manifest/part-run2.parquet")
-    assert index.shadowed == {part1: {"a"}}
-    assert superseded_parts(index, []) == {part1: {"a"}}
-    drop_superseded(prefix, index, [])
-    assert sorted((r["id"], r["status"]) for r in _all_records(prefix)) == [("a", "ok"), ("z", "ok")]
-
-
-def test_duplicate_records_do_not_shadow_or_win(tmp_path):
-    prefix = str(tmp_path)
-    write_record_part(prefix, [_record("a"), _record("a", "duplicate", error_class="duplicate_id")], part_name="p1")
-    write_record_part(prefix, [_record("b", "duplicate")], part_name="p2")
-    write_record_part(prefix, [_record("b")], part_name="p3")
-    index = read_record_index(prefix)
-    assert index["a"][0] == "ok" and index["b"][0] == "ok"
-    assert index.shadowed == {}
-
-
-def test_drop_superseded_refuses_parts_outside_the_prefix(tmp_path):
-    write_record_part(str(tmp_path / "one"), [_record("a", "error")], part_name="p")
-    index = read_record_index(str(tmp_path / "one"))
-    with pytest.raises(ValueError, match="not under"):
-        drop_superseded(str(tmp_path / "two"), index, ["a"])
-
-
-def test_parts_with_an_extended_schema_index_alongside_old_ones(tmp_path):
-    prefix = str(tmp_path)
-    write_record_part(prefix, [_record("a", "error")], part_name="old")
-    index_before = read_record_index(prefix)
-    schema = extend_result_schema(pa.field("aesthetic_note", pa.string()))
-    write_record_part(prefix, [_record("a", aesthetic_note="a cat", run_id="run-2")], StorageOptions(), "new", schema)
-    assert read_record_index(prefix)["a"] == ("ok", f"{prefix}/manifest/part-new.parquet")
-    drop_superseded(prefix, index_before, ["a"])
-    [row] = _all_records(prefix)
-    assert row["aesthetic_note"] == "a cat" and row["status"] == "ok"
+def test_record_from_row_keeps_outputs_and_metrics_only_when_ok():
+    row = {"edit_id": "a#1", "row_id": "a", "status": "error", "error": "boom", "error_class": "engine",
+           "image_uri": "/x.png", "mask_coverage": 0.5, "background_psnr": 30.0, "seed": 4}
+    record = record_from_row(row, "model", "run-1")
+    assert (record["id"], record["row_id"], record["image_uri"], record["mask_coverage"]) == ("a#1", "a", None, None)
+    assert record["background_psnr"] is None and record["seed"] == 4 and record["run_id"] == "run-1"
+    ok = record_from_row({**row, "status": "ok", "error": None, "error_class": None}, "model", "run-1")
+    assert (ok["image_uri"], ok["mask_coverage"], ok["background_psnr"]) == ("/x.png", 0.5, 30.0)
+    records_to_table([record, ok], records.RECORD_SCHEMA)  # both fit the schema the job writes

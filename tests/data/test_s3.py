@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from diffedit_batch.data.manifest import manifest_base_dir, manifest_files, read_manifest_schema
-from diffedit_batch.data.records import drop_superseded, read_record_index, write_record_part
+from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, compact_records
+from diffedit_batch.data.records import list_record_files, read_record_file, write_record_part
 from diffedit_batch.data.storage import (
     StorageError,
     delete,
@@ -78,13 +79,29 @@ def test_manifest_folder_on_s3(s3_server):
     assert manifest_base_dir(f"{bucket}/m", options) == f"{bucket}/m"
 
 
-def test_records_resume_on_s3(s3_server):
+def test_record_files_on_s3_cost_few_requests_each_and_compact(s3_server):
+    """Resuming reads every record file: one listing per 1,000 files, then a few requests per file (the footer,
+    then the three columns the plan needs), never a request per record."""
     prefix, options = s3_server.make_bucket() + "/job", s3_server.options
-    base = {"run_id": "run-1"}
-    write_record_part(prefix, [{"id": "a", "status": "ok", **base}, {"id": "b", "status": "error", **base}], options, "run1")
-    index_before = read_record_index(prefix, options)
-    write_record_part(prefix, [{"id": "b", "status": "ok", "run_id": "run-2"}], options, "run2")
-    drop_superseded(prefix, index_before, ["b"], options)
-    index = read_record_index(prefix, options)
-    assert index == {"a": ("ok", f"{prefix}/manifest/part-run1.parquet"), "b": ("ok", f"{prefix}/manifest/part-run2.parquet")}
-    assert index.other_parts == {}
+    files = 30
+    for k in range(files):
+        records = [{"id": f"e{k}-{i}", "row_id": f"e{k}-{i}", "status": "ok" if i else "error", "run_id": "run-1"}
+                   for i in range(50)]
+        write_record_part(prefix, records, options, part_name=f"run1-{k:03d}")
+    s3_server.requests.clear()
+    found = list_record_files(prefix, options)
+    assert len(found.live) == files and sum(f.rows for f in found.live) == files * 50
+    listing = [r for r in s3_server.requests if r[0] == "GET" and "list-type" in r[2]]
+    assert len(listing) == 1 and len(s3_server.requests) - len(listing) <= 2 * files  # footers: <= 2 GETs a file
+    s3_server.requests.clear()
+    for file in found.live:
+        read_record_file(file, options, columns=["id", "row_id", "status"])
+    assert len(s3_server.requests) <= 3 * files and all(method == "GET" for method, _, _ in s3_server.requests)
+
+    superseded = pa.Table.from_pylist([{"file": "part-run1-000.parquet", "id": "e0-0", "status": "error"}],
+                                      schema=SUPERSEDED_SCHEMA)
+    result = compact_records(prefix, options, records_per_file=1000, superseded=superseded, run_id="run-2")
+    # 49 + 20 x 50 records reach 1,000 in the first merged file; the 9 files left make the one small file
+    assert (result.superseded, result.merged, result.written, result.files_after) == (1, 30, 2, 2)
+    live = list_record_files(prefix, options).live
+    assert sorted(f.rows for f in live) == [450, 1049] and not list_record_files(prefix, options).dead

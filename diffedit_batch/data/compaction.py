@@ -1,0 +1,191 @@
+"""Compaction: keep the result manifest in few large files, one record per edit, whatever crashes in between.
+
+A run writes its records in small parts as it goes (a crash then re-does little). At its end, and with
+``diffedit-batch compact`` for older outputs, ``compact_records``:
+
+1. deletes dead files: files a compaction merged into another file but had not deleted yet;
+2. removes superseded records (the plan of a run names them: an earlier error of an edit it retried, earlier
+   duplicate records it wrote again) by rewriting their files in place, atomically;
+3. merges the files holding fewer than ``records_per_file`` records into files of at least that many (whole
+   files into each output, in name order), so at most one file stays small.
+
+Each merged output carries, in its footer (``records.REPLACES_KEY``), the names of the files it holds; once the
+output exists those files are dead to every reader (``records.list_record_files``) even if the compaction is
+killed before deleting them, so a record is never read twice. Every write is atomic (temp name + rename, or one
+upload): a crash at any moment leaves whole files and a readable manifest, and the next compaction finishes the
+job. Memory is one output file's records at a time per thread, plus the superseded keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .layout import OutputLayout
+from .records import REPLACES_KEY, RecordFile, conform_records, list_record_files, parquet_bytes
+from .storage import StorageError, StorageOptions, delete, join, redact_uri, resolve, write_bytes_atomic
+
+__all__ = ["DEFAULT_RECORDS_PER_FILE", "SUPERSEDED_SCHEMA", "CompactionResult", "compact_records", "compaction_id"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECORDS_PER_FILE = 10_000
+
+SUPERSEDED_SCHEMA = pa.schema([
+    pa.field("file", pa.string()),  # the record file's name under PREFIX/manifest
+    pa.field("id", pa.string()),  # the edit id; null stands for every record without an id in that file
+    pa.field("status", pa.string()),  # only records of this status are removed
+])
+
+
+@dataclass
+class CompactionResult:
+    files_before: int = 0
+    files_after: int = 0
+    dead_deleted: int = 0  # files an interrupted compaction had merged but not deleted
+    rewritten: int = 0  # files rewritten without their superseded records
+    superseded: int = 0  # records removed
+    merged: int = 0  # small files merged into larger ones
+    written: int = 0  # merged files written
+
+    def line(self) -> str:
+        return (f"record files {self.files_before} -> {self.files_after} ({self.merged} merged into {self.written}, "
+                f"{self.superseded} superseded records removed from {self.rewritten}, {self.dead_deleted} dead removed)")
+
+
+def compaction_id() -> str:
+    """A fresh, sortable id for a compaction that is not part of a run (`diffedit-batch compact`)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-compact-" + uuid.uuid4().hex[:8]
+
+
+def compact_records(
+    prefix: str,
+    options: StorageOptions | None = None,
+    *,
+    records_per_file: int = DEFAULT_RECORDS_PER_FILE,
+    superseded: pa.Table | None = None,
+    run_id: str | None = None,
+    threads: int = 8,
+) -> CompactionResult:
+    """Compact the result manifest under ``prefix`` (see the module docstring); returns what it did.
+
+    ``superseded`` (``SUPERSEDED_SCHEMA``) names the records to remove; ``run_id`` names the merged files
+    (default: a fresh compaction id). Raises StorageError when a file cannot be read or written; what was done
+    before stays consistent.
+    """
+    if isinstance(records_per_file, bool) or not isinstance(records_per_file, int) or records_per_file < 1:
+        raise ValueError(f"records_per_file must be a positive integer, got {records_per_file!r}")
+    run_id = run_id or compaction_id()
+    found = list_record_files(prefix, options, threads=threads)
+    result = CompactionResult(files_before=len(found.live) + len(found.dead))
+    _map(threads, lambda file: delete(file.uri, options), found.dead)
+    result.dead_deleted = len(found.dead)
+
+    live = found.live
+    if superseded is not None and superseded.num_rows:
+        keys = _superseded_keys(superseded)
+        targets = [file for file in live if file.name in keys]
+        rewritten = _map(threads, lambda file: _drop_superseded(file, keys[file.name], options), targets)
+        after = {file.name: file for file in rewritten}
+        result.rewritten = sum(file.rows != before.rows for file, before in zip(rewritten, targets))
+        result.superseded = sum(before.rows - file.rows for file, before in zip(rewritten, targets))
+        live = [after.get(file.name, file) for file in live]
+        live = [file for file in live if file.rows]  # emptied files were deleted
+
+    small = sorted((file for file in live if file.rows < records_per_file), key=lambda file: file.name)
+    groups = _groups(small, records_per_file)
+    layout = OutputLayout(prefix)
+    written = _map(
+        threads,
+        lambda job: _merge(job[1], layout.records, f"records-{run_id}-{job[0]:05d}", options),
+        list(enumerate(groups)),
+    )
+    result.merged = sum(len(group) for group in groups)
+    result.written = len(written)
+    result.files_after = len(live) - result.merged + result.written
+    if result.merged or result.superseded or result.dead_deleted:
+        log.info("compaction of %s: %s", redact_uri(prefix), result.line())
+    return result
+
+
+def _map(threads: int, function, items: Sequence) -> list:
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
+        return list(pool.map(function, items))
+
+
+def _superseded_keys(superseded: pa.Table) -> dict[str, set[tuple[str | None, str]]]:
+    keys: dict[str, set[tuple[str | None, str]]] = defaultdict(set)
+    for file, edit_id, status in zip(*(superseded.column(name).to_pylist() for name in ("file", "id", "status"))):
+        keys[file].add((edit_id, status))
+    return keys
+
+
+def _read_all(file: RecordFile, options: StorageOptions | None) -> pa.Table:
+    filesystem, path = resolve(file.uri, options)
+    try:
+        return pq.read_table(path, filesystem=filesystem)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read record file {redact_uri(file.uri)}: {exc}") from exc
+
+
+def _drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> RecordFile:
+    """Rewrite ``file`` without the records ``keys`` name (in place, atomically; its footer metadata kept), or
+    delete it when nothing is left. Returns the file with its new row count."""
+    table = _read_all(file, options)
+    ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
+    keep = [(edit_id, status) not in keys for edit_id, status in zip(ids, statuses)]
+    if all(keep):
+        return file
+    kept = table.filter(pa.array(keep))
+    if kept.num_rows == 0:
+        delete(file.uri, options)
+    else:
+        write_bytes_atomic(file.uri, parquet_bytes(kept), options)
+    return dataclasses.replace(file, rows=kept.num_rows)
+
+
+def _groups(small: list[RecordFile], records_per_file: int) -> list[list[RecordFile]]:
+    """Whole small files, in order, into groups of at least ``records_per_file`` records; a last group of one
+    file is left alone (it is the one small file that may stay)."""
+    groups, group, rows = [], [], 0
+    for file in small:
+        group.append(file)
+        rows += file.rows
+        if rows >= records_per_file:
+            groups.append(group)
+            group, rows = [], 0
+    if len(group) > 1:
+        groups.append(group)
+    return groups
+
+
+def _merge(group: list[RecordFile], folder: str, name: str, options: StorageOptions | None) -> str:
+    """Write the records of ``group`` as one file naming them as replaced, then delete them."""
+    tables = [_read_all(file, options) for file in group]
+    try:
+        schema = pa.unify_schemas([table.schema.remove_metadata() for table in tables], promote_options="permissive")
+        merged = pa.concat_tables([conform_records(table, schema) for table in tables])
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise StorageError(f"record files {', '.join(f.name for f in group)} cannot be merged: {exc}") from exc
+    # Transitively: a source that is itself a merged file passes on what it replaced, so nothing it replaced can
+    # come back to life when the source is deleted.
+    replaces = sorted({file.name for file in group} | {name for file in group for name in file.replaces})
+    merged = merged.replace_schema_metadata({REPLACES_KEY: json.dumps(replaces).encode()})
+    uri = join(folder, f"{name}.parquet")
+    write_bytes_atomic(uri, parquet_bytes(merged), options)
+    for file in group:
+        delete(file.uri, options)
+    return uri
+
