@@ -1,4 +1,4 @@
-"""Running the job: check the manifest, connect to Ray, stream the plan, summarise, write the run files."""
+"""Running the job: check the manifest, connect to Ray, plan, stream the edit pass, compact, write the run files."""
 
 from __future__ import annotations
 
@@ -9,74 +9,104 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 
 from diffedit_batch.config import Config
+from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, compact_records
 from diffedit_batch.data.layout import OutputLayout
-from diffedit_batch.data.manifest import manifest_base_dir, manifest_files, read_manifest_schema
-from diffedit_batch.data.manifest_scan import scan_manifest_needs
+from diffedit_batch.data.manifest import inspect_manifest
+from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.run_metadata import write_run_metadata
-from diffedit_batch.data.storage import redact_uri, write_bytes_atomic
+from diffedit_batch.data.storage import (
+    delete_folder,
+    list_files,
+    read_bytes,
+    redact_uri,
+    write_bytes_atomic,
+)
 
 from .connection import connect
 from .placement import check_placement
-from .plan import JobPaths, build_dataset, generate_concept_captions
+from .plan import edit_pass, edit_pass_stages, generate_concept_captions
+from .planning import RunPlan, plan_run
 from .progress import ProgressReporter
-from .registry import EditRegistry
 from .summary import JobSummary
 
 log = logging.getLogger("diffedit_batch.job")
 
 
+def new_run_id() -> str:
+    """A run's id: its start time (sortable) and a random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
 def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str | None = None) -> JobSummary:
     """Edit every row of the manifest at `manifest_uri`, writing under `output_prefix`.
 
-    Raises ManifestError before any work when the manifest's schema is wrong; row failures become records.
-    Re-running on the same output skips edits recorded ok and retries the rest.
+    Raises ManifestError before any work when the manifest's schema is wrong, and JobSetupError when the stages
+    cannot be placed; row failures become records. Re-running on the same output skips edits recorded ok and
+    retries the rest.
     """
     options = config.storage
-    files = manifest_files(manifest_uri, options)
-    schema = read_manifest_schema(manifest_uri, options)
-    paths = JobPaths(files, manifest_base_dir(manifest_uri, options), output_prefix.rstrip("/"))
+    output_prefix = output_prefix.rstrip("/") or output_prefix
+    manifest = inspect_manifest(manifest_uri, options)
     elastic = connect(address)
-    # The recipe stages the manifest needs (none in noop mode: the data-path benchmark runs no model at all).
-    needs = None if config.job.mode == "noop" else scan_manifest_needs(paths.manifest_files, schema.names, options)
-    caption_images = needs is not None and (config.captions.caption_inversion or needs.rows_without_source > 0)
-    check_placement(config, caption_images, elastic)
-    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    registry = ray.remote(num_cpus=0)(EditRegistry).remote(paths.output_prefix, options)
-    retried = set(ray.get(registry.previously_recorded_not_ok.remote()))
+    run_id = new_run_id()
+    # Before anything is written: the stages this config runs whatever the manifest holds (captions when the config
+    # asks for every picture); the exact list is checked again once the plan says what the rows need.
+    check_placement(edit_pass_stages(config, output_prefix, run_id,
+                                     caption_images=config.captions.caption_inversion), elastic)
+    earlier = list_record_files(output_prefix, options)
     summary = JobSummary(run_id=run_id)
     metadata = {"run_id": run_id, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "manifest": redact_uri(manifest_uri), "config": config.to_dict()}
-    write_run_metadata(paths.output_prefix, metadata, options)
-    log.info("run %s: %d manifest file(s) from %s -> %s", run_id, len(files), redact_uri(manifest_uri),
-             redact_uri(output_prefix))
+    write_run_metadata(output_prefix, metadata, options)
+    log.info("run %s: %d manifest file(s), %d rows, from %s -> %s; %d earlier record file(s)", run_id,
+             len(manifest.files), manifest.rows, redact_uri(manifest_uri), redact_uri(output_prefix),
+             len(earlier.live))
 
-    rerecorded: list[str] = []
     started = time.perf_counter()
     try:
         with ProgressReporter(summary, config.job.progress_interval_s):
-            concept_captions = _concept_captions(config, needs.concepts if needs else [], paths, run_id)
-            dataset = build_dataset(
-                config, paths, schema.names, registry, run_id,
-                concept_captions=concept_captions, caption_images=caption_images,
-            )
-            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                summary.tally(batch, retried, rerecorded)
-            summary.skipped = ray.get(registry.skipped_count.remote())
-            ray.get(registry.drop_superseded.remote(rerecorded, paths.output_prefix, options))
+            plan = plan_run(config, manifest, earlier.live, output_prefix, run_id)
+            summary.add_plan(plan)
+            summary.planned_s = time.perf_counter() - started
+            log.info("plan: %d edits to do, %d done earlier, %d invalid, %d duplicates (%d buckets, %.1f s)",
+                     plan.pending, plan.skipped, plan.invalid, plan.duplicates, plan.buckets, summary.planned_s)
+            concepts = plan.concepts if config.job.mode == "edit" else []
+            concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
+            stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
+                                      concept_captions=concept_captions)
+            check_placement(stages, elastic)
+            if plan.work_files:
+                for batch in edit_pass(stages, plan.work_files, config.job.batch_size).iter_batches(batch_format="pyarrow", batch_size=None):
+                    summary.tally(batch)
+        compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
+                                     superseded=_superseded(plan, options), run_id=run_id)
+        summary.record_files = compaction.files_after
+        delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
+        _remove_empty_work_root(output_prefix, options)
     finally:
         summary.seconds = time.perf_counter() - started
-        ray.kill(registry)
     metadata.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds, ok=summary.ok,
                     failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped)
-    write_run_metadata(paths.output_prefix, metadata, options)
+    write_run_metadata(output_prefix, metadata, options)
     return summary
 
 
-def _concept_captions(config: Config, concepts: list[str], paths: JobPaths, run_id: str) -> dict:
-    """Flan-T5 captions of the job's concepts, made once per distinct concept before the edits, and kept in
+def _superseded(plan: RunPlan, options) -> pa.Table:
+    """The records the plan found superseded, from its buckets' files."""
+    tables = [pq.read_table(pa.BufferReader(read_bytes(uri, options))) for uri in plan.superseded_files]
+    return pa.concat_tables(tables) if tables else SUPERSEDED_SCHEMA.empty_table()
+
+
+def _remove_empty_work_root(output_prefix: str, options) -> None:
+    root = OutputLayout(output_prefix).work
+    if not list_files(root, None, options):
+        delete_folder(root, options)
+
+
+def _concept_captions(config: Config, concepts: list[str], output_prefix: str, run_id: str) -> dict:
+    """Flan-T5 captions of the run's concepts, made once per distinct concept before the edits, and kept in
     PREFIX/concepts/<run_id>.parquet for audit."""
     concept_captions = generate_concept_captions(config, concepts)
     if concept_captions:
@@ -93,7 +123,7 @@ def _concept_captions(config: Config, concepts: list[str], paths: JobPaths, run_
         })
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        uri = OutputLayout(paths.output_prefix).concepts_file(run_id)
+        uri = OutputLayout(output_prefix).concepts_file(run_id)
         write_bytes_atomic(uri, sink.getvalue().to_pybytes(), config.storage)
         log.info("generated captions for %d concept(s)", len(concept_captions))
     return concept_captions

@@ -1,9 +1,11 @@
 """The rows that flow between the job's stages: one edit, filled in stage by stage, and its summary.
 
-One explicit Arrow schema for every stage's output, so blocks whose optional columns happen to be all null
-still agree with blocks where they are set. A name means one thing end to end: the work row's names are the
+Every stage reads and returns work rows of one explicit Arrow schema, `WORK_SCHEMA`, so blocks whose optional
+columns happen to be all null still agree with blocks where they are set, and a key that is not in the schema is
+an error (`to_table`), never silently dropped. A name means one thing end to end: the work row's names are the
 result record's (`source_image_uri` is the input, `image_uri` the edit, `width`/`height` the input's original
-size); what only travels (the model-size picture, the raw edit and mask) has names of its own.
+size); what only travels (the model-size picture, the raw edit and mask) has names of its own. Each stage
+declares which of these columns it reads and adds (`stages.spec.Stage`).
 """
 
 from __future__ import annotations
@@ -12,26 +14,15 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from diffedit_batch.data.metrics import METRIC_FIELDS
 from diffedit_batch.data.status import Status
+from diffedit_batch.data.worklist import REQUEST_SCHEMA
 
 WORK_SCHEMA = pa.schema(
     [
-        # the request (diffedit_batch.data.manifest.EditRequest)
-        pa.field("edit_id", pa.string()),
-        pa.field("row_id", pa.string()),
-        pa.field("source_image_uri", pa.string()),
-        pa.field("source_prompt", pa.string()),
-        pa.field("target_prompt", pa.string()),
-        pa.field("inversion_prompt", pa.string()),
-        pa.field("seed", pa.int64()),
-        pa.field("source_concept", pa.string()),
-        pa.field("target_concept", pa.string()),
-        pa.field("target_index", pa.int32()),
+        # the request, as the run's plan left it (diffedit_batch.data.worklist), and where it stands
+        *REQUEST_SCHEMA,
         pa.field("caption", pa.string()),  # the BLIP caption, when one was made
-        # where it stands (diffedit_batch.data.status)
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("error_class", pa.string()),
         # the fetched picture: its original size, and the model's input (RGB bytes, row-major)
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
@@ -50,6 +41,12 @@ WORK_SCHEMA = pa.schema(
         # the edit actor's idle time before this row's batch arrived (its share): the data path starving it
         pa.field("actor_wait_s", pa.float64()),
         pa.field("node_id", pa.string()),  # the Ray node of the edit actor that handled the row
+        # quality metrics (background PSNR/SSIM in the write stage, CLIP scores in their own stage)
+        *METRIC_FIELDS,
+        # the outputs, once written
+        pa.field("image_uri", pa.string()),
+        pa.field("mask_uri", pa.string()),
+        pa.field("write_s", pa.float64()),
     ]
 )
 
@@ -61,23 +58,50 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("edit_s", pa.float64()),
         # the edit actor's idle time before this row's batch arrived (its share): the data path starving it
         pa.field("actor_wait_s", pa.float64()),
-        # False when the block's record part could not be written: nothing was persisted for the row
+        # False when the row's record could not be written: nothing was persisted for it
         pa.field("recorded", pa.bool_()),
     ]
 )
 
 
 def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) -> pa.Table:
+    """Rows as a table of `schema`; a missing key is null, a key that is not in the schema raises KeyError."""
+    rows = list(rows)
+    names = set(schema.names)
+    for row in rows:
+        unknown = set(row) - names
+        if unknown:
+            raise KeyError(f"keys {', '.join(sorted(unknown))} are not columns of the work row schema")
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
 def failed(row: dict[str, Any], error_class: str, message: str) -> dict[str, Any]:
     """Mark a row as an error record; bulky payloads are dropped so they stop travelling."""
     return {**row, "status": Status.ERROR, "error_class": error_class, "error": message, "pixels": None,
-            "edited": None}
+            "edited": None, "mask": None}
 
 
 def error_text(error: BaseException, limit: int = 500) -> str:
     """`Type: message`, cut to `limit` characters: an exception as a record's `error`."""
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def conform_work_rows(table: pa.Table) -> pa.Table:
+    """`table`'s columns (a subset of the work row's, e.g. a work list's requests) as a work-row table: the other
+    columns null. Raises KeyError for a column that is not in the work row."""
+    unknown = sorted(set(table.column_names) - set(WORK_SCHEMA.names))
+    if unknown:
+        raise KeyError(f"columns {', '.join(unknown)} are not columns of the work row schema")
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in WORK_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=WORK_SCHEMA)
+
+
+def require(batch: pa.Table, columns: Iterable[str], stage: str) -> None:
+    """Raise KeyError naming the stage and every column in `columns` that `batch` lacks (its declared reads)."""
+    missing = sorted(set(columns) - set(batch.schema.names))
+    if missing:
+        raise KeyError(f"stage {stage!r} needs columns {', '.join(missing)}")

@@ -22,6 +22,8 @@ class JobSummary:
     error_classes: Counter = field(default_factory=Counter)
     actor_busy_s: float = 0.0  # summed over edit actors: editing
     actor_wait_s: float = 0.0  # summed over edit actors: waiting for the next batch after the first
+    planned_s: float = 0.0  # time to the end of the plan: before the first edit
+    record_files: int | None = None  # record files in the result manifest after the run's compaction
 
     @property
     def actor_busy_fraction(self) -> float | None:
@@ -50,16 +52,21 @@ class JobSummary:
             + (f"; errors by class: {classes}" if classes else "")
         )
 
-    def tally(self, batch: pa.Table, retried: set[str], rerecorded: list[str]) -> None:
-        """Count one block of the write stage's summary rows; note the retried ids that were recorded again."""
+    def add_plan(self, plan) -> None:
+        """Count what the plan decided: edits done earlier, invalid rows and duplicates (recorded by the plan)."""
+        self.skipped += plan.skipped
+        self.failed += plan.invalid
+        self.duplicates += plan.duplicates
+        if plan.invalid:
+            self.error_classes[ErrorClass.INVALID_ROW] += plan.invalid
+        if plan.duplicates:
+            self.error_classes[ErrorClass.DUPLICATE_ID] += plan.duplicates
+
+    def tally(self, batch: pa.Table) -> None:
+        """Count one block of the commit stage's summary rows."""
         self.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
         self.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
-        for edit_id, status, error_class, recorded in zip(
-            batch["edit_id"].to_pylist(), batch["status"].to_pylist(), batch["error_class"].to_pylist(),
-            batch["recorded"].to_pylist(),
-        ):
-            if status != Status.DUPLICATE and recorded is not False and edit_id in retried:
-                rerecorded.append(edit_id)  # this run's record replaces the earlier non-ok one
+        for status, error_class in zip(batch["status"].to_pylist(), batch["error_class"].to_pylist()):
             if status == Status.OK:
                 self.ok += 1
             elif status == Status.DUPLICATE:

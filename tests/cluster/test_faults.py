@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from diffedit_batch.data.records import read_record_index
+from diffedit_batch.data.records import list_record_files
+from diffedit_batch.data.results import iter_result_records
 
 from .conftest import (
     PYTHON,
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 EDITS = 20
 # One edit per batch and 30 steps: the job is under way, and far from done, when the first parts appear.
-SLOW_JOB = ("job.num_actors=1", "job.batch_size=1", "job.max_tasks_in_flight_per_actor=1",
+SLOW_JOB = ("job.num_actors=1", "job.batch_size=1", "job.max_tasks_in_flight_per_actor=1", "job.record_batch_size=1",
             "job.decode_cpus=0.5", "job.write_cpus=0.5", "edit.num_inference_steps=30")
 
 
@@ -134,9 +135,9 @@ def test_killed_driver_leaves_only_whole_files_and_a_rerun_finishes_exactly_once
         pq.read_table(part)
     temp_files = [p.name for p in output.rglob("*") if p.is_file() and p.name.startswith(".")]
     assert all(name.endswith(".tmp") for name in temp_files), temp_files
-    index = read_record_index(str(output))
+    ours = Counter(record["id"] for batch in iter_result_records(str(output)) for record in batch)
     recorded = Counter(record["id"] for record in ds.dataset(str(output / "manifest"), format="parquet").to_table().to_pylist())
-    assert set(index) == set(recorded) and all(count == 1 for count in recorded.values())
+    assert ours == recorded and all(count == 1 for count in recorded.values())
     assert 0 < len(recorded) < EDITS, "the kill should land mid-run"
     for record in read_records(output):
         assert record["status"] == "ok"
@@ -166,5 +167,45 @@ def test_a_write_killed_before_its_rename_leaves_a_temp_file_that_readers_skip(t
     names = sorted(p.name for p in (prefix / "manifest").iterdir())
     assert names[-1] == "part-one.parquet" and len(names) == 2
     assert names[0].startswith(".part-two.parquet.") and names[0].endswith(".tmp")  # the orphaned temp file
-    assert set(read_record_index(str(prefix))) == {"a"}
+    assert [f.name for f in list_record_files(str(prefix)).live] == ["part-one.parquet"]
     assert [r["id"] for r in read_records(prefix)] == ["a"]
+
+
+def test_a_run_killed_during_its_compaction_leaves_one_record_per_edit_after_a_rerun(tiny_model_dir, tmp_path):
+    """The driver dies right after the compaction wrote its first merged file, before it deleted the parts it
+    merged: the records are then in two files. Ours read each once; the re-run finishes the compaction."""
+    edits = 6
+    ids = [f"compact-{k:03d}" for k in range(edits)]
+    manifest = photo_manifest(tmp_path / "in", edits, prefix="compact")
+    output = tmp_path / "out"
+    args = job_args(manifest, output, tiny_model_dir, "job.batch_size=1", "job.record_batch_size=1",
+                    "edit.num_inference_steps=2", "edit.num_maps_per_mask=1")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from diffedit_batch.data import compaction
+        compaction.delete = lambda uri, options=None: os.kill(os.getpid(), signal.SIGKILL)
+        from diffedit_batch.cli import main
+        sys.exit(main(["run", *{args!r}]))
+    """)
+    with open(tmp_path / "killed.log", "wb") as log:
+        driver = subprocess.Popen([PYTHON, "-c", script], stdout=log, stderr=subprocess.STDOUT, env=clean_env(),
+                                  cwd=REPO)
+    tree: list[psutil.Process] = []
+    try:
+        wait_for(lambda: driver.poll() is not None, 300, "the kill during compaction")
+        tree = process_tree([driver.pid])
+    finally:
+        kill_processes(process_tree([driver.pid]) + [p for p in tree if p.is_running()])
+    assert driver.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    found = list_record_files(str(output))
+    assert len(found.live) == 1 and found.live[0].name.startswith("records-") and len(found.dead) >= 2
+    plain = Counter(r["id"] for r in read_records(output))
+    assert set(plain) == set(ids) and max(plain.values()) == 2  # a plain reader sees the dead parts too...
+    assert sorted(r["id"] for batch in iter_result_records(str(output)) for r in batch) == ids  # ...ours does not
+
+    rerun = subprocess.run([PYTHON, "-m", "diffedit_batch.cli", "run", *args], capture_output=True, text=True,
+                           env=clean_env(), cwd=REPO, timeout=400)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
+    assert re.search(rf"edits ok 0, failed 0, duplicates 0, skipped {edits}", rerun.stdout), rerun.stdout
+    assert_each_id_once_ok(output, ids)
+    assert not list_record_files(str(output)).dead

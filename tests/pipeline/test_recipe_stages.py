@@ -7,14 +7,13 @@ import pytest
 from PIL import Image
 
 from diffedit_batch.config import load_config
-from diffedit_batch.data.manifest_scan import scan_manifest_needs
 from diffedit_batch.data.manifest import needs_caption
 from diffedit_batch.data.status import Status
 from diffedit_batch.pipeline.rows import to_table
 from diffedit_batch.pipeline.stages.captions import CaptionStage, apply_caption
 from diffedit_batch.pipeline.stages.concepts import ConceptStage
 
-from .conftest import REPO, write_manifest
+from .conftest import REPO
 
 
 def _row(**values):
@@ -73,20 +72,3 @@ def test_concept_stage_is_seeded_and_per_concept(recipe_config):
     both = stage(pa.table({"concept": ["cat", "dog"]})).to_pylist()
     alone = stage(pa.table({"concept": ["dog"]})).to_pylist()
     assert both[1] == alone[0] and len(alone[0]["captions"]) == recipe_config.concepts.num_captions
-
-
-def test_manifest_scan_finds_distinct_concepts_and_sourceless_rows(tmp_path):
-    import pyarrow as pa
-
-    schema = pa.schema([("id", pa.string()), ("image", pa.string()), ("source_prompt", pa.string()),
-                        ("target_prompt", pa.string()), ("source_concept", pa.string()), ("target_concept", pa.string())])
-    rows = [
-        {"id": "a", "image": "x", "source_concept": "bowl", "target_concept": "basket"},
-        {"id": "b", "image": "x", "source_concept": " bowl ", "target_concept": "cat"},
-        {"id": "c", "image": "x", "source_prompt": "  ", "target_prompt": "t"},
-        {"id": "d", "image": "x", "source_prompt": "s", "target_prompt": "t"},
-    ]
-    manifest = write_manifest(tmp_path / "m.parquet", rows, schema)
-    needs = scan_manifest_needs([str(manifest)], schema.names)
-    assert needs.concepts == ["bowl", "basket", "cat"]
-    assert needs.rows_without_source == 1

@@ -1,4 +1,4 @@
-"""The job's stages on their own, without Ray: expand's claims and validation, the registry, the edit retry."""
+"""The job's stages on their own, without Ray: reading the work list, fetching, declarations, the edit retry."""
 
 from __future__ import annotations
 
@@ -6,68 +6,83 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from PIL import Image
 
-from diffedit_batch.data.records import write_record_part
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.engine.settings import EditSettings
-from diffedit_batch.pipeline.registry import DONE, DUPLICATE, NEW, EditRegistry
-from diffedit_batch.pipeline.rows import to_table
+from diffedit_batch.pipeline.rows import WORK_SCHEMA, to_table
 from diffedit_batch.pipeline.stages.edit import EditStage
-from diffedit_batch.pipeline.stages.expand import expand_requests
-from diffedit_batch.seeds import derive_seed
+from diffedit_batch.pipeline.stages.read import read_work_rows, work_slices
+from diffedit_batch.pipeline.stages.spec import Stage, check_chain
+
+from .conftest import REPO
 
 OPTIONS = StorageOptions()
 
 
-def earlier_records(prefix, **statuses):
-    records = [{"id": edit_id, "row_id": edit_id, "status": status, "run_id": "earlier"}
-               for edit_id, status in statuses.items()]
-    write_record_part(str(prefix), records, OPTIONS, part_name="earlier")
+def test_work_rows_are_read_in_slices_of_whole_batches(tmp_path):
+    from diffedit_batch.data.records import parquet_bytes
+    from diffedit_batch.data.worklist import REQUEST_SCHEMA
+
+    rows = [{"edit_id": f"e{k}", "row_id": f"e{k}", "row_index": k, "status": "pending"} for k in range(2500)]
+    work = tmp_path / "work.parquet"
+    work.write_bytes(parquet_bytes(pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA), row_group_size=1024))
+    small = work_slices([(str(work), 10), ("other", 3)], batch_size=4)
+    assert [(s["file"][-5:], s["start"], s["count"]) for s in small] == [
+        ("rquet", 0, 4), ("rquet", 4, 4), ("rquet", 8, 2), ("other", 0, 3)]
+    large = work_slices([(str(work), 2500)], batch_size=8, max_slices=10)
+    assert [s["count"] for s in large] == [256] * 9 + [196]  # whole batches, at most about max_slices
+    [out] = read_work_rows(pa.Table.from_pylist([{"file": str(work), "start": 1020, "count": 10}]), options=OPTIONS)
+    assert out.schema == WORK_SCHEMA and out.column("row_index").to_pylist() == list(range(1020, 1030))
 
 
-def test_registry_claims_new_done_and_duplicate_ids(tmp_path):
-    earlier_records(tmp_path, a="ok", b="error")
-    registry = EditRegistry(str(tmp_path), OPTIONS)
-    assert registry.claim(["a", "b", "c", "c", None, "a"]) == [DONE, NEW, NEW, DUPLICATE, NEW, DONE]
-    assert registry.claim(["b", "d"]) == [DUPLICATE, NEW]  # claims last for the whole run, across calls
-    assert registry.skipped_count() == 1  # "a", however often it comes back
-    assert registry.previously_recorded_not_ok() == {"b"}
+def test_work_rows_have_one_schema_and_an_unknown_key_is_an_error():
+    with pytest.raises(KeyError, match="pixel_count"):
+        to_table([{"edit_id": "a", "pixel_count": 3}])
+    with pytest.raises(ValueError, match="not in its schema: nope"):
+        Stage(name="bad", run=len, reads=("nope",), adds=(), cpus=1)
+    stages = [Stage(name="one", run=len, reads=(), adds=("pixels",), cpus=1),
+              Stage(name="two", run=len, reads=("pixels", "edited"), adds=(), cpus=1)]
+    with pytest.raises(ValueError, match="stage 'two' reads edited"):
+        check_chain(stages, initial=())
 
 
-def manifest_batch(rows: list[dict]) -> pa.Table:
-    schema = pa.schema([("id", pa.string()), ("image", pa.string()), ("source_prompt", pa.string()),
-                        ("target_prompt", pa.string()), ("target_prompts", pa.list_(pa.string())),
-                        ("seed", pa.uint64())])
-    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+def test_fetch_reads_and_decodes_a_picture_once_for_its_targets(tmp_path, monkeypatch):
+    from diffedit_batch.pipeline.stages import fetch
+
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(picture)
+    reads = []
+    real = fetch.read_bytes
+    monkeypatch.setattr(fetch, "read_bytes", lambda uri, options: reads.append(uri) or real(uri, options))
+    rows = [{"edit_id": f"p#{k}", "status": Status.PENDING, "source_image_uri": str(picture)} for k in range(3)]
+    rows.append({"edit_id": "missing", "status": Status.PENDING, "source_image_uri": str(tmp_path / "nope.png")})
+    out = fetch.fetch_images(to_table(rows), options=OPTIONS, resolution=16, max_pixels=10**6).to_pylist()
+    assert reads == [str(picture), str(tmp_path / "nope.png")]
+    assert [(r["width"], r["height"], r["model_width"], r["model_height"]) for r in out[:3]] == [(30, 20, 16, 8)] * 3
+    assert out[0]["fetch_s"] > 0 and out[0]["fetch_s"] == out[1]["fetch_s"] == out[2]["fetch_s"]  # shares of one
+    assert (out[3]["status"], out[3]["error_class"], out[3]["pixels"]) == ("error", "storage", None)
 
 
-def test_expand_drops_done_edits_marks_duplicates_and_validates(tmp_path):
-    earlier_records(tmp_path, done="ok")
-    registry = EditRegistry(str(tmp_path), OPTIONS)
-    batch = manifest_batch([
-        {"id": "done", "image": "a.png", "source_prompt": "a", "target_prompt": "b"},
-        {"id": "new", "image": "a.png", "source_prompt": "a", "target_prompt": "b"},
-        {"id": "multi", "image": "/abs/b.png", "source_prompt": "a", "target_prompts": ["x", "y"], "seed": 7},
-        {"id": "new", "image": "c.png", "source_prompt": "a", "target_prompt": "b"},
-        {"id": "no-target", "image": "a.png", "source_prompt": "a"},
-        {"id": "huge-seed", "image": "a.png", "source_prompt": "a", "target_prompt": "b", "seed": 2**64 - 1},
-    ])
-    rows = expand_requests(batch, registry=registry, base_dir="/data/in", job_seed=3).to_pylist()
-    by_id = {}
-    for row in rows:
-        by_id.setdefault(row["edit_id"], []).append(row)
-    assert "done" not in by_id
-    first, later = by_id["new"]
-    assert first["status"] == Status.PENDING and first["source_image_uri"] == "/data/in/a.png"
-    assert first["seed"] == derive_seed(3, "new")
-    assert (later["status"], later["error_class"]) == (Status.DUPLICATE, ErrorClass.DUPLICATE_ID)
-    assert [r["target_prompt"] for r in by_id["multi#0"] + by_id["multi#1"]] == ["x", "y"]
-    assert {r["seed"] for r in by_id["multi#0"] + by_id["multi#1"]} == {7}
-    assert by_id["no-target"][0]["error_class"] == ErrorClass.INVALID_ROW
-    [huge] = by_id["huge-seed"]  # an unsigned seed past int64 is the row's error, not the job's crash
-    assert huge["error_class"] == ErrorClass.INVALID_ROW and "2**63" in huge["error"] and huge["seed"] is None
+def test_placement_is_computed_from_the_stage_declarations():
+    from diffedit_batch.config import load_config
+    from diffedit_batch.pipeline.placement import placement_problems
+    from diffedit_batch.pipeline.plan import edit_pass_stages
+
+    config = load_config(REPO / "configs" / "tiny.yaml", ["metrics.clip_model=some/clip",
+                                                          "metrics.clip_gpus_per_actor=0.5"])
+    stages = edit_pass_stages(config, "/out", "run", caption_images=True)
+    assert [s.name for s in stages] == ["read work list", "fetch", "captions", "edit", "clip scores", "write", "commit"]
+    problems = placement_problems(stages, {"CPU": 2.0})
+    assert len(problems) == 2
+    assert "need 0.5 GPUs (clip scores 0.5 x 1) but the Ray cluster has no GPUs" in problems[0]
+    # edit 1 + captions 0.5 + clip 0.5 held, and the largest task (fetch, 0.25) on top
+    assert "hold 2 CPUs (captions 0.5 x 1, edit 1 x 1, clip scores 0.5 x 1) and the largest task" in problems[1]
+    assert placement_problems(stages, {"CPU": 2.25, "GPU": 1.0}) == []
+    without = edit_pass_stages(config, "/out", "run", caption_images=False)
+    assert "captions" not in [s.name for s in without]
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""Storage that fails: the write stage retries with backoff, and what keeps failing becomes data, not a crash.
+"""Storage that fails: the write and commit stages retry with backoff, and what keeps failing becomes data.
 
-`write_outputs` is called directly (no Ray) with the local filesystem's writer made to fail.
+`write_outputs` and `commit_records` are called directly (no Ray) with the local filesystem's writer made to fail.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from diffedit_batch.data import storage
-from diffedit_batch.data.records import read_record_index
+from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.data.status import Status
 from diffedit_batch.pipeline.rows import to_table
+from diffedit_batch.pipeline.stages.commit import commit_records
 from diffedit_batch.pipeline.stages.write import write_outputs
 
 OPTIONS = StorageOptions(write_retries=3, retry_backoff_s=0.01)
@@ -37,7 +38,10 @@ def edited_rows(count: int) -> list[dict]:
 
 
 def run_write(rows: list[dict], prefix) -> list[dict]:
-    out = write_outputs(to_table(rows), output_prefix=str(prefix), options=OPTIONS, model_id="tiny", run_id="run1")
+    """The write stage, then the commit stage, on one batch: their summary rows."""
+    written = write_outputs(to_table(rows), output_prefix=str(prefix), options=OPTIONS)
+    assert written.column("pixels").null_count == written.num_rows  # payloads stop travelling after the write
+    out = commit_records(written, output_prefix=str(prefix), options=OPTIONS, model_id="tiny", run_id="run1")
     return out.to_pylist()
 
 
@@ -95,5 +99,5 @@ def test_a_record_part_that_cannot_be_written_fails_the_blocks_rows_without_cras
     failing_writer(monkeypatch, lambda path, attempt: "/manifest/" in path)
     summary = run_write(edited_rows(2), tmp_path)
     assert [(s["status"], s["error_class"], s["recorded"]) for s in summary] == [("error", "storage", False)] * 2
-    assert read_record_index(str(tmp_path)) == {}  # nothing persisted: a re-run edits them again
+    assert list_record_files(str(tmp_path)).live == []  # nothing persisted: a re-run edits them again
     assert not list((tmp_path / "manifest").glob("part-*"))

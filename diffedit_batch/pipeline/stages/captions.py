@@ -7,10 +7,15 @@ from collections import OrderedDict
 import pyarrow as pa
 from PIL import Image
 
+from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import has_source, needs_caption
 from diffedit_batch.data.status import Status
 
-from ..rows import to_table
+from ..rows import require, to_table
+from .spec import Stage
+
+READS = ("status", "source_prompt", "source_concept", "inversion_prompt", "model_width", "model_height", "pixels")
+ADDS = ("caption", "inversion_prompt", "source_prompt")
 
 
 def apply_caption(row: dict, caption: str, caption_inversion: bool) -> None:
@@ -40,6 +45,7 @@ class CaptionStage:
         self.cache_size = cache_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        require(batch, READS, "captions")
         rows = batch.to_pylist()
         wanted = [
             row for row in rows
@@ -63,3 +69,12 @@ class CaptionStage:
         for row, key in zip(wanted, keys):
             apply_caption(row, known[key], self.config.caption_inversion)
         return to_table(rows)
+
+
+def captions_stage(config: Config) -> Stage:
+    """One BLIP actor with its own resources (`captions.cpus`, `captions.gpus`)."""
+    return Stage(
+        name="captions", run=CaptionStage, reads=READS, adds=ADDS, cpus=config.captions.cpus,
+        gpus=config.captions.gpus, actors=(1, 1), batch_size=config.captions.batch_size,
+        kwargs={"captions_config": config.captions},
+    )

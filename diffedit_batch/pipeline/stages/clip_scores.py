@@ -3,7 +3,7 @@
 For each edited row it scores the edit against the target prompt and the input against the source prompt
 (`clip_target_score`, `clip_source_score`: cosine similarities, see diffedit_batch.recipe.clip_score). Rows
 that are not edited pass through with null scores; a batch that fails leaves its scores null rather than
-failing edits that are already done. Like the other stages, it does not import Ray.
+failing edits that are already done.
 """
 
 from __future__ import annotations
@@ -13,25 +13,17 @@ import logging
 import pyarrow as pa
 from PIL import Image
 
+from diffedit_batch.config import Config
 from diffedit_batch.data.status import Status
 
-from ..rows import WORK_SCHEMA, to_table
+from ..rows import require, to_table
+from .spec import Stage
 
 log = logging.getLogger(__name__)
 
-CLIP_SCORE_FIELDS = (pa.field("clip_target_score", pa.float64()), pa.field("clip_source_score", pa.float64()))
-# The rows leaving this stage: the work row plus the two scores.
-SCORED_WORK_SCHEMA = pa.schema(list(WORK_SCHEMA) + list(CLIP_SCORE_FIELDS))
-
-REQUIRED_KEYS = {
-    "status": "pending rows are the edited ones",
-    "model_width": "model-resolution width of `pixels` and `edited`",
-    "model_height": "model-resolution height",
-    "pixels": "the model-resolution input (RGB bytes), which the write stage drops after the metrics",
-    "edited": "the model-resolution edit (RGB bytes)",
-    "source_prompt": "scored against the input (null: no source score)",
-    "target_prompt": "scored against the edit",
-}
+# pending rows are the edited ones; `pixels` (the input) and `edited` are both at model resolution
+READS = ("status", "model_width", "model_height", "pixels", "edited", "source_prompt", "target_prompt")
+ADDS = ("clip_target_score", "clip_source_score")
 
 
 class ClipScoreStage:
@@ -43,9 +35,7 @@ class ClipScoreStage:
         self.scorer = ClipScorer(clip_model, device=device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        missing = sorted(set(REQUIRED_KEYS) - set(batch.schema.names))
-        if missing:
-            raise KeyError(f"ClipScoreStage needs columns {', '.join(missing)}")
+        require(batch, READS, "clip scores")
         rows = batch.to_pylist()
         edited = [row for row in rows if row["status"] == Status.PENDING and row.get("edited") and row.get("pixels")]
         try:
@@ -54,7 +44,7 @@ class ClipScoreStage:
             log.exception("CLIP scoring failed for a batch of %d rows; their scores stay null", len(edited))
             for row in edited:
                 row["clip_target_score"] = row["clip_source_score"] = None
-        return to_table(rows, SCORED_WORK_SCHEMA)
+        return to_table(rows)
 
     def _score(self, rows: list[dict]) -> None:
         def image(row: dict, column: str) -> Image.Image:
@@ -70,3 +60,12 @@ class ClipScoreStage:
             sources, self.scorer.score([image(r, "pixels") for r in sources], [r["source_prompt"] for r in sources])
         ):
             row["clip_source_score"] = score
+
+
+def clip_stage(config: Config) -> Stage:
+    metrics = config.metrics
+    return Stage(
+        name="clip scores", run=ClipScoreStage, reads=READS, adds=ADDS, cpus=metrics.clip_cpus_per_actor,
+        gpus=metrics.clip_gpus_per_actor, actors=(metrics.clip_num_actors, metrics.clip_num_actors),
+        batch_size=config.job.batch_size, kwargs={"clip_model": metrics.clip_model, "device": metrics.clip_device},
+    )

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from diffedit_batch.config import Config
+
+from .spec import Stage
+
+CONCEPT_SCHEMA = pa.schema([pa.field("concept", pa.string()), pa.field("captions", pa.list_(pa.string()))])
+
 
 class ConceptStage:
     """Concept -> its Flan-T5 captions. Seeded per concept, so a re-run writes the same captions."""
@@ -29,3 +35,12 @@ class ConceptStage:
             seed=config.seed,
         )
         return pa.table({"concept": concepts, "captions": [captions[concept] for concept in concepts]})
+
+
+def concepts_stage(config: Config) -> Stage:
+    """One Flan-T5 actor with its own resources, in a pass of its own before the edits (`concepts.cpus`, `.gpus`)."""
+    return Stage(
+        name="concepts", run=ConceptStage, reads=("concept",), adds=("captions",), cpus=config.concepts.cpus,
+        gpus=config.concepts.gpus, actors=(1, 1), batch_size=16, kwargs={"concepts_config": config.concepts},
+        schema=CONCEPT_SCHEMA,
+    )

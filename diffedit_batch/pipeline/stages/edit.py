@@ -9,10 +9,17 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from diffedit_batch.config import Config
 from diffedit_batch.data.images import mask_coverage
 from diffedit_batch.data.status import ErrorClass, Status
 
-from ..rows import failed, to_table
+from ..rows import failed, require, to_table
+from .spec import Stage
+
+READS = ("status", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
+         "target_concept", "inversion_prompt", "seed")
+ADDS = ("edited", "mask", "mask_width", "mask_height", "mask_coverage", "prompt_truncated", "edit_s", "actor_wait_s",
+        "node_id", "status", "error", "error_class")
 
 
 class EditStage:
@@ -52,6 +59,7 @@ class EditStage:
         self.node_id = _ray_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        require(batch, READS, "edit")
         rows = batch.to_pylist()
         pending = [i for i, row in enumerate(rows) if row["status"] == Status.PENDING]
         if pending:
@@ -116,6 +124,24 @@ class EditStage:
 
             self.concept_embeddings[concept] = concept_embedding(self.engine, self.concept_captions[concept])
         return self.concept_embeddings[concept]
+
+
+def edit_stage(config: Config, concept_captions: dict[str, list[str]] | None = None) -> Stage:
+    """The edit actor pool: `job.num_actors` (up to `job.max_actors`) actors, each holding one engine.
+
+    A dead edit actor (node lost, OOM kill) is restarted and its in-flight batches are retried, so each edit still
+    ends as exactly one record: Ray Data's pool defaults (max_restarts=-1, max_task_retries=-1). They are not
+    passed here (extra remote args are deprecated in Ray 2.60); tests/cluster/test_faults.py checks them by killing
+    an edit actor mid-run.
+    """
+    job = config.job
+    return Stage(
+        name="edit", run=EditStage, reads=READS, adds=ADDS, cpus=job.cpus_per_actor, gpus=job.gpus_per_actor,
+        actors=(job.num_actors, max(job.num_actors, job.max_actors or job.num_actors)), batch_size=job.batch_size,
+        max_tasks_in_flight_per_actor=job.max_tasks_in_flight_per_actor,
+        kwargs={"model_config": config.model, "edit_settings": config.edit, "mode": job.mode,
+                "concept_captions": concept_captions},
+    )
 
 
 def _ray_node_id() -> str | None:

@@ -1,19 +1,82 @@
-"""Read: stream manifest files as blocks of rows, one Parquet record batch at a time."""
+"""Read: stream Parquet files as blocks of rows, one record batch at a time (CPU tasks).
+
+Two inputs are read this way: the manifest, by the run's plan (each row numbered by its place in the manifest),
+and the work list that the plan wrote, by the edit pass.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from diffedit_batch.config import Config
+from diffedit_batch.data.manifest import MANIFEST_COLUMNS
 from diffedit_batch.data.storage import StorageOptions, resolve
+from diffedit_batch.data.worklist import REQUEST_SCHEMA
+
+from ..rows import conform_work_rows
+from .spec import Stage
+
+ROWS_PER_BLOCK = 1024
 
 
-def read_manifest_rows(batch: pa.Table, *, options: StorageOptions, columns: list[str], rows_per_block: int = 1024):
-    """Yield the rows of each manifest file named in `batch`'s `file` column, `rows_per_block` at a time."""
-    for uri in batch.column("file").to_pylist():
+def read_manifest_rows(batch: pa.Table, *, options: StorageOptions, rows_per_block: int = ROWS_PER_BLOCK):
+    """Yield the manifest columns of each file named in `batch` (`file`, `first_row`), `rows_per_block` at a
+    time, each row with its `row_index`: its place in the manifest (files in sorted order, then row order)."""
+    columns = [column.name for column in MANIFEST_COLUMNS]
+    for uri, first_row in zip(batch.column("file").to_pylist(), batch.column("first_row").to_pylist()):
         filesystem, path = resolve(uri, options)
         with filesystem.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             present = [name for name in columns if name in parquet.schema_arrow.names]
             for record_batch in parquet.iter_batches(batch_size=rows_per_block, columns=present):
-                yield pa.Table.from_batches([record_batch])
+                table = pa.Table.from_batches([record_batch])
+                row_index = pa.array(range(first_row, first_row + table.num_rows), pa.int64())
+                first_row += table.num_rows
+                yield table.append_column("row_index", row_index)
+
+
+def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.Table]:
+    """Yield the work rows of each slice of a work-list file named in `batch` (`file`, `start`, `count`): only
+    the row groups that hold the slice are read."""
+    for uri, start, count in zip(*(batch.column(name).to_pylist() for name in ("file", "start", "count"))):
+        filesystem, path = resolve(uri, options)
+        with filesystem.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            groups, first, offset = [], 0, 0
+            for index in range(parquet.num_row_groups):
+                rows = parquet.metadata.row_group(index).num_rows
+                if offset + rows > start and offset < start + count:
+                    if not groups:
+                        first = offset
+                    groups.append(index)
+                offset += rows
+            table = parquet.read_row_groups(groups, columns=REQUEST_SCHEMA.names)
+        yield conform_work_rows(table.slice(start - first, count))
+
+
+def work_slices(files: list[tuple[str, int]], batch_size: int, max_slices: int = 4096) -> list[dict]:
+    """The work list cut into slices (`file`, `start`, `count`), each read by one task into one block.
+
+    A block is what one downstream task or actor call takes, so slices are as small as one batch when the work is
+    small (a small job spreads over every edit actor), and grow in whole batches so there are at most about
+    `max_slices` of them (the driver's list stays small however large the job).
+    """
+    total = sum(rows for _, rows in files)
+    per_slice = max(batch_size, -(-total // max_slices))
+    per_slice = -(-per_slice // batch_size) * batch_size
+    return [
+        {"file": uri, "start": start, "count": min(per_slice, rows - start)}
+        for uri, rows in files
+        for start in range(0, rows, per_slice)
+    ]
+
+
+def read_work_stage(config: Config) -> Stage:
+    """The edit pass's source: slices of the run's work list (`work_slices`), one block each."""
+    return Stage(
+        name="read work list", run=read_work_rows, reads=(), adds=tuple(REQUEST_SCHEMA.names), cpus=0.25,
+        batch_size=1, kwargs={"options": config.storage},
+    )

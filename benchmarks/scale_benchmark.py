@@ -1,0 +1,265 @@
+"""Scale benchmark: a re-run over a large manifest whose rows but the last few are done, in noop mode.
+
+For each size N it synthesizes N earlier ok records with the project's own writer (in files of
+`job.records_per_file` records, as a compacted earlier run leaves them) and a manifest of N + `--new` rows whose
+first N are those edits, then re-runs the job (`diffedit-batch run`, job.mode=noop, 64 px, in-process Ray) as a
+fresh process and prints:
+
+- the re-run's wall time, Ray's start-up included, and its time before the first edit (the plan pass);
+- the peak RSS of the largest single process of the run (the driver, Ray's GCS and raylet, any worker),
+  sampled every 0.2 s over the whole process tree;
+- the record files before and after the run;
+- with `--s3`, the same re-run against a local S3 server (moto, started here) for the smallest size, and the
+  storage requests it answered by kind, per earlier record file.
+
+    .venv/bin/python benchmarks/scale_benchmark.py                          # 10^5 and 10^6 rows
+    .venv/bin/python benchmarks/scale_benchmark.py --rows 100000 1000000 10000000 --s3 --json scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+LABEL = "scale benchmark: a noop re-run over N done rows plus new ones"
+MANIFEST_FILE_ROWS = 250_000
+
+
+def synthesize(folder: Path, done: int, new: int, records_per_file: int, output: str, options=None) -> int:
+    """The manifest (N + new rows over one small PNG) under `folder`, and N earlier ok records under `output`
+    (written by `write_record_part`, `records_per_file` to a file). Returns the number of record files."""
+    import datetime as dt
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from diffedit_batch.data.records import RECORD_SCHEMA, write_record_part
+    from diffedit_batch.seeds import derive_seed
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        folder / "images" / "one.png")
+    manifest = folder / "manifest"
+    manifest.mkdir()
+    total = done + new
+    for start in range(0, total, MANIFEST_FILE_ROWS):
+        ids = [f"row-{i:09d}" for i in range(start, min(total, start + MANIFEST_FILE_ROWS))]
+        pq.write_table(pa.table({
+            "id": ids, "image": ["../images/one.png"] * len(ids), "source_prompt": ["a photo of a thing"] * len(ids),
+            "target_prompt": [f"a painting of thing {i[-3:]}" for i in ids],
+        }), manifest / f"part-{start // MANIFEST_FILE_ROWS:05d}.parquet")
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    files = 0
+    for start in range(0, done, records_per_file):
+        records = [{
+            "id": f"row-{i:09d}", "row_id": f"row-{i:09d}", "status": "ok", "run_id": "20260101T000000Z-earlier",
+            "image_uri": f"{output}/images/row-{i:09d}.png", "mask_uri": f"{output}/masks/row-{i:09d}.png",
+            "source_image_uri": str(folder / "images" / "one.png"), "source_prompt": "a photo of a thing",
+            "target_prompt": f"a painting of thing {i % 1000:03d}", "seed": derive_seed(0, f"row-{i:09d}"),
+            "mask_coverage": 0.0, "model_id": "models/tiny-sd", "width": 64, "height": 64, "fetch_s": 0.001,
+            "edit_s": 0.001, "write_s": 0.002, "background_psnr": 100.0, "background_ssim": 1.0, "finished_at": when,
+        } for i in range(start, min(done, start + records_per_file))]
+        write_record_part(output, records, options, part_name=f"earlier-{files:06d}", schema=RECORD_SCHEMA)
+        files += 1
+    return files
+
+
+class PeakRss:
+    """Samples the RSS of every process under a root process; keeps each one's peak."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.pid, self.interval = pid, interval
+        self.peaks: dict[int, tuple[float, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                processes = []
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss / 2**20
+                    name = " ".join(process.cmdline()[:3])[:80] or process.name()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
+                    self.peaks[process.pid] = (rss, name)
+            time.sleep(self.interval)
+
+    def stop(self) -> tuple[float, str]:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peaks.values(), default=(0.0, ""))
+
+
+def count_record_files(output: str, options=None) -> int:
+    from diffedit_batch.data.records import record_files
+
+    return len(record_files(output, options))
+
+
+def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str], extra: list[str]) -> dict:
+    """The measured re-run, as a fresh `diffedit-batch run` process."""
+    command = [sys.executable, "-m", "diffedit_batch.cli", "run", "--config", str(ROOT / "configs" / "tiny.yaml"),
+               "--input", str(folder / "manifest"), "--output", output]
+    for setting in ("job.mode=noop", "model.resolution=64", "job.batch_size=32", "job.decode_cpus=0.5",
+                    "job.write_cpus=0.5", "job.progress_interval_s=3600", f"job.records_per_file={records_per_file}",
+                    *extra):
+        command += ["--set", setting]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    sampler = PeakRss(process.pid)
+    log, _ = process.communicate()
+    wall = time.perf_counter() - started
+    peak, name = sampler.stop()
+    if process.returncode != 0:
+        raise RuntimeError(f"the run failed ({process.returncode}):\n{log[-4000:]}")
+    plan = re.search(r"plan: (\d+) edits to do, (\d+) done earlier.*?, ([\d.]+) s\)", log)
+    summary = re.search(r"edits ok (\d+), failed (\d+), duplicates (\d+), skipped (\d+)", log)
+    return {"wall_s": wall, "plan_s": float(plan.group(3)), "pending": int(plan.group(1)),
+            "ok": int(summary.group(1)), "skipped": int(summary.group(4)), "peak_rss_mib": peak,
+            "peak_process": name}
+
+
+def measure_local(rows: int, new: int, records_per_file: int, workdir: Path) -> dict:
+    folder = workdir / f"local-{rows}"
+    output = str(folder / "out")
+    started = time.perf_counter()
+    files = synthesize(folder, rows, new, records_per_file, output)
+    made = time.perf_counter() - started
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = rerun(folder, output, records_per_file, env, [])
+    result.update(rows=rows, new=new, record_files_before=files, record_files_after=count_record_files(output),
+                  synthesized_s=made)
+    assert result["ok"] == new and result["skipped"] == rows, result
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def measure_s3(rows: int, new: int, records_per_file: int, workdir: Path) -> dict:
+    """The same re-run with the output on a local S3 server (moto, in this process): requests counted."""
+    from moto.server import ThreadedMotoServer
+
+    from diffedit_batch.data.storage import StorageOptions
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "AWS_PROFILE", "AWS_ENDPOINT_URL")}
+    env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true")
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    requests: list[tuple[str, str]] = []
+    app = server._server.app
+
+    def counting(environ, start_response):
+        requests.append((environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")))
+        return app(environ, start_response)
+
+    server._server.app = counting
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
+        options = StorageOptions(s3_endpoint_url=endpoint, s3_region="us-east-1")
+        folder = workdir / f"s3-{rows}"
+        output = "s3://bench/out"
+        files = synthesize(folder, rows, new, records_per_file, output, options)
+        requests.clear()
+        result = rerun(folder, output, records_per_file, env,
+                       [f"storage.s3_endpoint_url={endpoint}", "storage.s3_region=us-east-1"])
+        kinds = Counter(_kind(method, query) for method, query in requests)
+        result.update(rows=rows, new=new, record_files_before=files, requests=dict(kinds),
+                      record_files_after=count_record_files(output, options))
+        shutil.rmtree(folder, ignore_errors=True)
+        return result
+    finally:
+        server.stop()
+
+
+def _kind(method: str, query: str) -> str:
+    if method == "GET" and "list-type" in query:
+        return "LIST"
+    return method
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=LABEL)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="done rows N")
+    parser.add_argument("--new", type=int, default=1000, help="rows not done yet")
+    parser.add_argument("--records-per-file", type=int, default=10_000)
+    parser.add_argument("--s3", action="store_true", help="also re-run the smallest size against a local S3 server")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+
+    print(LABEL)
+    print(f"{os.cpu_count()} CPUs; each re-run a fresh `diffedit-batch run` process with an in-process Ray; "
+          f"load average before: {os.getloadavg()[0]:.1f}")
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="scale-") as workdir:
+        for rows in args.rows:
+            result = measure_local(rows, args.new, args.records_per_file, Path(workdir))
+            figures.append(result)
+            print(f"{rows:>9} done + {args.new} new rows: re-run {result['wall_s']:6.1f} s (plan {result['plan_s']:.1f} s "
+                  f"before the first edit), largest process peak RSS {result['peak_rss_mib']:.0f} MiB "
+                  f"({result['peak_process']}); record files {result['record_files_before']} -> "
+                  f"{result['record_files_after']}", flush=True)
+        if args.s3:
+            rows = min(args.rows)
+            result = measure_s3(rows, args.new, args.records_per_file, Path(workdir))
+            result["storage"] = "s3"
+            figures.append(result)
+            requests = result["requests"]
+            per_file = {kind: count / result["record_files_before"] for kind, count in requests.items()}
+            print(f"{rows:>9} done + {args.new} new rows on S3: re-run {result['wall_s']:.1f} s (plan "
+                  f"{result['plan_s']:.1f} s); requests {requests} = "
+                  + ", ".join(f"{kind} {value:.2f}" for kind, value in sorted(per_file.items()))
+                  + f" per earlier record file ({result['record_files_before']} files); record files -> "
+                  f"{result['record_files_after']}", flush=True)
+    local = [r for r in figures if "storage" not in r]
+    if len(local) > 1:
+        small, large = local[0], local[-1]
+        print(f"largest process grows {large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB from {small['rows']} "
+              f"to {large['rows']} rows; re-run time grows {large['wall_s'] / small['wall_s']:.1f}x for "
+              f"{large['rows'] / small['rows']:.0f}x the rows")
+        rate = (large["wall_s"] - small["wall_s"]) / (large["rows"] - small["rows"])
+        print(f"extrapolated to 10^8 rows at this machine's rate: about {rate * 1e8 / 60:.0f} minutes "
+              f"({math.ceil(1e8 / 1e5)} plan buckets)")
+    if args.json:
+        args.json.write_text(json.dumps({"label": LABEL, "figures": figures}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

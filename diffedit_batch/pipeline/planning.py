@@ -1,0 +1,149 @@
+"""The run's plan, a Ray Data pass before the edits: resume and duplicates decided for the whole manifest.
+
+    manifest files -> read (row_index) -> requests ┐
+                                                   ├ union -> groupby(bucket).map_groups(plan and write)
+    earlier record files -> id, row_id, status ────┘
+
+Requests and earlier records are hash-partitioned by row id into buckets (`data.worklist`); each bucket is
+decided on its own and writes its work list, its records (invalid rows, duplicates) and the records it
+supersedes. No process holds every id: memory is a bucket's rows per task, and the driver gets one summary row
+per bucket. The edit pass then streams the work list; the compaction at the end applies the superseded list.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from diffedit_batch.config import Config
+from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest
+from diffedit_batch.data.records import RecordFile, read_record_file
+from diffedit_batch.data.storage import StorageOptions
+from diffedit_batch.data.worklist import (
+    PLAN_SCHEMA,
+    PLAN_SUMMARY_SCHEMA,
+    plan_bucket,
+    records_to_plan_rows,
+    requests_to_plan_rows,
+    write_bucket_plan,
+)
+
+from .stages.read import read_manifest_rows
+from .stages.spec import Stage, apply
+
+# A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket.
+ROWS_PER_BUCKET = 100_000
+# Up to this many buckets the shuffle is Ray Data's pull-based sort shuffle: few objects at this size, and it starts
+# in well under a second, where the hash shuffle (built for large data, Ray 2.60's default) stalls for seconds
+# behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
+# blocks x partitions.
+SMALL_PLAN_BUCKETS = 8
+_FILES_PER_TASK = 16
+# What the manifest reader hands on: the manifest's columns, each row numbered.
+_MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
+
+
+@dataclass
+class RunPlan:
+    """What the plan pass decided, summed over its buckets."""
+
+    pending: int = 0
+    skipped: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    captions_needed: int = 0
+    concepts: list[str] = field(default_factory=list)
+    work_files: list[tuple[str, int]] = field(default_factory=list)  # (uri, rows), in bucket order
+    superseded_files: list[str] = field(default_factory=list)
+    buckets: int = 0
+
+    def add(self, summary: dict) -> None:
+        for name in ("pending", "skipped", "invalid", "duplicates", "captions_needed"):
+            setattr(self, name, getattr(self, name) + summary[name])
+        self.concepts = list(dict.fromkeys([*self.concepts, *summary["concepts"]]))
+        if summary["work_uri"]:
+            self.work_files.append((summary["work_uri"], summary["pending"]))
+        if summary["superseded_uri"]:
+            self.superseded_files.append(summary["superseded_uri"])
+
+
+def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int):
+    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): three columns read."""
+    for uri, size, name in zip(*(batch.column(c).to_pylist() for c in ("uri", "size", "name"))):
+        records = read_record_file(RecordFile(uri, size, name), options, columns=["id", "row_id", "status"])
+        yield records_to_plan_rows(records, file=name, buckets=buckets)
+
+
+def plan_buckets(table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, output_prefix: str,
+                 options: StorageOptions) -> pa.Table:
+    """One bucket (a `map_groups` group): decide it, write what it decided, return its summary row."""
+    plan = plan_bucket(table, caption_inversion=caption_inversion, model_id=model_id, run_id=run_id)
+    summary = write_bucket_plan(plan, output_prefix, run_id, options)
+    return pa.Table.from_pylist([summary], schema=PLAN_SUMMARY_SCHEMA)
+
+
+def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix: str, run_id: str) -> dict[str, Stage]:
+    """The plan pass's stages, as declarations (their resources count in the placement check)."""
+    options = config.storage
+    plan_names = tuple(PLAN_SCHEMA.names)
+    return {
+        "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
+                      batch_size=1, kwargs={"options": options}, schema=None),
+        "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
+                          adds=plan_names, cpus=0.25, batch_size=None, schema=None,
+                          kwargs={"base_dir": manifest.base_dir, "job_seed": config.job.seed, "buckets": buckets}),
+        "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
+                         batch_size=_FILES_PER_TASK, kwargs={"options": options, "buckets": buckets}, schema=None),
+        "plan": Stage(name="plan", run=plan_buckets, reads=plan_names, adds=(), cpus=0.5, schema=None,
+                      kwargs={"caption_inversion": config.captions.caption_inversion,
+                              "model_id": config.model.pretrained, "run_id": run_id,
+                              "output_prefix": output_prefix, "options": options}),
+    }
+
+
+def bucket_count(manifest_rows: int, earlier_records: int) -> int:
+    return max(1, math.ceil((manifest_rows + earlier_records) / ROWS_PER_BUCKET))
+
+
+def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], output_prefix: str,
+             run_id: str) -> RunPlan:
+    """Run the plan pass (needs Ray): returns the summed plan; its files are under `PREFIX/_work/<run_id>/`."""
+    import ray
+
+    earlier = [file for file in earlier if file.rows]
+    files = [file for file in manifest.files if file.rows]
+    plan = RunPlan()
+    if not files:
+        return plan  # nothing to edit; earlier records stay as they are
+    buckets = bucket_count(manifest.rows, sum(file.rows for file in earlier))
+    stages = plan_stages(config, manifest, buckets, output_prefix, run_id)
+    requests = apply(
+        ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files]),
+        [stages["read"], stages["requests"]],
+    )
+    if earlier:
+        records = apply(
+            ray.data.from_items([{"uri": file.uri, "size": file.size, "name": file.name} for file in earlier]),
+            [stages["earlier"]],
+        )
+        requests = requests.union(records)
+    decide = stages["plan"]
+    _choose_shuffle(requests, buckets)
+    summaries = requests.groupby("bucket", num_partitions=buckets).map_groups(
+        decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=decide.cpus,
+    ).take_all()
+    for summary in sorted(summaries, key=lambda row: row["bucket"]):
+        plan.add(summary)
+    plan.buckets = buckets
+    return plan
+
+
+
+def _choose_shuffle(dataset, buckets: int) -> None:
+    """Set Ray Data's shuffle for a plan of `buckets` buckets (see SMALL_PLAN_BUCKETS) on this dataset only."""
+    from ray.data.context import ShuffleStrategy
+
+    if buckets <= SMALL_PLAN_BUCKETS:
+        dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED

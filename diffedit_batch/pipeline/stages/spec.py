@@ -1,0 +1,83 @@
+"""What a stage declares: its name, what it runs, where (tasks or an actor pool), with what resources, and which
+work-row columns it reads and adds. The plan is built from a list of these, and the placement check before a run
+is computed from the same list, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ..rows import WORK_SCHEMA
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `map_batches` stage of the job.
+
+    `run` is a function (run as Ray tasks) or a class (loaded once per actor of a pool of `actors` = (min, max)
+    actors, then called per batch). `kwargs` go to the function, or to the class's constructor. `reads` and
+    `adds` are columns of `schema` (the work row, `rows.WORK_SCHEMA`, unless the stage belongs to another pass;
+    None where the pass has no single row schema).
+    """
+
+    name: str
+    run: Callable | type
+    reads: tuple[str, ...]
+    adds: tuple[str, ...]
+    cpus: float
+    gpus: float = 0.0
+    actors: tuple[int, int] | None = None
+    batch_size: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_tasks_in_flight_per_actor: int | None = None
+    schema: pa.Schema | None = WORK_SCHEMA
+
+    def __post_init__(self) -> None:
+        unknown = sorted((set(self.reads) | set(self.adds)) - set(self.schema.names)) if self.schema else []
+        if unknown:
+            raise ValueError(f"stage {self.name!r} declares columns that are not in its schema: {', '.join(unknown)}")
+        if self.actors is not None and not 1 <= self.actors[0] <= self.actors[1]:
+            raise ValueError(f"stage {self.name!r}: actor pool bounds must be 1 <= min <= max, got {self.actors}")
+
+    @property
+    def is_actor_pool(self) -> bool:
+        return self.actors is not None
+
+    def map_batches_args(self) -> dict[str, Any]:
+        """The `Dataset.map_batches` keyword arguments of this stage."""
+        from ray.data import ActorPoolStrategy
+
+        args: dict[str, Any] = {"batch_format": "pyarrow", "batch_size": self.batch_size, "num_cpus": self.cpus}
+        if self.gpus > 0:
+            args["num_gpus"] = self.gpus
+        if self.actors is None:
+            args["fn_kwargs"] = self.kwargs
+            return args
+        low, high = self.actors
+        in_flight = {"max_tasks_in_flight_per_actor": self.max_tasks_in_flight_per_actor} \
+            if self.max_tasks_in_flight_per_actor is not None else {}
+        pool = ActorPoolStrategy(size=low, **in_flight) if low == high else \
+            ActorPoolStrategy(min_size=low, max_size=high, **in_flight)
+        args.update(compute=pool, fn_constructor_kwargs=self.kwargs)
+        return args
+
+
+def check_chain(stages: Sequence[Stage], initial: Sequence[str]) -> None:
+    """Raise ValueError when a stage reads a column that no earlier stage (nor the input) provides."""
+    available = set(initial)
+    for stage in stages:
+        missing = sorted(set(stage.reads) - available)
+        if missing:
+            raise ValueError(f"stage {stage.name!r} reads {', '.join(missing)}, which no earlier stage adds")
+        available |= set(stage.adds)
+
+
+def apply(dataset, stages: Sequence[Stage]):
+    """`dataset` with each stage mapped over it, in order."""
+    for stage in stages:
+        dataset = dataset.map_batches(stage.run, **stage.map_batches_args())
+    return dataset
