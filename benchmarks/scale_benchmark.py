@@ -81,11 +81,16 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
 
 
 class PeakRss:
-    """Samples the RSS of every process under a root process; keeps each one's peak."""
+    """Samples the RSS and USS of every process under a root process; keeps each one's peaks.
+
+    RSS counts the pages of Ray's shared object store that a worker has touched (they are the same physical pages
+    in every process); USS is the memory the process alone holds.
+    """
 
     def __init__(self, pid: int, interval: float = 0.2):
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, tuple[float, str]] = {}
+        self.unique: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -99,18 +104,22 @@ class PeakRss:
                 processes = []
             for process in processes:
                 try:
-                    rss = process.memory_info().rss / 2**20
+                    memory = process.memory_full_info()
                     name = " ".join(process.cmdline()[:3])[:80] or process.name()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
+                rss, uss = memory.rss / 2**20, memory.uss / 2**20
                 if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
                     self.peaks[process.pid] = (rss, name)
+                self.unique[process.pid] = max(self.unique.get(process.pid, 0.0), uss)
             time.sleep(self.interval)
 
-    def stop(self) -> tuple[float, str]:
+    def stop(self) -> tuple[float, str, float]:
+        """(the largest peak RSS, its process, the largest peak USS of any process)."""
         self._stop.set()
         self._thread.join()
-        return max(self.peaks.values(), default=(0.0, ""))
+        rss, name = max(self.peaks.values(), default=(0.0, ""))
+        return rss, name, max(self.unique.values(), default=0.0)
 
 
 def count_record_files(output: str, options=None) -> int:
@@ -132,14 +141,14 @@ def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str],
     sampler = PeakRss(process.pid)
     log, _ = process.communicate()
     wall = time.perf_counter() - started
-    peak, name = sampler.stop()
+    peak, name, unique = sampler.stop()
     if process.returncode != 0:
         raise RuntimeError(f"the run failed ({process.returncode}):\n{log[-4000:]}")
     plan = re.search(r"plan: (\d+) edits to do, (\d+) done earlier.*?, ([\d.]+) s\)", log)
     summary = re.search(r"edits ok (\d+), failed (\d+), duplicates (\d+), skipped (\d+)", log)
     return {"wall_s": wall, "plan_s": float(plan.group(3)), "pending": int(plan.group(1)),
             "ok": int(summary.group(1)), "skipped": int(summary.group(4)), "peak_rss_mib": peak,
-            "peak_process": name}
+            "peak_process": name, "peak_uss_mib": unique}
 
 
 def measure_local(rows: int, new: int, records_per_file: int, workdir: Path) -> dict:
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(result)
             print(f"{rows:>9} done + {args.new} new rows: re-run {result['wall_s']:6.1f} s (plan {result['plan_s']:.1f} s "
                   f"before the first edit), largest process peak RSS {result['peak_rss_mib']:.0f} MiB "
-                  f"({result['peak_process']}); record files {result['record_files_before']} -> "
+                  f"({result['peak_process'].strip()}; largest USS {result['peak_uss_mib']:.0f} MiB); record files {result['record_files_before']} -> "
                   f"{result['record_files_after']}", flush=True)
         if args.s3:
             rows = min(args.rows)
@@ -250,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     local = [r for r in figures if "storage" not in r]
     if len(local) > 1:
         small, large = local[0], local[-1]
-        print(f"largest process grows {large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB from {small['rows']} "
+        print(f"largest process grows {large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB RSS "
+              f"({large['peak_uss_mib'] - small['peak_uss_mib']:+.0f} MiB USS) from {small['rows']} "
               f"to {large['rows']} rows; re-run time grows {large['wall_s'] / small['wall_s']:.1f}x for "
               f"{large['rows'] / small['rows']:.0f}x the rows")
         rate = (large["wall_s"] - small["wall_s"]) / (large["rows"] - small["rows"])

@@ -79,6 +79,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from diffedit_batch.config import ConfigError
+    from diffedit_batch.data.compaction import compact_records
+    from diffedit_batch.data.storage import StorageError
+
+    try:
+        result = compact_records(args.prefix, _storage_options(args), records_per_file=args.records_per_file)
+    except (ConfigError, StorageError, ValueError) as error:
+        print(f"compact error: {error}", file=sys.stderr)
+        return 2
+    print(result.line())
+    return 0
+
+
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -141,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--part-mb", type=float, default=256.0, help="image megabytes per Parquet part (default 256)")
     export.add_argument("--no-source", action="store_true", help="leave the source pictures out")
     export.set_defaults(handler=_export)
+
+    compact = commands.add_parser(
+        "compact", help="merge a job's small result-record files into few large ones (runs do it at their end)"
+    )
+    storage_args(compact)
+    compact.add_argument("--records-per-file", type=int, default=10_000,
+                         help="merge files smaller than this into files of at least this many records (default 10000)")
+    compact.set_defaults(handler=_compact)
     return parser
 
 

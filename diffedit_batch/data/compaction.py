@@ -13,7 +13,8 @@ Each merged output carries, in its footer (``records.REPLACES_KEY``), the names 
 output exists those files are dead to every reader (``records.list_record_files``) even if the compaction is
 killed before deleting them, so a record is never read twice. Every write is atomic (temp name + rename, or one
 upload): a crash at any moment leaves whole files and a readable manifest, and the next compaction finishes the
-job. Memory is one output file's records at a time per thread, plus the superseded keys.
+job. Memory is the records of the merged files being written (`MERGE_THREADS` at a time), plus the superseded
+keys.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ __all__ = ["DEFAULT_RECORDS_PER_FILE", "SUPERSEDED_SCHEMA", "CompactionResult", 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECORDS_PER_FILE = 10_000
+# Merged files written at once: memory is this many files' records (each about records_per_file).
+MERGE_THREADS = 4
 
 SUPERSEDED_SCHEMA = pa.schema([
     pa.field("file", pa.string()),  # the record file's name under PREFIX/manifest
@@ -106,7 +109,7 @@ def compact_records(
     groups = _groups(small, records_per_file)
     layout = OutputLayout(prefix)
     written = _map(
-        threads,
+        min(threads, MERGE_THREADS),
         lambda job: _merge(job[1], layout.records, f"records-{run_id}-{job[0]:05d}", options),
         list(enumerate(groups)),
     )

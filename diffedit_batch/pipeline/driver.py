@@ -78,7 +78,7 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
                                       concept_captions=concept_captions)
             check_placement(stages, elastic)
             if plan.work_files:
-                for batch in edit_pass(stages, plan.work_files, config.job.batch_size).iter_batches(batch_format="pyarrow", batch_size=None):
+                for batch in edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow", batch_size=None):
                     summary.tally(batch)
         compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
                                      superseded=_superseded(plan, options), run_id=run_id)

@@ -46,10 +46,11 @@ def edit_pass_stages(
     return stages
 
 
-def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], batch_size: int) -> ray.data.Dataset:
+def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], config: Config) -> ray.data.Dataset:
     """The edit pass over the run's work list (files and their row counts); consuming it runs it and yields one
     summary row per edit."""
-    slices = work_slices(work_files, batch_size)
+    job = config.job
+    slices = work_slices(work_files, job.batch_size, actors=max(job.num_actors, job.max_actors or 0))
     return apply(ray.data.from_items(slices, override_num_blocks=len(slices)), stages)
 
 

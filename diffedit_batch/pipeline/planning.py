@@ -40,6 +40,10 @@ ROWS_PER_BUCKET = 100_000
 # behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
 # blocks x partitions.
 SMALL_PLAN_BUCKETS = 8
+# Blocks of the plan pass, and the input the hash shuffle's map task takes at once, stay small (Ray's defaults:
+# 128 MiB and 1 GiB): a task's memory is a few of them, whatever the size of the manifest.
+PLAN_BLOCK_BYTES = 8 * 2**20
+SHUFFLE_INPUT_BYTES = 32 * 2**20
 _FILES_PER_TASK = 16
 # What the manifest reader hands on: the manifest's columns, each row numbered.
 _MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
@@ -92,7 +96,7 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
         "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
                       batch_size=1, kwargs={"options": options}, schema=None),
         "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
-                          adds=plan_names, cpus=0.25, batch_size=None, schema=None,
+                          adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
                           kwargs={"base_dir": manifest.base_dir, "job_seed": config.job.seed, "buckets": buckets}),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
                          batch_size=_FILES_PER_TASK, kwargs={"options": options, "buckets": buckets}, schema=None),
@@ -142,8 +146,11 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
 
 
 def _choose_shuffle(dataset, buckets: int) -> None:
-    """Set Ray Data's shuffle for a plan of `buckets` buckets (see SMALL_PLAN_BUCKETS) on this dataset only."""
+    """Set Ray Data's shuffle for a plan of `buckets` buckets (see SMALL_PLAN_BUCKETS) and its block size, on this
+    dataset only."""
     from ray.data.context import ShuffleStrategy
 
+    dataset.context.target_max_block_size = PLAN_BLOCK_BYTES
+    dataset.context.shuffle_input_batch_bytes = SHUFFLE_INPUT_BYTES
     if buckets <= SMALL_PLAN_BUCKETS:
         dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED

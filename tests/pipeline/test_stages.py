@@ -29,11 +29,16 @@ def test_work_rows_are_read_in_slices_of_whole_batches(tmp_path):
     rows = [{"edit_id": f"e{k}", "row_id": f"e{k}", "row_index": k, "status": "pending"} for k in range(2500)]
     work = tmp_path / "work.parquet"
     work.write_bytes(parquet_bytes(pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA), row_group_size=1024))
-    small = work_slices([(str(work), 10), ("other", 3)], batch_size=4)
+    # a small job: slices of one batch, so that each of two actors gets several
+    small = work_slices([(str(work), 10), ("other", 3)], batch_size=2, actors=2)
     assert [(s["file"][-5:], s["start"], s["count"]) for s in small] == [
-        ("rquet", 0, 4), ("rquet", 4, 4), ("rquet", 8, 2), ("other", 0, 3)]
-    large = work_slices([(str(work), 2500)], batch_size=8, max_slices=10)
-    assert [s["count"] for s in large] == [256] * 9 + [196]  # whole batches, at most about max_slices
+        ("rquet", 0, 2), ("rquet", 2, 2), ("rquet", 4, 2), ("rquet", 6, 2), ("rquet", 8, 2), ("other", 0, 2),
+        ("other", 2, 1)]
+    # larger ones: four slices of whole batches per actor, at most max_rows each unless that makes more than
+    # max_slices
+    assert [s["count"] for s in work_slices([(str(work), 2500)], batch_size=8)] == [632, 632, 632, 604]
+    assert [s["count"] for s in work_slices([("w", 20000)], batch_size=32)] == [1024] * 19 + [544]
+    assert [s["count"] for s in work_slices([("w", 2500)], batch_size=8, max_slices=2)] == [1256, 1244]
     [out] = read_work_rows(pa.Table.from_pylist([{"file": str(work), "start": 1020, "count": 10}]), options=OPTIONS)
     assert out.schema == WORK_SCHEMA and out.column("row_index").to_pylist() == list(range(1020, 1030))
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS
 from diffedit_batch.data.storage import StorageOptions, resolve
-from diffedit_batch.data.worklist import REQUEST_SCHEMA
+from diffedit_batch.data.worklist import REQUEST_SCHEMA, WORK_ROW_GROUP
 
 from ..rows import conform_work_rows
 from .spec import Stage
@@ -57,15 +57,18 @@ def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.T
         yield conform_work_rows(table.slice(start - first, count))
 
 
-def work_slices(files: list[tuple[str, int]], batch_size: int, max_slices: int = 4096) -> list[dict]:
+def work_slices(files: list[tuple[str, int]], batch_size: int, actors: int = 1, max_rows: int = WORK_ROW_GROUP,
+                max_slices: int = 10_000) -> list[dict]:
     """The work list cut into slices (`file`, `start`, `count`), each read by one task into one block.
 
-    A block is what one downstream task or actor call takes, so slices are as small as one batch when the work is
-    small (a small job spreads over every edit actor), and grow in whole batches so there are at most about
-    `max_slices` of them (the driver's list stays small however large the job).
+    A block is what one downstream task or actor call takes. Slices are whole batches, small enough that every
+    edit actor gets several (a small job spreads over the pool: four slices an actor), but no smaller than needed:
+    every slice costs a task, and past a few per actor they only add overhead. At most `max_rows` rows a slice,
+    unless that would make more than `max_slices` slices (the driver's list stays small however large the job).
     """
     total = sum(rows for _, rows in files)
-    per_slice = max(batch_size, -(-total // max_slices))
+    per_slice = min(max_rows, -(-total // (4 * max(1, actors))))
+    per_slice = max(batch_size, per_slice, -(-total // max_slices))
     per_slice = -(-per_slice // batch_size) * batch_size
     return [
         {"file": uri, "start": start, "count": min(per_slice, rows - start)}
