@@ -41,7 +41,8 @@ MANIFEST_FILE_ROWS = 250_000
 
 def synthesize(folder: Path, done: int, new: int, records_per_file: int, output: str, options=None) -> int:
     """The manifest (N + new rows over one small PNG) under `folder`, and N earlier ok records under `output`
-    (written by `write_record_part`, `records_per_file` to a file). Returns the number of record files."""
+    (in the job's result schema and with its writer, `records_per_file` to a file). Returns the number of record
+    files."""
     import datetime as dt
 
     import numpy as np
@@ -49,7 +50,9 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from diffedit_batch.data.records import RECORD_SCHEMA, write_record_part
+    from diffedit_batch.data.layout import OutputLayout
+    from diffedit_batch.data.records import conform_records, parquet_bytes
+    from diffedit_batch.data.storage import write_bytes_atomic
     from diffedit_batch.seeds import derive_seed
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -65,17 +68,23 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
             "target_prompt": [f"a painting of thing {i[-3:]}" for i in ids],
         }), manifest / f"part-{start // MANIFEST_FILE_ROWS:05d}.parquet")
     when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    layout = OutputLayout(output)
     files = 0
     for start in range(0, done, records_per_file):
-        records = [{
-            "id": f"row-{i:09d}", "row_id": f"row-{i:09d}", "status": "ok", "run_id": "20260101T000000Z-earlier",
-            "image_uri": f"{output}/images/row-{i:09d}.png", "mask_uri": f"{output}/masks/row-{i:09d}.png",
-            "source_image_uri": str(folder / "images" / "one.png"), "source_prompt": "a photo of a thing",
-            "target_prompt": f"a painting of thing {i % 1000:03d}", "seed": derive_seed(0, f"row-{i:09d}"),
-            "mask_coverage": 0.0, "model_id": "models/tiny-sd", "width": 64, "height": 64, "fetch_s": 0.001,
-            "edit_s": 0.001, "write_s": 0.002, "background_psnr": 100.0, "background_ssim": 1.0, "finished_at": when,
-        } for i in range(start, min(done, start + records_per_file))]
-        write_record_part(output, records, options, part_name=f"earlier-{files:06d}", schema=RECORD_SCHEMA)
+        ids = [f"row-{i:09d}" for i in range(start, min(done, start + records_per_file))]
+        n = len(ids)
+        table = conform_records(pa.table({
+            "id": ids, "row_id": ids, "status": ["ok"] * n, "run_id": ["20260101T000000Z-earlier"] * n,
+            "image_uri": [f"{output}/images/{i}.png" for i in ids], "mask_uri": [f"{output}/masks/{i}.png" for i in ids],
+            "source_image_uri": [str(folder / "images" / "one.png")] * n, "source_prompt": ["a photo of a thing"] * n,
+            "target_prompt": [f"a painting of thing {i[-3:]}" for i in ids],
+            "seed": [derive_seed(0, i) for i in ids], "mask_coverage": [0.0] * n, "model_id": ["models/tiny-sd"] * n,
+            "width": [64] * n, "height": [64] * n, "fetch_s": [0.001] * n, "edit_s": [0.001] * n,
+            "write_s": [0.002] * n, "background_psnr": [100.0] * n, "background_ssim": [1.0] * n,
+            "finished_at": pa.array([when] * n, pa.timestamp("us", tz="UTC")),
+        }))
+        # the job's own writer: one zstd Parquet file, written atomically, named as the job names its parts
+        write_bytes_atomic(layout.record_part(f"earlier-{files:06d}"), parquet_bytes(table), options)
         files += 1
     return files
 
@@ -179,11 +188,11 @@ def measure_s3(rows: int, new: int, records_per_file: int, workdir: Path) -> dic
     os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    requests: list[tuple[str, str]] = []
+    requests: list[tuple[str, str, str]] = []
     app = server._server.app
 
     def counting(environ, start_response):
-        requests.append((environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")))
+        requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", "")))
         return app(environ, start_response)
 
     server._server.app = counting
@@ -199,8 +208,13 @@ def measure_s3(rows: int, new: int, records_per_file: int, workdir: Path) -> dic
         requests.clear()
         result = rerun(folder, output, records_per_file, env,
                        [f"storage.s3_endpoint_url={endpoint}", "storage.s3_region=us-east-1"])
-        kinds = Counter(_kind(method, query) for method, query in requests)
+        kinds = Counter(_kind(method, query) for method, _, query in requests)
+        # What resuming costs: the requests that touched the earlier record files, and the listings of manifest/
+        resume = Counter(method for method, path, _ in requests if "/manifest/part-earlier-" in path)
+        listings = sum(1 for method, path, query in requests
+                       if _kind(method, query) == "LIST" and "prefix=out%2Fmanifest" in query.replace("/", "%2F"))
         result.update(rows=rows, new=new, record_files_before=files, requests=dict(kinds),
+                      resume_requests=dict(resume), manifest_listings=listings,
                       record_files_after=count_record_files(output, options))
         shutil.rmtree(folder, ignore_errors=True)
         return result
@@ -249,12 +263,12 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_s3(rows, args.new, args.records_per_file, Path(workdir))
             result["storage"] = "s3"
             figures.append(result)
-            requests = result["requests"]
-            per_file = {kind: count / result["record_files_before"] for kind, count in requests.items()}
+            files = result["record_files_before"]
+            per_file = {kind: count / files for kind, count in result["resume_requests"].items()}
             print(f"{rows:>9} done + {args.new} new rows on S3: re-run {result['wall_s']:.1f} s (plan "
-                  f"{result['plan_s']:.1f} s); requests {requests} = "
-                  + ", ".join(f"{kind} {value:.2f}" for kind, value in sorted(per_file.items()))
-                  + f" per earlier record file ({result['record_files_before']} files); record files -> "
+                  f"{result['plan_s']:.1f} s); all requests {result['requests']}; on the {files} earlier record "
+                  "files: " + ", ".join(f"{kind} {value:.2f}" for kind, value in sorted(per_file.items()))
+                  + f" per file, and {result['manifest_listings']} listings of manifest/; record files -> "
                   f"{result['record_files_after']}", flush=True)
     local = [r for r in figures if "storage" not in r]
     if len(local) > 1:

@@ -231,7 +231,9 @@ def _make_filesystem(scheme: str, endpoint: str | None, region: str | None) -> p
             parsed = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
             kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
             kwargs["scheme"] = parsed.scheme
-        return pafs.S3FileSystem(**kwargs)
+        # Delayed open: an object smaller than one upload part is written with a single PUT (else a multipart
+        # upload of three requests); either way it appears whole or not at all.
+        return pafs.S3FileSystem(allow_delayed_open=True, **kwargs)
     if scheme == "gs":
         return pafs.GcsFileSystem()
     raise StorageError(f"no filesystem for scheme {scheme!r}")

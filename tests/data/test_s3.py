@@ -39,6 +39,13 @@ def test_write_read_list_delete_round_trip(s3_server):
     assert obj["Body"].read() == b"bee"
 
 
+def test_a_small_object_is_one_put(s3_server):
+    bucket, options = s3_server.make_bucket(), s3_server.options
+    s3_server.requests.clear()
+    write_bytes_atomic(f"{bucket}/out/images/a.png", b"x" * 100_000, options)
+    assert [method for method, _, _ in s3_server.requests] == ["PUT"]  # not a three-request multipart upload
+
+
 def test_overwrite_and_large_object(s3_server):
     bucket, options = s3_server.make_bucket(), s3_server.options
     big = bytes(range(256)) * (12 * 1024 * 4)  # 12 MiB: past pyarrow's single-put threshold
