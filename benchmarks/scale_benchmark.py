@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -96,16 +95,19 @@ class PeakRss:
     in every process); USS is the memory the process alone holds.
     """
 
-    def __init__(self, pid: int, interval: float = 0.2):
+    def __init__(self, pid: int, interval: float = 0.25, unique_every: int = 8):
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, tuple[float, str]] = {}
         self.unique: dict[int, float] = {}
+        self.unique_every = unique_every  # USS reads /proc/<pid>/smaps: costly, so every few samples only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        samples = 0
         while not self._stop.is_set():
+            samples += 1
             try:
                 root = psutil.Process(self.pid)
                 processes = [root, *root.children(recursive=True)]
@@ -113,14 +115,14 @@ class PeakRss:
                 processes = []
             for process in processes:
                 try:
-                    memory = process.memory_full_info()
-                    name = " ".join(process.cmdline()[:3])[:80] or process.name()
+                    rss = process.memory_info().rss / 2**20
+                    if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
+                        self.peaks[process.pid] = (rss, " ".join(process.cmdline()[:3])[:80] or process.name())
+                    if samples % self.unique_every == 0:
+                        uss = process.memory_full_info().uss / 2**20
+                        self.unique[process.pid] = max(self.unique.get(process.pid, 0.0), uss)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-                rss, uss = memory.rss / 2**20, memory.uss / 2**20
-                if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
-                    self.peaks[process.pid] = (rss, name)
-                self.unique[process.pid] = max(self.unique.get(process.pid, 0.0), uss)
             time.sleep(self.interval)
 
     def stop(self) -> tuple[float, str, float]:
@@ -277,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({large['peak_uss_mib'] - small['peak_uss_mib']:+.0f} MiB USS) from {small['rows']} "
               f"to {large['rows']} rows; re-run time grows {large['wall_s'] / small['wall_s']:.1f}x for "
               f"{large['rows'] / small['rows']:.0f}x the rows")
+        from diffedit_batch.pipeline.planning import bucket_count
+
         rate = (large["wall_s"] - small["wall_s"]) / (large["rows"] - small["rows"])
-        print(f"extrapolated to 10^8 rows at this machine's rate: about {rate * 1e8 / 60:.0f} minutes "
-              f"({math.ceil(1e8 / 1e5)} plan buckets)")
+        print(f"extrapolated to 10^8 rows at this machine's rate (two cores): about {rate * 1e8 / 60:.0f} minutes "
+              f"({bucket_count(10**8, 10**8)} plan buckets of about the same rows each)")
     if args.json:
         args.json.write_text(json.dumps({"label": LABEL, "figures": figures}, indent=1))
     return 0

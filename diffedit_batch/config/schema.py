@@ -13,7 +13,7 @@ from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.engine.settings import EditSettings
 
 from .fields import type_hints
-from .sections import CaptionsConfig, ConceptsConfig, JobConfig, MetricsConfig, ModelConfig
+from .sections import CaptionsConfig, ConceptsConfig, JobConfig, MetricsConfig, ModelConfig, OutputConfig
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     edit: EditSettings = field(default_factory=EditSettings)
     job: JobConfig = field(default_factory=JobConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     storage: StorageOptions = field(default_factory=StorageOptions)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     concepts: ConceptsConfig = field(default_factory=ConceptsConfig)

@@ -148,6 +148,55 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """How the edits and masks are stored: one file each, or shards that training pipelines read."""
+
+    format: str = field(
+        default="files",
+        metadata={
+            "help": "files | webdataset | parquet. files: PREFIX/images/<key>.png and PREFIX/masks/<key>.png (small "
+            "jobs). webdataset: tar shards PREFIX/shards/*.tar of <key>.png (or .jpg), <key>.mask.png, <key>.json "
+            "and <key>.src.<ext>. parquet: Parquet shards PREFIX/shards/*.parquet that Hugging Face datasets loads "
+            "with Image features."
+        },
+    )
+    shard_rows: int = field(default=1000, metadata={"help": "Most edits per shard (webdataset and parquet)."})
+    shard_max_mb: float = field(
+        default=256.0,
+        metadata={"help": "Most megabytes of images per shard; a shard closes at shard_rows or this, whichever first."},
+    )
+    image_format: str = field(
+        default="png", metadata={"help": "png | jpg: how a shard stores the edit (masks are always PNG)."}
+    )
+    jpeg_quality: int = field(default=95, metadata={"help": "JPEG quality of the edit when image_format is jpg."})
+    png_compress_level: int = field(
+        default=1,
+        metadata={
+            "help": "zlib level of every PNG written, 0-9: 1 is 3-4x faster to encode than 6 for 5-10% more bytes."
+        },
+    )
+    include_source: bool = field(
+        default=True,
+        metadata={"help": "Shards also hold each source picture's own bytes (<key>.src.<ext>): complete training pairs."},
+    )
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.one_of(self, "format", ("files", "webdataset", "parquet"))
+        fields.positive_int(self, "shard_rows")
+        fields.at_least(self, "shard_max_mb", 0.0, open_=True)
+        fields.one_of(self, "image_format", ("png", "jpg"))
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"OutputConfig.jpeg_quality must be in [1, 100], got {self.jpeg_quality!r}")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"OutputConfig.png_compress_level must be in [0, 9], got {self.png_compress_level!r}")
+
+    @property
+    def sharded(self) -> bool:
+        return self.format != "files"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """Per-edit quality metrics written to the result manifest (see diffedit_batch.data.metrics)."""
 

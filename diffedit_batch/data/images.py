@@ -14,8 +14,10 @@ __all__ = [
     "IMAGE_FORMATS",
     "ImageDecodeError",
     "decode_image",
+    "encode_jpeg",
     "encode_png",
     "fit_to_resolution",
+    "image_extension",
     "mask_coverage",
     "mask_to_png",
     "restore_size",
@@ -167,11 +169,33 @@ def restore_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(tuple(size), Image.Resampling.LANCZOS)
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes of ``image`` (no metadata is carried over)."""
+def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:
+    """PNG bytes of ``image`` (no metadata is carried over). zlib level 1 encodes 3-4x faster than Pillow's
+    default 6 for 5-10% more bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def encode_jpeg(image: Image.Image, quality: int = 95) -> bytes:
+    """JPEG bytes of an RGB ``image`` (4:4:4 chroma at quality >= 90, so edges of an edit stay sharp)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    return buffer.getvalue()
+
+
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff", "AVIF": "avif",
+               "MPO": "jpg"}
+
+
+def image_extension(data: bytes) -> str:
+    """The file extension of encoded picture bytes, from their header (``jpg``, ``png``, ``webp``...).
+    Raises ImageDecodeError for bytes that are not a readable picture."""
+    try:
+        with Image.open(io.BytesIO(data), formats=_readable_formats()) as image:
+            return _EXTENSIONS.get(image.format, (image.format or "bin").lower())
+    except Exception as exc:  # noqa: BLE001 - see decode_image
+        raise ImageDecodeError(f"not an image: {exc}") from exc
 
 
 def _mask_2d(mask: np.ndarray) -> np.ndarray:
@@ -193,9 +217,9 @@ def upsample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(binary.resize(tuple(size), Image.Resampling.NEAREST)) > 0
 
 
-def mask_to_png(mask: np.ndarray, size: tuple[int, int]) -> bytes:
+def mask_to_png(mask: np.ndarray, size: tuple[int, int], compress_level: int = 1) -> bytes:
     """Grayscale PNG (0 or 255) of a {0, 1} mask at latent resolution, upscaled to ``size`` (w, h)."""
-    return encode_png(Image.fromarray(upsample_mask(mask, size).astype(np.uint8) * 255, "L"))
+    return encode_png(Image.fromarray(upsample_mask(mask, size).astype(np.uint8) * 255, "L"), compress_level)
 
 
 def mask_coverage(mask: np.ndarray) -> float:

@@ -2,6 +2,7 @@
 
     PREFIX/images/<key>.png              edited images (output format `files`)
     PREFIX/masks/<key>.png               their DiffEdit masks
+    PREFIX/shards/<name>.tar|.parquet    edits, masks and sources in shards (output formats webdataset, parquet)
     PREFIX/manifest/**/*.parquet         the result manifest: one record per edit
     PREFIX/runs/<run_id>.json            each run's config, start and end, counts
     PREFIX/concepts/<run_id>.parquet     the Flan-T5 captions of each concept a run used
@@ -39,6 +40,15 @@ class OutputLayout:
     def mask(self, edit_id: str) -> str:
         """`PREFIX/masks/<key>.png`: the mask of `edit_id`."""
         return join(self.prefix, "masks", output_key(edit_id) + ".png")
+
+    @property
+    def shards(self) -> str:
+        """`PREFIX/shards`: the shards of the webdataset and parquet output formats."""
+        return join(self.prefix, "shards")
+
+    def shard(self, name: str, extension: str) -> str:
+        """`PREFIX/shards/<name>.<extension>`."""
+        return join(self.shards, f"{name}.{extension}")
 
     # --- the result manifest and run files --------------------------------------------------------
 

@@ -8,7 +8,6 @@ row's error record.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import posixpath
 import re
@@ -304,8 +303,9 @@ class EditRequest:
     target_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (for a Ray Data row)."""
-        return dataclasses.asdict(self)
+        """The fields as a plain dict (for a Ray Data row). Shallow: the values are plain already, and
+        `dataclasses.asdict`'s deep copy was half the cost of planning a manifest."""
+        return dict(vars(self))
 
 
 def _plain(value: Any) -> Any:

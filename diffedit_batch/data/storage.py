@@ -127,11 +127,14 @@ class StorageOptions:
 # --- URIs -------------------------------------------------------------------------------------
 
 
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+
+
 def _split_scheme(uri: str) -> tuple[str, str]:
     """``s3://b/k`` -> ("s3", "b/k"); ``/x`` or ``x`` -> ("file", "/x" or "x")."""
     if not isinstance(uri, str) or not uri:
         raise StorageError(f"not a URI: {uri!r}")
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri, re.DOTALL)
+    match = _URI.match(uri)
     if match is None:
         return "file", uri
     return match.group(1).lower(), match.group(2)

@@ -17,11 +17,14 @@ The rules, per row id:
 - Superseded (removed by the compaction at the end of a completed run): the earlier `error` records of an edit
   that is retried or recorded `ok`, the earlier duplicate records of a row id recorded again, every earlier
   record without an id.
+- A bucket also reports which shards its earlier ok records name: a shard that no record names was left by a run
+  that died between writing it and its records, and is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -30,6 +33,7 @@ import pyarrow as pa
 from .compaction import SUPERSEDED_SCHEMA
 from .layout import OutputLayout
 from .manifest import expand_edits, needs_caption, row_id_of, validate_request
+from .outputs import split_member
 from .records import RECORD_SCHEMA, parquet_bytes, record_from_row, write_record_part
 from .status import ErrorClass, Status
 from .storage import StorageOptions, write_bytes_atomic
@@ -75,6 +79,7 @@ PLAN_SCHEMA = pa.schema([
     pa.field("kind", pa.int8()),
     *REQUEST_SCHEMA,
     pa.field("file", pa.string()),  # an earlier record's file, by its name under PREFIX/manifest
+    pa.field("shard", pa.string()),  # the name of the shard an earlier ok record's outputs are in, if any
 ])
 # What a bucket reports back (write_bucket_plan): its counts and the files it wrote under PREFIX/_work/<run_id>.
 PLAN_SUMMARY_SCHEMA = pa.schema([
@@ -87,6 +92,7 @@ PLAN_SUMMARY_SCHEMA = pa.schema([
     pa.field("concepts", pa.list_(pa.string())),
     pa.field("work_uri", pa.string()),
     pa.field("superseded_uri", pa.string()),
+    pa.field("shards", pa.list_(pa.string())),  # the shards its earlier ok records name
 ])
 _STRINGS = ("source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept")
 _INT64 = 2**63
@@ -132,8 +138,9 @@ def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: in
 
 
 def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Table:
-    """Earlier records of one file (columns `id`, `row_id`, `status`) -> plan rows. A record without a `row_id`
-    (written by another tool) is keyed by the row id its edit id implies."""
+    """Earlier records of one file (columns `id`, `row_id`, `status`, and `image_uri` when shards are to be
+    accounted for) -> plan rows. A record without a `row_id` (written by another tool) is keyed by the row id its
+    edit id implies."""
     ids = records.column("id").to_pylist()
     row_ids = [
         row_id if row_id is not None else (row_id_of(edit_id) if edit_id else None)
@@ -148,7 +155,14 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
         "status": records.column("status").cast(pa.string()),
         "file": pa.array([file] * n, pa.string()),
     }
+    if "image_uri" in records.column_names:
+        columns["shard"] = pa.array([_shard_of(uri) for uri in records.column("image_uri").to_pylist()], pa.string())
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PLAN_SCHEMA}, schema=PLAN_SCHEMA)
+
+
+def _shard_of(uri: str | None) -> str | None:
+    member = split_member(uri) if uri else None
+    return posixpath.basename(member[0]) if member else None
 
 
 @dataclass
@@ -164,6 +178,7 @@ class BucketPlan:
     duplicates: int = 0  # duplicate records written now
     captions_needed: int = 0  # work rows whose picture gets a BLIP caption
     concepts: list[str] = field(default_factory=list)  # distinct concepts of the work rows
+    shards: list[str] = field(default_factory=list)  # names of the shards the earlier ok records name
 
     @property
     def pending(self) -> int:
@@ -178,7 +193,7 @@ def plan_bucket(
     bucket = int(frame.get_column("bucket")[0]) if frame.height else 0
     has_id = pl.col("row_id").is_not_null() & (pl.col("row_id") != "")
     requests = frame.filter(pl.col("kind") == _REQUEST)
-    earlier = frame.filter(pl.col("kind") == _RECORD).select("row_id", "edit_id", "status", "file")
+    earlier = frame.filter(pl.col("kind") == _RECORD).select("row_id", "edit_id", "status", "file", "shard")
     earlier_with_id = earlier.filter(pl.col("edit_id").is_not_null() & (pl.col("edit_id") != ""))
 
     without_id = requests.filter(~has_id)
@@ -243,6 +258,7 @@ def plan_bucket(
         duplicates=duplicates.height,
         captions_needed=sum(needs_caption(prompt, concept, caption_inversion) for prompt, concept in sources),
         concepts=list(concepts),
+        shards=ok.get_column("shard").drop_nulls().unique().sort().to_list(),
     )
 
 
@@ -269,6 +285,6 @@ def write_bucket_plan(plan: BucketPlan, prefix: str, run_id: str, options: Stora
     return {
         "bucket": plan.bucket, "pending": plan.pending, "skipped": plan.skipped, "invalid": plan.invalid,
         "duplicates": plan.duplicates, "captions_needed": plan.captions_needed, "concepts": plan.concepts,
-        "work_uri": work_uri, "superseded_uri": superseded_uri,
+        "work_uri": work_uri, "superseded_uri": superseded_uri, "shards": plan.shards,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
 import time
 import uuid
 
@@ -17,6 +18,7 @@ from diffedit_batch.data.manifest import inspect_manifest
 from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.run_metadata import write_run_metadata
 from diffedit_batch.data.storage import (
+    delete,
     delete_folder,
     list_files,
     read_bytes,
@@ -56,6 +58,7 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     check_placement(edit_pass_stages(config, output_prefix, run_id,
                                      caption_images=config.captions.caption_inversion), elastic)
     earlier = list_record_files(output_prefix, options)
+    shards = list_files(OutputLayout(output_prefix).shards, None, options)
     summary = JobSummary(run_id=run_id)
     metadata = {"run_id": run_id, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "manifest": redact_uri(manifest_uri), "config": config.to_dict()}
@@ -67,7 +70,8 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     started = time.perf_counter()
     try:
         with ProgressReporter(summary, config.job.progress_interval_s):
-            plan = plan_run(config, manifest, earlier.live, output_prefix, run_id)
+            plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards))
+            _remove_orphan_shards(shards, plan, options)
             summary.add_plan(plan)
             summary.planned_s = time.perf_counter() - started
             log.info("plan: %d edits to do, %d done earlier, %d invalid, %d duplicates (%d buckets, %.1f s)",
@@ -97,6 +101,18 @@ def _superseded(plan: RunPlan, options) -> pa.Table:
     """The records the plan found superseded, from its buckets' files."""
     tables = [pq.read_table(pa.BufferReader(read_bytes(uri, options))) for uri in plan.superseded_files]
     return pa.concat_tables(tables) if tables else SUPERSEDED_SCHEMA.empty_table()
+
+
+def _remove_orphan_shards(shards: list[str], plan: RunPlan, options) -> None:
+    """Delete the shards that existed before this run and that no record names: a run died between writing them
+    and their records (their edits are in this run's work list again)."""
+    if not plan.buckets:
+        return  # nothing was planned: the records were not read
+    orphans = [uri for uri in shards if posixpath.basename(uri) not in plan.shards]
+    for uri in orphans:
+        delete(uri, options)
+    if orphans:
+        log.info("removed %d shard(s) that no record names (left by a run that stopped)", len(orphans))
 
 
 def _remove_empty_work_root(output_prefix: str, options) -> None:

@@ -34,7 +34,7 @@ from .stages.read import read_manifest_rows
 from .stages.spec import Stage, apply
 
 # A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket.
-ROWS_PER_BUCKET = 100_000
+ROWS_PER_BUCKET = 50_000
 # Up to this many buckets the shuffle is Ray Data's pull-based sort shuffle: few objects at this size, and it starts
 # in well under a second, where the hash shuffle (built for large data, Ray 2.60's default) stalls for seconds
 # behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
@@ -43,7 +43,7 @@ SMALL_PLAN_BUCKETS = 8
 # Blocks of the plan pass, and the input the hash shuffle's map task takes at once, stay small (Ray's defaults:
 # 128 MiB and 1 GiB): a task's memory is a few of them, whatever the size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
-SHUFFLE_INPUT_BYTES = 32 * 2**20
+SHUFFLE_INPUT_BYTES = 16 * 2**20
 _FILES_PER_TASK = 16
 # What the manifest reader hands on: the manifest's columns, each row numbered.
 _MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
@@ -61,6 +61,7 @@ class RunPlan:
     concepts: list[str] = field(default_factory=list)
     work_files: list[tuple[str, int]] = field(default_factory=list)  # (uri, rows), in bucket order
     superseded_files: list[str] = field(default_factory=list)
+    shards: set[str] = field(default_factory=set)  # names of the shards that earlier records name
     buckets: int = 0
 
     def add(self, summary: dict) -> None:
@@ -71,12 +72,15 @@ class RunPlan:
             self.work_files.append((summary["work_uri"], summary["pending"]))
         if summary["superseded_uri"]:
             self.superseded_files.append(summary["superseded_uri"])
+        self.shards.update(summary["shards"] or ())
 
 
-def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int):
-    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): three columns read."""
+def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int, with_shards: bool = False):
+    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): three columns read,
+    and the outputs' URIs when the output has shards (to tell which shards records name)."""
+    columns = ["id", "row_id", "status", *(["image_uri"] if with_shards else [])]
     for uri, size, name in zip(*(batch.column(c).to_pylist() for c in ("uri", "size", "name"))):
-        records = read_record_file(RecordFile(uri, size, name), options, columns=["id", "row_id", "status"])
+        records = read_record_file(RecordFile(uri, size, name), options, columns=columns)
         yield records_to_plan_rows(records, file=name, buckets=buckets)
 
 
@@ -88,7 +92,8 @@ def plan_buckets(table: pa.Table, *, caption_inversion: bool, model_id: str, run
     return pa.Table.from_pylist([summary], schema=PLAN_SUMMARY_SCHEMA)
 
 
-def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix: str, run_id: str) -> dict[str, Stage]:
+def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix: str, run_id: str,
+                with_shards: bool = False) -> dict[str, Stage]:
     """The plan pass's stages, as declarations (their resources count in the placement check)."""
     options = config.storage
     plan_names = tuple(PLAN_SCHEMA.names)
@@ -99,7 +104,8 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
                           kwargs={"base_dir": manifest.base_dir, "job_seed": config.job.seed, "buckets": buckets}),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
-                         batch_size=_FILES_PER_TASK, kwargs={"options": options, "buckets": buckets}, schema=None),
+                         batch_size=_FILES_PER_TASK, schema=None,
+                         kwargs={"options": options, "buckets": buckets, "with_shards": with_shards}),
         "plan": Stage(name="plan", run=plan_buckets, reads=plan_names, adds=(), cpus=0.5, schema=None,
                       kwargs={"caption_inversion": config.captions.caption_inversion,
                               "model_id": config.model.pretrained, "run_id": run_id,
@@ -112,8 +118,9 @@ def bucket_count(manifest_rows: int, earlier_records: int) -> int:
 
 
 def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], output_prefix: str,
-             run_id: str) -> RunPlan:
-    """Run the plan pass (needs Ray): returns the summed plan; its files are under `PREFIX/_work/<run_id>/`."""
+             run_id: str, with_shards: bool = False) -> RunPlan:
+    """Run the plan pass (needs Ray): returns the summed plan; its files are under `PREFIX/_work/<run_id>/`.
+    `with_shards`: the output holds shards, and the plan reports which of them earlier records name."""
     import ray
 
     earlier = [file for file in earlier if file.rows]
@@ -122,14 +129,17 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
     if not files:
         return plan  # nothing to edit; earlier records stay as they are
     buckets = bucket_count(manifest.rows, sum(file.rows for file in earlier))
-    stages = plan_stages(config, manifest, buckets, output_prefix, run_id)
+    stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards)
+    # A block per manifest file, and per group of record files: each is read by a task of its own, in parallel.
     requests = apply(
-        ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files]),
+        ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files],
+                            override_num_blocks=len(files)),
         [stages["read"], stages["requests"]],
     )
     if earlier:
         records = apply(
-            ray.data.from_items([{"uri": file.uri, "size": file.size, "name": file.name} for file in earlier]),
+            ray.data.from_items([{"uri": file.uri, "size": file.size, "name": file.name} for file in earlier],
+                                override_num_blocks=math.ceil(len(earlier) / _FILES_PER_TASK)),
             [stages["earlier"]],
         )
         requests = requests.union(records)

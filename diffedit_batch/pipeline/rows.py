@@ -43,7 +43,13 @@ WORK_SCHEMA = pa.schema(
         pa.field("node_id", pa.string()),  # the Ray node of the edit actor that handled the row
         # quality metrics (background PSNR/SSIM in the write stage, CLIP scores in their own stage)
         *METRIC_FIELDS,
-        # the outputs, once written
+        # a sharded output's files, encoded by the write stage and put in a shard by the commit stage
+        pa.field("encoded_edit", pa.binary()),
+        pa.field("encoded_edit_ext", pa.string()),  # png or jpg
+        pa.field("encoded_mask", pa.binary()),  # png
+        pa.field("encoded_source", pa.binary()),  # the input picture's own bytes
+        pa.field("encoded_source_ext", pa.string()),
+        # the outputs, once written: files, or members of a shard (data.outputs)
         pa.field("image_uri", pa.string()),
         pa.field("mask_uri", pa.string()),
         pa.field("write_s", pa.float64()),
@@ -75,10 +81,14 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) ->
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
+PAYLOADS = ("pixels", "edited", "mask", "encoded_edit", "encoded_mask", "encoded_source")
+"""The bulky columns: pictures in flight, dropped as soon as a row no longer needs them."""
+
+
 def failed(row: dict[str, Any], error_class: str, message: str) -> dict[str, Any]:
     """Mark a row as an error record; bulky payloads are dropped so they stop travelling."""
-    return {**row, "status": Status.ERROR, "error_class": error_class, "error": message, "pixels": None,
-            "edited": None, "mask": None}
+    return {**row, "status": Status.ERROR, "error_class": error_class, "error": message,
+            **dict.fromkeys(PAYLOADS)}
 
 
 def error_text(error: BaseException, limit: int = 500) -> str:

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from diffedit_batch.data.images import decode_image
-from diffedit_batch.data.storage import StorageOptions, join, output_key, read_bytes, write_bytes_atomic
+from diffedit_batch.data.outputs import OutputReader
+from diffedit_batch.data.storage import StorageOptions, join, output_key, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,12 @@ def _shrunk(image: Image.Image, size: int) -> Image.Image:
     return image
 
 
-def make_thumbnails(record: dict, size: int, options: StorageOptions | None = None) -> dict[str, bytes]:
-    """JPEG bytes of the three thumbnails of an ok record (longer side ``size`` px), keyed by kind."""
-    source = _shrunk(decode_image(read_bytes(record["source_image_uri"], options), max_pixels=_MAX_SOURCE_PIXELS), size)
-    edit = _shrunk(decode_image(read_bytes(record["image_uri"], options), max_pixels=_MAX_SOURCE_PIXELS), size)
-    with Image.open(io.BytesIO(read_bytes(record["mask_uri"], options))) as mask_png:
+def make_thumbnails(record: dict, size: int, reader: OutputReader) -> dict[str, bytes]:
+    """JPEG bytes of the three thumbnails of an ok record (longer side ``size`` px), keyed by kind. The outputs
+    are read by their record URIs: files, or members of the job's shards."""
+    source = _shrunk(decode_image(reader.read(record["source_image_uri"]), max_pixels=_MAX_SOURCE_PIXELS), size)
+    edit = _shrunk(decode_image(reader.read(record["image_uri"]), max_pixels=_MAX_SOURCE_PIXELS), size)
+    with Image.open(io.BytesIO(reader.read(record["mask_uri"]))) as mask_png:
         mask = np.asarray(mask_png.convert("L").resize(source.size, Image.Resampling.NEAREST)) > 127
     pixels = np.asarray(source, np.float32)
     pixels[mask] = 0.45 * pixels[mask] + 0.55 * _OVERLAY
@@ -67,6 +69,7 @@ class ThumbnailWriter:
         self.folder_uri = folder_uri
         self.size = size
         self.options = options
+        self.reader = OutputReader(options, cache_shards=max(2, workers))
         self.existing = existing
         self.made = self.reused = self.failed = 0
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="thumbs")
@@ -83,7 +86,7 @@ class ThumbnailWriter:
         self._in_flight.append(self._pool.submit(self._write, record, key))
 
     def _write(self, record: dict, key: str) -> None:
-        for kind, data in make_thumbnails(record, self.size, self.options).items():
+        for kind, data in make_thumbnails(record, self.size, self.reader).items():
             write_bytes_atomic(join(self.folder_uri, f"{key}-{kind}.jpg"), data, self.options)
 
     def _collect(self, future: Future) -> None:

@@ -1,6 +1,8 @@
-"""Write: each edited row's outputs (the edit and its mask as PNGs) and its background metrics (CPU tasks).
+"""Write: each edited row's outputs at the input's original size, and its background metrics (CPU tasks).
 
-The records come after, in the commit stage, so no record names a missing file.
+For the `files` output format the edit and the mask are written here, as PNGs. For the shard formats they are
+encoded here and travel on to the commit stage, which puts a batch of them in one shard. The records come after,
+in the commit stage, so no record names a missing file.
 """
 
 from __future__ import annotations
@@ -12,12 +14,19 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from diffedit_batch.config import Config
-from diffedit_batch.data.images import encode_png, mask_to_png, restore_size
+from diffedit_batch.config import Config, OutputConfig
+from diffedit_batch.data.images import (
+    ImageDecodeError,
+    encode_jpeg,
+    encode_png,
+    image_extension,
+    mask_to_png,
+    restore_size,
+)
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.metrics import background_metrics
 from diffedit_batch.data.status import ErrorClass, Status
-from diffedit_batch.data.storage import StorageError, StorageOptions, write_bytes_atomic
+from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, write_bytes_atomic
 
 from ..rows import failed, require, to_table
 from .spec import Stage
@@ -25,31 +34,35 @@ from .spec import Stage
 log = logging.getLogger(__name__)
 
 READS = ("status", "edit_id", "width", "height", "model_width", "model_height", "pixels", "edited", "mask",
-         "mask_width", "mask_height")
+         "mask_width", "mask_height", "source_image_uri")
 ADDS = ("image_uri", "mask_uri", "write_s", "background_psnr", "background_ssim", "status", "error", "error_class",
-        "pixels", "edited", "mask")
+        "pixels", "edited", "mask", "encoded_edit", "encoded_edit_ext", "encoded_mask", "encoded_source",
+        "encoded_source_ext")
 
 
 def write_outputs(
-    batch: pa.Table, *, output_prefix: str, options: StorageOptions, background_metrics: bool = True
+    batch: pa.Table, *, output_prefix: str, options: StorageOptions, output: OutputConfig = OutputConfig(),
+    background_metrics: bool = True,
 ) -> pa.Table:
-    """Write each edited row's PNGs; the rows leave with their output URIs and without their pixel payloads.
+    """Each edited row's outputs: written (`files`) or encoded for its shard; the rows leave without their
+    model-size pixel payloads.
 
     With `background_metrics`, each edit's background PSNR/SSIM (diffedit_batch.data.metrics) is computed from
-    the model-resolution input and edit, the last stage that holds both. An output that cannot be written makes
-    its row a storage error.
+    the model-resolution input and edit, the last stage that holds both. An output that cannot be written (or a
+    source that can no longer be read for a shard) makes its row a storage error.
     """
     require(batch, READS, "write")
     layout = OutputLayout(output_prefix)
     out = []
     for row in batch.to_pylist():
         if row["status"] == Status.PENDING:
-            row = _write_one(row, layout, options, background_metrics)
+            row = _write_one(row, layout, options, output, background_metrics)
         out.append({**row, "pixels": None, "edited": None, "mask": None})
     return to_table(out)
 
 
-def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, with_metrics: bool = True) -> dict:
+def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output: OutputConfig,
+               with_metrics: bool) -> dict:
     started = time.perf_counter()
     size = (row["width"], row["height"])
     model_size = (row["model_width"], row["model_height"])
@@ -63,21 +76,43 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, with_me
             row.update(background_psnr=psnr, background_ssim=ssim)
         except ValueError as error:  # a metric must not fail a finished edit: it stays null
             log.warning("no background metrics for %r: %s", row["edit_id"], error)
+    mask_png = mask_to_png(mask, size, output.png_compress_level)
+    if output.sharded:
+        return _encode_for_shard(row, edited, mask_png, options, output, started)
     image_uri = layout.image(row["edit_id"])
     mask_uri = layout.mask(row["edit_id"])
     try:
-        write_bytes_atomic(image_uri, encode_png(edited), options)
-        write_bytes_atomic(mask_uri, mask_to_png(mask, size), options)
+        write_bytes_atomic(image_uri, encode_png(edited, output.png_compress_level), options)
+        write_bytes_atomic(mask_uri, mask_png, options)
     except StorageError as error:
         return failed(row, ErrorClass.STORAGE, f"cannot write outputs: {error}")
     return {**row, "status": Status.OK, "image_uri": image_uri, "mask_uri": mask_uri,
             "write_s": time.perf_counter() - started}
 
 
+def _encode_for_shard(row: dict, edited: Image.Image, mask_png: bytes, options: StorageOptions,
+                      output: OutputConfig, started: float) -> dict:
+    if output.image_format == "jpg":
+        row.update(encoded_edit=encode_jpeg(edited, output.jpeg_quality), encoded_edit_ext="jpg")
+    else:
+        row.update(encoded_edit=encode_png(edited, output.png_compress_level), encoded_edit_ext="png")
+    row["encoded_mask"] = mask_png
+    if output.include_source:
+        # The picture's own bytes, as the shard's training pair: read again rather than carried through the GPU
+        # stage, where a row travels at model size.
+        try:
+            source = read_bytes(row["source_image_uri"], options)
+            row.update(encoded_source=source, encoded_source_ext=image_extension(source))
+        except (StorageError, ImageDecodeError) as error:
+            return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again for its shard: {error}")
+    row["write_s"] = time.perf_counter() - started
+    return row
+
+
 def write_stage(config: Config, output_prefix: str) -> Stage:
     return Stage(
         name="write", run=write_outputs, reads=READS, adds=ADDS, cpus=config.job.write_cpus,
         batch_size=config.job.batch_size,
-        kwargs={"output_prefix": output_prefix, "options": config.storage,
+        kwargs={"output_prefix": output_prefix, "options": config.storage, "output": config.output,
                 "background_metrics": config.metrics.background},
     )
