@@ -69,9 +69,9 @@ def _export(args: argparse.Namespace) -> int:
     try:
         result = export_dataset(
             args.prefix, args.output, _storage_options(args), part_bytes=int(args.part_mb * 1024 * 1024),
-            include_source=not args.no_source,
+            include_source=not args.no_source, export_format=args.format,
         )
-    except (ConfigError, StorageError) as error:
+    except (ConfigError, StorageError, ValueError) as error:
         print(f"export error: {error}", file=sys.stderr)
         return 2
     print(f"exported {result.rows} edits in {len(result.parts)} parts ({result.skipped} skipped for unreadable "
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", default=None, help="output folder (default PREFIX/export)")
     export.add_argument("--part-mb", type=float, default=256.0, help="image megabytes per Parquet part (default 256)")
     export.add_argument("--no-source", action="store_true", help="leave the source pictures out")
+    export.add_argument("--format", default="diffedit", choices=["diffedit", "instruct-pix2pix"],
+                        help="diffedit: edit, mask, source and metadata; instruct-pix2pix: input_image, edit_prompt, "
+                        "edited_image, as the diffusers InstructPix2Pix trainer reads them (default diffedit)")
     export.set_defaults(handler=_export)
 
     compact = commands.add_parser(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from diffedit_batch.config import (
     JobConfig,
     MetricsConfig,
     ModelConfig,
+    OutputConfig,
     StorageOptions,
     config_from_dict,
     config_reference_markdown,
@@ -264,7 +266,8 @@ def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
         ["storage.allowed_schemes=[s3]", "job.max_actors=2", "edit.paper_unconditional_inversion=true"],
     )
     data = config.to_dict()
-    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "storage", "metrics", "concepts", "captions"]
+    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "output", "storage", "metrics", "concepts",
+                                            "captions"]
     assert data["storage"]["allowed_schemes"] == ["s3"]
     assert data["edit"]["num_inference_steps"] == 10
     # safe_dump refuses tuples and other non-plain objects, so this also proves the dict is plain.
@@ -282,7 +285,7 @@ def test_config_from_dict_fills_defaults_and_rejects_unknowns():
 
 def test_sections_table_matches_config_fields():
     assert SECTIONS == {
-        "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "storage": StorageOptions,
+        "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "output": OutputConfig, "storage": StorageOptions,
         "metrics": MetricsConfig, "concepts": ConceptsConfig, "captions": CaptionsConfig,
     }
     for cls in SECTIONS.values():
@@ -381,3 +384,19 @@ def test_tiny_config_points_concepts_and_captions_at_the_tiny_models():
     assert config.concepts.model == "models/tiny-flan-t5" and config.captions.model == "models/tiny-blip"
     assert config.concepts.device == config.captions.device == "cpu"
     assert config.concepts.gpus == config.captions.gpus == 0.0
+
+
+def test_output_section_is_checked_at_the_door():
+    config = load_config(None, ["output.format=webdataset", "output.png_compress_level=0"])
+    assert config.output.sharded and config.output.png_compress_level == 0
+    assert not load_config(None).output.sharded
+    for override, message in [
+        ("output.format=zip", "output.format must be one of files, webdataset, parquet"),
+        ("output.png_compress_level=10", "output.png_compress_level must be in [0, 9]"),
+        ("output.jpeg_quality=0", "output.jpeg_quality must be in [1, 100]"),
+        ("output.shard_rows=0", "output.shard_rows must be a positive integer"),
+        ("output.shard_max_mb=0", "output.shard_max_mb must be > 0"),
+        ("output.image_format=gif", "output.image_format must be one of png, jpg"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [override])

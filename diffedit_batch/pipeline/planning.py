@@ -40,6 +40,9 @@ ROWS_PER_BUCKET = 50_000
 # behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
 # blocks x partitions.
 SMALL_PLAN_BUCKETS = 8
+# The hash shuffle's partitions (each holds whole buckets). Ray Data's driver tracks a shard per map task and
+# partition, so partitions are capped: past the cap, partitions hold more buckets instead of the driver more shards.
+MAX_PARTITIONS = 64
 # Blocks of the plan pass, and the input the hash shuffle's map task takes at once, stay small (Ray's defaults:
 # 128 MiB and 1 GiB): a task's memory is a few of them, whatever the size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
@@ -145,7 +148,7 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
         requests = requests.union(records)
     decide = stages["plan"]
     _choose_shuffle(requests, buckets)
-    summaries = requests.groupby("bucket", num_partitions=buckets).map_groups(
+    summaries = requests.groupby("bucket", num_partitions=min(buckets, MAX_PARTITIONS)).map_groups(
         decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=decide.cpus,
     ).take_all()
     for summary in sorted(summaries, key=lambda row: row["bucket"]):
