@@ -16,6 +16,8 @@ from diffedit_batch.recipe.defaults import (
     DEFAULT_CONCEPT_MODEL,
 )
 
+from diffedit_batch.data.images import parse_buckets
+
 from . import fields
 
 
@@ -46,7 +48,26 @@ class ModelConfig:
     max_unet_batch: int = field(
         default=16, metadata={"help": "Most UNet samples per forward call; bounds GPU memory."}
     )
-    compile_unet: bool = field(default=False, metadata={"help": "torch.compile the UNet (the first batches are slow)."})
+    compile_unet: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the UNet (the first batches are slow); every UNet call is then padded to "
+            "max_unet_batch samples, so it compiles once per latent size."
+        },
+    )
+    compile_mode: str = field(
+        default="default",
+        metadata={"help": "default | reduce-overhead | max-autotune: torch.compile's mode (reduce-overhead: CUDA graphs)."},
+    )
+    aspect_buckets: str = field(
+        default="off",
+        metadata={
+            "help": "off | auto | WxH,WxH,...: off keeps each picture's aspect ratio (longer side = resolution, the "
+            "reference's resize); auto resizes it to the nearest of a set of shapes of about resolution^2 pixels "
+            "(sides multiples of 64, aspect 1:4 to 4:1), so pictures of similar shape share UNet batches; or list "
+            "your own shapes. Outputs are restored to each input's size."
+        },
+    )
     vae_slicing: bool = field(
         default=False, metadata={"help": "Run the VAE one image at a time (less memory, a little slower)."}
     )
@@ -67,6 +88,11 @@ class ModelConfig:
         if self.resolution % 8:
             raise ValueError(f"ModelConfig.resolution must be a multiple of 8, got {self.resolution!r}")
         fields.positive_int(self, "max_unet_batch")
+        fields.one_of(self, "compile_mode", ("default", "reduce-overhead", "max-autotune"))
+        try:
+            parse_buckets(self.aspect_buckets, self.resolution)
+        except ValueError as error:
+            raise ValueError(f"ModelConfig.aspect_buckets {error}") from None
 
 
 @dataclass(frozen=True)

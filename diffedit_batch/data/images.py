@@ -16,8 +16,11 @@ __all__ = [
     "decode_image",
     "encode_jpeg",
     "encode_png",
+    "default_buckets",
+    "fit_to_bucket",
     "fit_to_resolution",
     "image_extension",
+    "parse_buckets",
     "mask_coverage",
     "mask_to_png",
     "restore_size",
@@ -158,6 +161,58 @@ def fit_to_resolution(image: Image.Image, resolution: int, multiple: int = 8) ->
 
     size = (side(width), side(height))
     if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def bucket_step(resolution: int) -> int:
+    """The side granularity of the automatic aspect buckets: 64 px from 512 px up (SDXL's), finer below, always a
+    multiple of 8 (the VAE's latent cell)."""
+    return 64 if resolution >= 512 else max(8, resolution // 8 // 8 * 8)
+
+
+def default_buckets(resolution: int) -> tuple[tuple[int, int], ...]:
+    """Shapes (width, height) of about `resolution`^2 pixels, sides multiples of `bucket_step`, aspect 1:4 to 4:1,
+    as SDXL buckets its training images: a picture is resized to the one nearest its aspect ratio."""
+    step = bucket_step(resolution)
+    area = resolution * resolution
+    best: dict[int, int] = {}  # the shorter side -> the longer side that makes the area nearest the target
+    for long in range(resolution // step * step, 4 * resolution + 1, step):
+        short = max(step, round(area / long / step) * step)
+        if short <= long and long <= 4 * short:
+            if short not in best or abs(short * long - area) < abs(short * best[short] - area):
+                best[short] = long
+    shapes = {(long, short) for short, long in best.items()} | {(short, long) for short, long in best.items()}
+    return tuple(sorted(shapes))
+
+
+def parse_buckets(spec: str, resolution: int) -> tuple[tuple[int, int], ...] | None:
+    """`off` -> None (keep aspect ratios: `fit_to_resolution`); `auto` -> `default_buckets(resolution)`;
+    `WxH,WxH,...` -> those shapes, each side a positive multiple of 8. Raises ValueError naming a bad entry."""
+    spec = spec.strip().lower()
+    if spec == "off":
+        return None
+    if spec == "auto":
+        return default_buckets(resolution)
+    shapes = []
+    for entry in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", entry)
+        if not match:
+            raise ValueError(f"must be off, auto or a list of WxH shapes such as 768x768,896x640; got {entry!r}")
+        width, height = int(match.group(1)), int(match.group(2))
+        if width <= 0 or height <= 0 or width % 8 or height % 8:
+            raise ValueError(f"shape {entry.strip()!r} must have positive sides that are multiples of 8")
+        shapes.append((width, height))
+    return tuple(dict.fromkeys(shapes))
+
+
+def fit_to_bucket(image: Image.Image, buckets: tuple[tuple[int, int], ...]) -> Image.Image:
+    """Resize (LANCZOS) to the bucket whose aspect ratio is nearest the picture's (in log ratio, so 2:1 and 1:2 are
+    as far from 1:1). The shape changes by at most the buckets' spacing; the edit is restored to the input's size
+    afterwards (`restore_size`). Returns `image` itself when it already has that size."""
+    ratio = math.log(image.width / image.height)
+    size = min(buckets, key=lambda shape: (abs(math.log(shape[0] / shape[1]) - ratio), -shape[0] * shape[1]))
+    if image.size == size:
         return image
     return image.resize(size, Image.Resampling.LANCZOS)
 

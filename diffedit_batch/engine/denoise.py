@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .ddim import DDIMSchedule
 from .inversion import guided_prediction
 from .unet_runner import UNetRunner
 
@@ -22,8 +23,7 @@ def blend_source(trajectory: list[torch.Tensor], clean_latents: torch.Tensor, st
 
 def denoise_with_mask(
     run_unet: UNetRunner,
-    scheduler,
-    timesteps: torch.Tensor,
+    schedule: DDIMSchedule,
     trajectory: list[torch.Tensor],
     clean_latents: torch.Tensor,
     masks: torch.Tensor,
@@ -35,9 +35,9 @@ def denoise_with_mask(
     """Denoise from the most-noised inverted latents; `masks` (B, 1, h, w) is 1 where the edit may change."""
     latents = trajectory[-1].clone()
     masks = masks.to(latents.dtype)
-    for step, timestep in enumerate(timesteps):
-        prediction = guided_prediction(run_unet, latents, timestep, scheduler, target, negative, guidance_scale)
-        latents = scheduler.step(prediction, timestep, latents).prev_sample
+    for step in range(len(schedule)):
+        prediction = guided_prediction(run_unet, latents, schedule.timesteps[step], target, negative, guidance_scale)
+        latents = schedule.step(step, prediction, latents)
         source = blend_source(trajectory, clean_latents, step, paper_timing)
         latents = latents * masks + source * (1 - masks)
     return latents

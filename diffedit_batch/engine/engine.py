@@ -25,7 +25,7 @@ from .inversion import invert
 from .latents import LatentCodec, PreparedImage
 from .mask import noised_latents, threshold_mask
 from .prompts import EncodedPrompt, Prompt, PromptEncoder, prompt_key
-from .schedule import forward_timesteps, inverse_timesteps, private_copy
+from .schedule import Schedules
 from .settings import EditSettings
 from .unet_runner import UNetRunner
 
@@ -45,11 +45,20 @@ class EditResult:
 class EngineStats:
     """Work counters and stage seconds, cumulative since the engine was built (for benchmarks and logs)."""
 
-    unet_samples: int = 0
+    unet_calls: int = 0  # UNet forward calls
+    unet_samples: int = 0  # UNet sample-evaluations (the batch sizes of those calls, summed)
+    unet_shapes: set[tuple[int, ...]] = field(default_factory=set)  # distinct UNet input shapes
     vae_encodes: int = 0
+    vae_decodes: int = 0
     text_encodes: int = 0
     edits: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def counters(self) -> dict:
+        """The counters as plain values (shapes as sorted lists), e.g. for a run's metadata file."""
+        return {"unet_calls": self.unet_calls, "unet_samples": self.unet_samples,
+                "unet_shapes": sorted(list(shape) for shape in self.unet_shapes), "vae_encodes": self.vae_encodes,
+                "vae_decodes": self.vae_decodes, "text_encodes": self.text_encodes, "edits": self.edits}
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class DiffEditEngine:
         inverse_scheduler: inversion scheduler; defaults to DDIMInverseScheduler built from `scheduler`'s config.
         max_unet_batch: most UNet samples per forward call (bounds activation memory).
         prompt_cache_size: prompt embeddings kept across calls.
+        static_unet_batches: every UNet call has exactly `max_unet_batch` samples (padded), for a compiled UNet.
     """
 
     def __init__(
@@ -96,6 +106,7 @@ class DiffEditEngine:
         inverse_scheduler=None,
         max_unet_batch: int = 16,
         prompt_cache_size: int = 256,
+        static_unet_batches: bool = False,
     ):
         from diffusers import DDIMInverseScheduler, DDIMScheduler
 
@@ -109,7 +120,8 @@ class DiffEditEngine:
         self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.device = unet.device
         self.dtype = unet.dtype
-        self.run_unet = UNetRunner(unet, max_unet_batch)
+        self.schedules = Schedules(scheduler, inverse_scheduler, self.device)
+        self.run_unet = UNetRunner(unet, max_unet_batch, static_shapes=static_unet_batches)
         self.codec = LatentCodec(vae, self.device, max_batch=max(1, max_unet_batch // 2))
         self.prompts = PromptEncoder(text_encoder, tokenizer, self.device, self.dtype, prompt_cache_size)
         self.stats = EngineStats()
@@ -240,8 +252,7 @@ class DiffEditEngine:
         first_row = {}
         for row in rows:
             first_row.setdefault(row.edit_unit, row)
-        scheduler = private_copy(self.scheduler)
-        timesteps = forward_timesteps(scheduler, settings.num_inference_steps, settings.inpaint_strength, self.device)
+        schedule = self.schedules.denoise(settings.num_inference_steps, settings.inpaint_strength)
         trajectories = [inversions[unit[0]][1] for unit in edit_units]
         trajectory = [torch.cat(step) for step in zip(*trajectories)]
         clean = torch.cat([inversions[unit[0]][0] for unit in edit_units])
@@ -251,22 +262,24 @@ class DiffEditEngine:
         if settings.edit_guided:
             negative = torch.cat([encoded[first_row[unit].source].embedding for unit in edit_units])
         latents = denoise_with_mask(
-            self.run_unet, scheduler, timesteps, trajectory, clean, mask_batch.to(self.device), target, negative,
+            self.run_unet, schedule, trajectory, clean, mask_batch.to(self.device), target, negative,
             settings.guidance_scale, settings.paper_blend_timing,
         )
         self._stage("edit", started)
 
         started = time.perf_counter()
         images = dict(zip(edit_units, self.codec.decode(latents)))
+        self.stats.vae_decodes += len(edit_units)
         self._stage("vae_decode", started)
         return {row.index: EditResult(image=images[row.edit_unit], mask=masks[row.mask_unit]) for row in rows}
 
     def _masks(self, rows, posteriors, encoded, settings) -> dict[tuple, np.ndarray]:
         """Per (image, seed, source, target): the binary mask. One UNet prediction set per (image, seed, prompt)."""
-        scheduler = private_copy(self.scheduler)
-        encode_timestep = forward_timesteps(
-            scheduler, settings.num_inference_steps, settings.mask_encode_strength, self.device
-        )[0]
+        scheduler = self.scheduler  # add_noise only reads its training schedule
+        encode_timestep = torch.tensor(
+            self.schedules.mask_timestep(settings.num_inference_steps, settings.mask_encode_strength),
+            device=self.device,
+        )
         maps = settings.num_maps_per_mask
         noisy: dict[tuple, torch.Tensor] = {}
         for row in rows:
@@ -309,12 +322,9 @@ class DiffEditEngine:
         unconditional = None
         if settings.inversion_guided:
             unconditional = encoded[prompt_key(EMPTY_PROMPT)].embedding.expand(len(units), -1, -1)
-        inverse_scheduler = private_copy(self.inverse_scheduler)
-        timesteps = inverse_timesteps(
-            inverse_scheduler, settings.num_inference_steps, settings.inpaint_strength, self.device
-        )
+        schedule = self.schedules.invert(settings.num_inference_steps, settings.inpaint_strength)
         trajectory = invert(
-            self.run_unet, inverse_scheduler, timesteps, clean_latents.to(self.dtype), conditional, unconditional,
+            self.run_unet, schedule, clean_latents.to(self.dtype), conditional, unconditional,
             settings.invert_guidance_scale,
         )
         return {
@@ -347,3 +357,5 @@ class DiffEditEngine:
             torch.cuda.synchronize(self.device)
         self.stats.seconds[name] += time.perf_counter() - started
         self.stats.unet_samples = self.run_unet.samples_evaluated
+        self.stats.unet_calls = self.run_unet.calls
+        self.stats.unet_shapes = self.run_unet.shapes

@@ -17,6 +17,7 @@ def load_components(
     dtype: torch.dtype | str | None = None,
     revision: str | None = None,
     compile_unet: bool = False,
+    compile_mode: str = "default",
     channels_last: bool | None = None,
     vae_slicing: bool = False,
     vae_tiling: bool = False,
@@ -27,7 +28,9 @@ def load_components(
     - safetensors only (`use_safetensors=True`): a folder holding only pickled weights fails to load.
     - attention: PyTorch's scaled_dot_product_attention (diffusers' AttnProcessor2_0).
     - channels_last: default on for CUDA, where it speeds up the UNet's convolutions.
-    - compile_unet: `torch.compile` once here, so each actor pays the compile cost once, not per batch.
+    - compile_unet: `torch.compile` once here (with `compile_mode`: default, reduce-overhead for CUDA graphs,
+      max-autotune), so each actor pays the compile cost once; the engine then pads every UNet call to
+      `max_unet_batch` samples, so one compiled graph serves each latent size.
     - vae_slicing / vae_tiling: decode large images in slices / tiles to bound VAE memory.
     Returns (components for DiffEditEngine, engine options).
     """
@@ -64,8 +67,8 @@ def load_components(
     if vae_tiling:
         vae.enable_tiling()
     if compile_unet:
-        log.info("compiling the UNet with torch.compile (once per engine)")
-        unet = torch.compile(unet)
+        log.info("compiling the UNet with torch.compile (mode %s, once per engine)", compile_mode)
+        unet = torch.compile(unet, mode=compile_mode)
     components = {
         "unet": unet,
         "vae": vae,
@@ -74,4 +77,4 @@ def load_components(
         "scheduler": scheduler,
         "inverse_scheduler": inverse_scheduler,
     }
-    return components, {"prompt_cache_size": prompt_cache_size}
+    return components, {"prompt_cache_size": prompt_cache_size, "static_unet_batches": compile_unet}

@@ -12,8 +12,9 @@ import torch
 
 
 def noised_latents(latents: torch.Tensor, noise: torch.Tensor, scheduler, timestep: torch.Tensor) -> torch.Tensor:
-    """The mask's `num_maps_per_mask` noisy copies of one image at `timestep`."""
-    return scheduler.scale_model_input(scheduler.add_noise(latents, noise, timestep), timestep)
+    """The mask's `num_maps_per_mask` noisy copies of one image at `timestep` (DDIM's `scale_model_input` is the
+    identity)."""
+    return scheduler.add_noise(latents, noise, timestep)
 
 
 def threshold_mask(source_prediction: torch.Tensor, target_prediction: torch.Tensor, ratio: float) -> torch.Tensor:

@@ -2,6 +2,11 @@
 
 On a CUDA out-of-memory error the chunk is halved and retried, and the cap is lowered for later calls, so a
 batch that is too large for the card slows down instead of failing its rows.
+
+With `static_shapes` (for a compiled UNet) every call has exactly `max_batch` samples: a short last chunk is
+padded along the batch axis (each sample's output depends on that sample alone, so padding changes no row), and
+every chunk is a fresh tensor rather than a view at some storage offset. torch.compile then sees one input shape
+per latent size, compiles once for it, and CUDA graphs (`mode="reduce-overhead"`) can replay it.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class UNetRunner:
-    def __init__(self, unet, max_batch: int = 16):
+    def __init__(self, unet, max_batch: int = 16, static_shapes: bool = False):
         if max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch}")
         self.unet = unet
         self.max_batch = max_batch
-        self.samples_evaluated = 0  # UNet sample-evaluations since construction
+        self.static_shapes = static_shapes
+        self.samples_evaluated = 0  # UNet sample-evaluations since construction (padding not included)
+        self.calls = 0  # forward calls since construction
+        self.shapes: set[tuple[int, ...]] = set()  # distinct input shapes (B, C, h, w) seen
 
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
@@ -42,5 +50,19 @@ class UNetRunner:
         return torch.cat(outputs)
 
     def _forward(self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        self.samples_evaluated += latents.shape[0]
-        return self.unet(latents, timestep, encoder_hidden_states=embeddings).sample
+        samples = latents.shape[0]
+        self.samples_evaluated += samples
+        self.calls += 1
+        if self.static_shapes:
+            latents, embeddings = (self._padded(tensor, self.max_batch - samples) for tensor in (latents, embeddings))
+        self.shapes.add(tuple(latents.shape))
+        return self.unet(latents, timestep, encoder_hidden_states=embeddings).sample[:samples]
+
+    @staticmethod
+    def _padded(tensor: torch.Tensor, padding: int) -> torch.Tensor:
+        """`tensor` grown by `padding` copies of its last sample, as a fresh tensor in the standard layout: dynamo
+        guards on strides and storage offsets too, and latents reach here channels-last (from the VAE) or as
+        slices."""
+        if padding:
+            tensor = torch.cat([tensor, tensor[-1:].expand(padding, *tensor.shape[1:])])
+        return tensor.clone(memory_format=torch.contiguous_format)

@@ -92,7 +92,8 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     finally:
         summary.seconds = time.perf_counter() - started
     metadata.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds, ok=summary.ok,
-                    failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped)
+                    failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
+                    engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
     write_run_metadata(output_prefix, metadata, options)
     return summary
 

@@ -41,6 +41,11 @@ WORK_SCHEMA = pa.schema(
         # the edit actor's idle time before this row's batch arrived (its share): the data path starving it
         pa.field("actor_wait_s", pa.float64()),
         pa.field("node_id", pa.string()),  # the Ray node of the edit actor that handled the row
+        # the engine's work for an engine call (JSON counters, on the call's first row): data for the run file
+        pa.field("engine_counts", pa.string()),
+        # CPU seconds the row cost the fetch and write stages (its share of their batches)
+        pa.field("fetch_cpu_s", pa.float64()),
+        pa.field("write_cpu_s", pa.float64()),
         # quality metrics (background PSNR/SSIM in the write stage, CLIP scores in their own stage)
         *METRIC_FIELDS,
         # a sharded output's files, encoded by the write stage and put in a shard by the commit stage
@@ -66,6 +71,9 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("actor_wait_s", pa.float64()),
         # False when the row's record could not be written: nothing was persisted for it
         pa.field("recorded", pa.bool_()),
+        pa.field("engine_counts", pa.string()),
+        pa.field("fetch_cpu_s", pa.float64()),
+        pa.field("write_cpu_s", pa.float64()),
     ]
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,6 +25,16 @@ class JobSummary:
     actor_wait_s: float = 0.0  # summed over edit actors: waiting for the next batch after the first
     planned_s: float = 0.0  # time to the end of the plan: before the first edit
     record_files: int | None = None  # record files in the result manifest after the run's compaction
+    # the engines' work, summed over the edit actors (unet_shapes: the distinct UNet input shapes)
+    engine: dict = field(default_factory=lambda: {"unet_calls": 0, "unet_samples": 0, "unet_shapes": [],
+                                                   "vae_encodes": 0, "vae_decodes": 0, "text_encodes": 0, "edits": 0})
+    fetch_cpu_s: float = 0.0  # CPU seconds in the fetch stage (read, decode, resize)
+    write_cpu_s: float = 0.0  # CPU seconds in the write stage (metrics, encodes, writes)
+
+    @property
+    def unet_samples_per_call(self) -> float | None:
+        calls = self.engine["unet_calls"]
+        return self.engine["unet_samples"] / calls if calls else None
 
     @property
     def actor_busy_fraction(self) -> float | None:
@@ -49,6 +60,8 @@ class JobSummary:
             f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
             f"(done earlier); {self.edits_per_second:.3f} edits/s over {self.seconds:.1f} s"
             + (f"; edit actors busy {busy:.0%} of the time after start-up" if busy is not None else "")
+            + (f"; {self.unet_samples_per_call:.1f} UNet samples per call"
+               if self.unet_samples_per_call is not None else "")
             + (f"; errors by class: {classes}" if classes else "")
         )
 
@@ -66,6 +79,10 @@ class JobSummary:
         """Count one block of the commit stage's summary rows."""
         self.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
         self.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
+        self.fetch_cpu_s += pc.sum(batch["fetch_cpu_s"]).as_py() or 0.0
+        self.write_cpu_s += pc.sum(batch["write_cpu_s"]).as_py() or 0.0
+        for counts in batch["engine_counts"].drop_null().to_pylist():
+            self._add_engine(json.loads(counts))
         for status, error_class in zip(batch["status"].to_pylist(), batch["error_class"].to_pylist()):
             if status == Status.OK:
                 self.ok += 1
@@ -75,3 +92,11 @@ class JobSummary:
             else:
                 self.failed += 1
                 self.error_classes[error_class or "unknown"] += 1
+
+    def _add_engine(self, counts: dict) -> None:
+        for name, value in counts.items():
+            if name == "unet_shapes":
+                shapes = {tuple(shape) for shape in self.engine[name]} | {tuple(shape) for shape in value}
+                self.engine[name] = sorted(list(shape) for shape in shapes)
+            else:
+                self.engine[name] = self.engine.get(name, 0) + value

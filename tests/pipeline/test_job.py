@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -38,9 +39,10 @@ def test_example_manifest_end_to_end(ray_local, job_config, example_copy, tmp_pa
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
         assert abs(np.asarray(mask).mean() / 255 - record["mask_coverage"]) < 0.05
         assert record["model_id"] and record["run_id"] == summary.run_id
-        assert record["edit_s"] > 0 and record["fetch_s"] > 0 and record["write_s"] >= 0
+        assert record["edit_s"] > 0 and record["fetch_s"] >= 0 and record["write_s"] >= 0
         assert str(Path(record["image_uri"]).resolve()).startswith(str(output.resolve()))
     by_id = {r["id"]: r for r in records}
+    assert by_id["astronaut-robot"]["fetch_s"] > 0
     assert by_id["astronaut-robot"]["seed"] == 1
     assert by_id["coffee-tea"]["inversion_prompt"] == "a cup of coffee on a saucer on a table"
     # the targets of one row share its seed (derived from the row id when the manifest gives none)
@@ -57,6 +59,13 @@ def test_example_manifest_end_to_end(ray_local, job_config, example_copy, tmp_pa
     side = ds.dataset(str(output / "concepts"), format="parquet").to_table().to_pylist()
     assert {row["concept"] for row in side} == {"cat", "dog"}
     assert all(len(row["captions"]) == 4 and row["run_id"] == summary.run_id for row in side)
+    # the run file sums the edit actors' engine counters and the CPU side's seconds
+    run_file = json.loads((output / "runs" / f"{summary.run_id}.json").read_text())
+    engine = run_file["engine"]
+    assert engine["edits"] == 8 and engine["vae_encodes"] >= 1 and engine["vae_decodes"] >= 1
+    assert engine["text_encodes"] >= 1 and 0 < engine["unet_calls"] <= engine["unet_samples"]
+    assert 1 <= len(engine["unet_shapes"]) <= engine["unet_calls"]  # the distinct [B, C, h, w] themselves
+    assert run_file["fetch_cpu_s"] > 0 and run_file["write_cpu_s"] > 0
 
     again = run_job(job_config(), str(example_copy / "manifest.parquet"), str(output))
     assert (again.ok, again.failed, again.skipped) == (0, 0, 8)

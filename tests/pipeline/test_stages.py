@@ -103,10 +103,16 @@ class FlakyEngine:
     vae_scale_factor = 8
 
     def __init__(self):
+        from diffedit_batch.engine import EngineStats
+
         self.calls: list[list[str]] = []
+        self.stats = EngineStats()
 
     def edit(self, images, sources, targets, seeds, settings=None, inversion_prompts=None):
         self.calls.append(list(targets))
+        self.stats.unet_calls += 1
+        self.stats.unet_samples += 2 * len(targets)
+        self.stats.unet_shapes.add((2 * len(targets), 4, images[0].height // 8, images[0].width // 8))
         if "boom" in targets:
             raise RuntimeError("the model broke on this row")
         return [FakeResult(image, np.ones((image.height // 8, image.width // 8), np.uint8)) for image in images]
@@ -114,7 +120,7 @@ class FlakyEngine:
 
 def test_edit_stage_retries_a_failed_batch_row_by_row():
     engine = FlakyEngine()
-    stage = EditStage(None, EditSettings(), engine=engine)
+    stage = EditStage(None, EditSettings(), engine=engine, batch_size=8)
     picture = np.full((16, 24, 3), 100, np.uint8).tobytes()
     rows = [{"edit_id": name, "status": Status.PENDING, "model_width": 24, "model_height": 16, "pixels": picture,
              "source_prompt": "a", "target_prompt": name, "seed": 1, "inversion_prompt": None}
@@ -128,3 +134,33 @@ def test_edit_stage_retries_a_failed_batch_row_by_row():
         assert out[name]["status"] == Status.PENDING and out[name]["edited"] == picture
         assert (out[name]["mask_width"], out[name]["mask_height"], out[name]["mask_coverage"]) == (3, 2, 1.0)
     assert out["earlier-error"]["error"] == "bad" and out["earlier-error"]["edited"] is None
+
+
+def test_an_edit_block_is_grouped_by_shape_into_calls_that_keep_a_pictures_targets():
+    from diffedit_batch.pipeline.stages.edit import engine_calls
+
+    def row(row_index, target, width=64):
+        return {"edit_id": f"{row_index}#{target}", "row_index": row_index, "model_width": width, "model_height": 64}
+
+    rows = ([row(0, k) for k in range(3)] + [row(1, 0, width=96)] + [row(2, k) for k in range(3)]
+            + [row(3, k, width=96) for k in range(2)] + [row(4, k) for k in range(5)])
+    calls = [[r["edit_id"] for r in call] for call in engine_calls(rows, batch_size=4)]
+    assert calls == [["0#0", "0#1", "0#2"], ["2#0", "2#1", "2#2"], ["4#0", "4#1", "4#2", "4#3", "4#4"],
+                     ["1#0", "3#0", "3#1"]]
+
+
+def test_the_edit_stage_reports_each_engine_calls_work_for_the_run_file():
+    import json
+
+    engine = FlakyEngine()
+    stage = EditStage(None, EditSettings(), engine=engine, batch_size=2)
+    picture = np.full((16, 24, 3), 100, np.uint8).tobytes()
+    rows = [{"edit_id": name, "row_index": k, "status": Status.PENDING, "model_width": 24, "model_height": 16,
+             "pixels": picture, "source_prompt": "a", "target_prompt": name, "seed": 1, "inversion_prompt": None}
+            for k, name in enumerate(("a", "b", "c"))]
+    out = stage(to_table(rows)).to_pylist()
+    counts = [json.loads(row["engine_counts"]) if row["engine_counts"] else None for row in out]
+    assert counts[1] is None  # the second row of the first call
+    assert counts[0]["unet_calls"] == counts[2]["unet_calls"] == 1
+    assert (counts[0]["unet_samples"], counts[2]["unet_samples"]) == (4, 2)
+    assert counts[0]["unet_shapes"] == [[4, 4, 2, 3]] and counts[2]["unet_shapes"] == [[2, 4, 2, 3]]

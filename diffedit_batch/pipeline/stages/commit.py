@@ -52,7 +52,9 @@ def commit_records(batch: pa.Table, *, output_prefix: str, options: StorageOptio
         _write_shards(rows, OutputLayout(output_prefix), options, output, run_id)
     records = [record_from_row(row, model_id, run_id) for row in rows]
     summary = [{"edit_id": row["edit_id"], "status": record["status"], "error_class": record["error_class"],
-                "edit_s": row.get("edit_s"), "actor_wait_s": row.get("actor_wait_s"), "recorded": True}
+                "edit_s": row.get("edit_s"), "actor_wait_s": row.get("actor_wait_s"), "recorded": True,
+                "engine_counts": row.get("engine_counts"), "fetch_cpu_s": row.get("fetch_cpu_s"),
+                "write_cpu_s": row.get("write_cpu_s")}
                for row, record in zip(rows, records)]
     if records:
         try:

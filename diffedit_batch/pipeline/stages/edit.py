@@ -1,9 +1,17 @@
-"""Edit: an actor that holds one DiffEditEngine (loaded once) and edits each batch of pending rows."""
+"""Edit: an actor that holds one DiffEditEngine (loaded once) and edits each block of pending rows.
+
+An actor takes a whole block (a slice of the work list, up to Ray Data's block size) and groups it itself: rows of
+one model-input shape go together, a picture's targets stay in one engine call (they share its encode and
+inversion), and each engine call holds at most `job.batch_size` rows. Rows of one shape then fill the UNet's
+batches; with aspect buckets (`model.aspect_buckets`) most rows of a block share a few shapes.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
+from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
@@ -16,10 +24,34 @@ from diffedit_batch.data.status import ErrorClass, Status
 from ..rows import failed, require, to_table
 from .spec import Stage
 
-READS = ("status", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
+READS = ("status", "row_index", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
          "target_concept", "inversion_prompt", "seed")
 ADDS = ("edited", "mask", "mask_width", "mask_height", "mask_coverage", "prompt_truncated", "edit_s", "actor_wait_s",
-        "node_id", "status", "error", "error_class")
+        "node_id", "status", "error", "error_class", "engine_counts")
+
+
+def engine_calls(rows: list[dict], batch_size: int) -> list[list[dict]]:
+    """The engine calls of a block: rows grouped by model-input shape; whole manifest rows (a picture's targets)
+    packed in order into calls of at most `batch_size` rows (a row with more targets than that is a call of its
+    own)."""
+    by_shape: dict[tuple, list[list[dict]]] = defaultdict(list)
+    for row in rows:
+        pictures = by_shape[(row["model_width"], row["model_height"])]
+        if pictures and pictures[-1][0]["row_index"] == row["row_index"] and row["row_index"] is not None:
+            pictures[-1].append(row)
+        else:
+            pictures.append([row])
+    calls = []
+    for pictures in by_shape.values():
+        call: list[dict] = []
+        for picture in pictures:
+            if call and len(call) + len(picture) > batch_size:
+                calls.append(call)
+                call = []
+            call.extend(picture)
+        if call:
+            calls.append(call)
+    return calls
 
 
 class EditStage:
@@ -31,8 +63,9 @@ class EditStage:
     """
 
     def __init__(self, model_config, edit_settings, mode: str = "edit", concept_captions: dict | None = None,
-                 engine=None):
+                 engine=None, batch_size: int = 8):
         self.settings = edit_settings
+        self.batch_size = batch_size
         self.mode = mode
         self.concept_captions = concept_captions or {}  # concept -> its Flan-T5 captions
         self.concept_embeddings: dict = {}
@@ -47,6 +80,7 @@ class EditStage:
                 revision=model_config.revision,
                 max_unet_batch=model_config.max_unet_batch,
                 compile_unet=model_config.compile_unet,
+                compile_mode=model_config.compile_mode,
                 channels_last=None if model_config.channels_last else False,  # None: on for CUDA only
                 vae_slicing=model_config.vae_slicing,
                 vae_tiling=model_config.vae_tiling,
@@ -66,13 +100,29 @@ class EditStage:
             started = time.perf_counter()
             # Idle time between batches is the data path starving the actor (the first wait is model start-up).
             waited = started - self.last_batch_end if self.last_batch_end is not None else 0.0
-            self._edit_rows([rows[i] for i in pending])
+            for call in engine_calls([rows[i] for i in pending], self.batch_size):
+                before = self._counters()
+                self._edit_rows(call)
+                # The call's work, on its first row: the commit stage's summaries carry it to the driver.
+                call[0]["engine_counts"] = json.dumps(self._counters(before))
             for i in pending:
                 rows[i]["node_id"] = self.node_id
                 rows[i]["actor_wait_s"] = waited / len(pending)
             self.last_batch_end = time.perf_counter()
             self.busy_s += self.last_batch_end - started
         return to_table(rows)
+
+    def _counters(self, before: dict | None = None) -> dict:
+        """The engine's work counters now, or since `before` (shapes: the ones first seen since)."""
+        if self.engine is None:
+            counters = {"unet_calls": 0, "unet_samples": 0, "unet_shapes": [], "vae_encodes": 0, "vae_decodes": 0,
+                        "text_encodes": 0, "edits": 0}
+        else:
+            counters = self.engine.stats.counters()
+        if before is None:
+            return counters
+        return {name: sorted(set(map(tuple, value)) - set(map(tuple, before[name]))) if name == "unet_shapes"
+                else value - before[name] for name, value in counters.items()}
 
     def _edit_rows(self, rows: list[dict]) -> None:
         started = time.perf_counter()
@@ -137,10 +187,10 @@ def edit_stage(config: Config, concept_captions: dict[str, list[str]] | None = N
     job = config.job
     return Stage(
         name="edit", run=EditStage, reads=READS, adds=ADDS, cpus=job.cpus_per_actor, gpus=job.gpus_per_actor,
-        actors=(job.num_actors, max(job.num_actors, job.max_actors or job.num_actors)), batch_size=job.batch_size,
+        actors=(job.num_actors, max(job.num_actors, job.max_actors or job.num_actors)), batch_size=None,
         max_tasks_in_flight_per_actor=job.max_tasks_in_flight_per_actor,
         kwargs={"model_config": config.model, "edit_settings": config.edit, "mode": job.mode,
-                "concept_captions": concept_captions},
+                "concept_captions": concept_captions, "batch_size": job.batch_size},
     )
 
 

@@ -37,7 +37,7 @@ READS = ("status", "edit_id", "width", "height", "model_width", "model_height", 
          "mask_width", "mask_height", "source_image_uri")
 ADDS = ("image_uri", "mask_uri", "write_s", "background_psnr", "background_ssim", "status", "error", "error_class",
         "pixels", "edited", "mask", "encoded_edit", "encoded_edit_ext", "encoded_mask", "encoded_source",
-        "encoded_source_ext")
+        "encoded_source_ext", "write_cpu_s")
 
 
 def write_outputs(
@@ -52,12 +52,16 @@ def write_outputs(
     source that can no longer be read for a shard) makes its row a storage error.
     """
     require(batch, READS, "write")
+    cpu_started = time.process_time()
     layout = OutputLayout(output_prefix)
     out = []
     for row in batch.to_pylist():
         if row["status"] == Status.PENDING:
             row = _write_one(row, layout, options, output, background_metrics)
         out.append({**row, "pixels": None, "edited": None, "mask": None})
+    cpu = (time.process_time() - cpu_started) / max(1, len(out))
+    for row in out:
+        row["write_cpu_s"] = cpu
     return to_table(out)
 
 
