@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .redaction import install_log_redaction
+
 __all__ = ["DiffEditEngine", "EditResult", "EditSettings"]
 __version__ = "0.1.0"
+
+install_log_redaction()  # no credential inside a URI reaches a log, in the driver or in a Ray worker
 
 if TYPE_CHECKING:
     from .engine import DiffEditEngine, EditResult, EditSettings

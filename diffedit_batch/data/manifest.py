@@ -24,6 +24,8 @@ from diffedit_batch.seeds import seed_problem
 from .storage import (
     StorageError,
     StorageOptions,
+    bounded,
+    file_type,
     list_files,
     parent_uri,
     redact_uri,
@@ -177,12 +179,9 @@ def check_manifest_schema(schema: pa.Schema) -> None:
 
 def _manifest_type(uri: str, options: StorageOptions | None) -> pafs.FileType:
     try:
-        filesystem, path = resolve(uri, options)
-        return filesystem.get_file_info(path).type
+        return file_type(uri, options)
     except StorageError as exc:
         raise ManifestError(f"cannot open manifest: {exc}") from exc
-    except (OSError, pa.ArrowException) as exc:
-        raise ManifestError(f"cannot open manifest {redact_uri(uri)}: {exc}") from exc
 
 
 def manifest_files(uri: str, options: StorageOptions | None = None) -> list[str]:
@@ -239,11 +238,13 @@ class Manifest:
 
 
 def _read_footer(file_uri: str, options: StorageOptions | None) -> tuple[pa.Schema, int]:
+    options = options or StorageOptions()
     filesystem, path = resolve(file_uri, options)
     try:
-        metadata = pq.read_metadata(path, filesystem=filesystem)
+        metadata = bounded(filesystem, lambda: pq.read_metadata(path, filesystem=filesystem),
+                           f"reading {redact_uri(file_uri)}", options)
         schema = metadata.schema.to_arrow_schema()
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, StorageError) as exc:
         raise ManifestError(f"cannot read manifest file {redact_uri(file_uri)}: {exc}") from exc
     try:
         check_manifest_schema(schema)

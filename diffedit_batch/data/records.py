@@ -24,7 +24,15 @@ import pyarrow.parquet as pq
 from .layout import OutputLayout
 from .metrics import METRIC_FIELDS
 from .status import Status
-from .storage import StorageError, StorageOptions, list_file_infos, redact_uri, resolve, write_bytes_atomic
+from .storage import (
+    StorageError,
+    StorageOptions,
+    list_file_infos,
+    redact_text,
+    redact_uri,
+    resolve,
+    write_bytes_atomic,
+)
 
 __all__ = [
     "RECORD_SCHEMA",
@@ -160,17 +168,18 @@ RECORD_SCHEMA = extend_result_schema(*METRIC_FIELDS)
 
 
 def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
-    """The result record of a work row (a row's names are the record's); outputs and metrics only when ok."""
+    """The result record of a work row (a row's names are the record's); outputs and metrics only when ok.
+    Credentials in the source URI or the error message (user info, signed-URL parameters) are redacted."""
     ok = row["status"] == Status.OK
     return {
         "id": row.get("edit_id"),
         "row_id": row.get("row_id"),
         "status": row["status"],
-        "error": row.get("error"),
+        "error": redact_text(row.get("error")),
         "error_class": row.get("error_class"),
         "image_uri": row.get("image_uri") if ok else None,
         "mask_uri": row.get("mask_uri") if ok else None,
-        "source_image_uri": row.get("source_image_uri"),
+        "source_image_uri": redact_uri(row.get("source_image_uri")),
         "source_prompt": row.get("source_prompt"),
         "target_prompt": row.get("target_prompt"),
         "inversion_prompt": row.get("inversion_prompt"),

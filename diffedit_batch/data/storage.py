@@ -8,7 +8,10 @@ and never appear in errors or logs.
 
 from __future__ import annotations
 
+import datetime as dt
+import base64
 import hashlib
+import http.client
 import os
 import posixpath
 import re
@@ -19,23 +22,28 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from diffedit_batch.redaction import redact_text, redact_uri
+
 __all__ = [
     "StorageError",
     "StorageOptions",
+    "bounded",
     "delete",
     "delete_folder",
     "exists",
+    "file_type",
     "join",
     "list_file_infos",
     "list_files",
     "output_key",
     "parent_uri",
     "read_bytes",
+    "redact_text",
     "redact_uri",
     "resolve",
     "resolve_relative",
@@ -89,6 +97,14 @@ class StorageOptions:
         default=256 * _MiB, metadata={"help": "Largest input object read, in bytes; a larger one is that row's error."}
     )
     http_timeout_s: float = field(default=30.0, metadata={"help": "Socket timeout of an http(s) read, in seconds."})
+    timeout_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "Longest any one storage operation on S3 or GCS (a read, a write attempt, a listing, a delete) may "
+            "take, in seconds; then it fails: a row's read or write becomes its storage error, the job's own files "
+            "end the run with a message. Guards against stores that never answer (e.g. gs:// with no credentials)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("s3_endpoint_url", "s3_region"):
@@ -116,7 +132,7 @@ class StorageOptions:
                 raise ValueError(f"StorageOptions.{name} must be an integer, got {value!r}")
             if value < low:
                 raise ValueError(f"StorageOptions.{name} must be >= {low}, got {value!r}")
-        for name, positive in (("retry_backoff_s", False), ("http_timeout_s", True)):
+        for name, positive in (("retry_backoff_s", False), ("http_timeout_s", True), ("timeout_s", True)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"StorageOptions.{name} must be a number, got {value!r}")
@@ -138,20 +154,6 @@ def _split_scheme(uri: str) -> tuple[str, str]:
     if match is None:
         return "file", uri
     return match.group(1).lower(), match.group(2)
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` as it may appear in a log or error: http(s) URIs lose user:password and the query
-    (presigned URLs carry their signature there)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparsable URI>"
-    if parts.scheme in _HTTP:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return uri
 
 
 def join(prefix: str, *parts: str) -> str:
@@ -216,7 +218,8 @@ _filesystems: dict[tuple, pafs.FileSystem] = {}
 _filesystems_lock = threading.Lock()
 
 
-def _s3_endpoint(options: StorageOptions) -> str | None:
+def s3_endpoint(options: StorageOptions) -> str | None:
+    """The S3 endpoint URL to use: the option, else the AWS environment variables, else None (AWS itself)."""
     return (
         options.s3_endpoint_url
         or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -225,7 +228,7 @@ def _s3_endpoint(options: StorageOptions) -> str | None:
     )
 
 
-def _make_filesystem(scheme: str, endpoint: str | None, region: str | None) -> pafs.FileSystem:
+def _make_filesystem(scheme: str, endpoint: str | None, region: str | None, timeout_s: float) -> pafs.FileSystem:
     if scheme == "file":
         return pafs.LocalFileSystem()
     if scheme == "s3":
@@ -236,9 +239,10 @@ def _make_filesystem(scheme: str, endpoint: str | None, region: str | None) -> p
             kwargs["scheme"] = parsed.scheme
         # Delayed open: an object smaller than one upload part is written with a single PUT (else a multipart
         # upload of three requests); either way it appears whole or not at all.
-        return pafs.S3FileSystem(allow_delayed_open=True, **kwargs)
+        return pafs.S3FileSystem(allow_delayed_open=True, connect_timeout=timeout_s, request_timeout=timeout_s,
+                                 **kwargs)
     if scheme == "gs":
-        return pafs.GcsFileSystem()
+        return pafs.GcsFileSystem(retry_time_limit=dt.timedelta(seconds=timeout_s))
     raise StorageError(f"no filesystem for scheme {scheme!r}")
 
 
@@ -266,15 +270,19 @@ def resolve(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileS
         raise StorageError(f"unsupported URI scheme {scheme!r} in {redact_uri(uri)}")
     if scheme in _OBJECT_STORES and not rest.strip("/"):
         raise StorageError(f"URI has no bucket: {redact_uri(uri)}")
+    if scheme in _OBJECT_STORES and redact_uri(uri) != uri:
+        raise StorageError(f"{redact_uri(uri)}: credentials inside a URI are not used (and never stored); give them "
+                           "through the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GCS application "
+                           "default credentials)")
 
-    endpoint = _s3_endpoint(options) if scheme == "s3" else None
+    endpoint = s3_endpoint(options) if scheme == "s3" else None
     region = options.s3_region if scheme == "s3" else None
     # The pid is part of the key: AWS SDK clients must not be shared across a fork.
-    key = (os.getpid(), scheme, endpoint, region)
+    key = (os.getpid(), scheme, endpoint, region, options.timeout_s)
     with _filesystems_lock:
         filesystem = _filesystems.get(key)
         if filesystem is None:
-            filesystem = _filesystems[key] = _make_filesystem(scheme, endpoint, region)
+            filesystem = _filesystems[key] = _make_filesystem(scheme, endpoint, region, options.timeout_s)
 
     if scheme == "file":
         return filesystem, os.path.abspath(rest)
@@ -289,15 +297,57 @@ def _with_scheme_of(template_uri: str, path: str) -> str:
     return f"{scheme}://{path}"
 
 
+def bounded(filesystem: pafs.FileSystem, action: Callable[[], _T], what: str, options: StorageOptions) -> _T:
+    """``action()``, failing with StorageError after ``options.timeout_s`` on an object store.
+
+    pyarrow's S3 and GCS clients have their own timeouts, but not for every stall (GCS without credentials waits
+    on the metadata server for minutes): the call runs in a daemon thread that is abandoned when it overruns.
+    Local disk is called directly.
+    """
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return action()
+    outcome: dict = {}
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            outcome["value"] = action()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="storage-call", daemon=True).start()
+    if not done.wait(options.timeout_s):
+        raise StorageError(f"{what} timed out after {options.timeout_s:g} s (storage.timeout_s)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 
+def _http_request(uri: str) -> urllib.request.Request:
+    """A GET for `uri`; user info in it (`https://user:password@host/...`) becomes a Basic Authorization header,
+    as curl and requests do (urllib would take it for a port and fail with the password in its message)."""
+    headers = {"User-Agent": "diffedit-batch"}
+    parts = urlsplit(uri)
+    if parts.username is not None or parts.password is not None:
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        uri = urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
+    return urllib.request.Request(uri, headers=headers)
+
+
 def _read_http(uri: str, options: StorageOptions) -> bytes:
-    request = urllib.request.Request(uri, headers={"User-Agent": "diffedit-batch"})
     try:
+        request = _http_request(uri)
         with urllib.request.urlopen(request, timeout=options.http_timeout_s) as response:
             data = response.read(options.max_read_bytes + 1)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPException: bad URL, cut-off response
         raise StorageError(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
     if len(data) > options.max_read_bytes:
         raise StorageError(
@@ -318,7 +368,8 @@ def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
         _check_scheme(scheme, uri, options)
         return _read_http(uri, options)
     filesystem, path = resolve(uri, options)
-    try:
+
+    def read() -> bytes:
         with filesystem.open_input_file(path) as stream:
             size = stream.size()
             if size > options.max_read_bytes:
@@ -327,6 +378,9 @@ def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
                     "read limit (max_read_bytes)"
                 )
             return stream.read()
+
+    try:
+        return bounded(filesystem, read, f"reading {redact_uri(uri)}", options)
     except FileNotFoundError as exc:
         raise StorageError(f"cannot read {redact_uri(uri)}: not found") from exc
     except (OSError, pa.ArrowException) as exc:
@@ -335,18 +389,32 @@ def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
 
 def exists(uri: str, options: StorageOptions | None = None) -> bool:
     """Whether a file (or, on object stores, any object under the prefix) exists at ``uri``."""
+    options = options or StorageOptions()
     filesystem, path = resolve(uri, options)
     try:
-        return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+        info = bounded(filesystem, lambda: filesystem.get_file_info(path), f"checking {redact_uri(uri)}", options)
+        return info.type != pafs.FileType.NotFound
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot check {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+
+
+def file_type(uri: str, options: StorageOptions | None = None) -> pafs.FileType:
+    """What is at ``uri``: File, Directory or NotFound (on object stores, Directory for a prefix with objects)."""
+    options = options or StorageOptions()
+    filesystem, path = resolve(uri, options)
+    try:
+        return bounded(filesystem, lambda: filesystem.get_file_info(path).type, f"checking {redact_uri(uri)}",
+                       options)
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"cannot check {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
 
 
 def delete(uri: str, options: StorageOptions | None = None) -> None:
     """Delete the file at ``uri``; a missing file is not an error."""
+    options = options or StorageOptions()
     filesystem, path = resolve(uri, options)
     try:
-        filesystem.delete_file(path)
+        bounded(filesystem, lambda: filesystem.delete_file(path), f"deleting {redact_uri(uri)}", options)
     except FileNotFoundError:
         pass
     except (OSError, pa.ArrowException) as exc:
@@ -356,9 +424,10 @@ def delete(uri: str, options: StorageOptions | None = None) -> None:
 def delete_folder(uri: str, options: StorageOptions | None = None) -> None:
     """Delete the folder at ``uri`` and everything under it (on object stores: every object under the prefix);
     a missing folder is not an error."""
+    options = options or StorageOptions()
     filesystem, path = resolve(uri, options)
     try:
-        filesystem.delete_dir(path)
+        bounded(filesystem, lambda: filesystem.delete_dir(path), f"deleting {redact_uri(uri)}", options)
     except FileNotFoundError:
         pass
     except (OSError, pa.ArrowException) as exc:
@@ -384,10 +453,12 @@ def list_file_infos(
     style of ``uri_prefix`` (``s3://...`` stays ``s3://...``, a bare path stays bare). On object stores this is
     one listing request per 1,000 objects.
     """
+    options = options or StorageOptions()
     filesystem, path = resolve(uri_prefix, options)
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
     try:
-        infos = filesystem.get_file_info(selector)
+        infos = bounded(filesystem, lambda: filesystem.get_file_info(selector), f"listing {redact_uri(uri_prefix)}",
+                         options)
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"cannot list {redact_uri(uri_prefix)}: {type(exc).__name__}: {exc}") from exc
     files = sorted(
@@ -495,4 +566,6 @@ def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = N
     if isinstance(filesystem, pafs.LocalFileSystem):
         _retrying(lambda: _write_local(path, payload), f"writing {redact_uri(uri)}", options)
     else:
-        _retrying(lambda: _write_object(filesystem, path, payload), f"writing {redact_uri(uri)}", options)
+        what = f"writing {redact_uri(uri)}"
+        _retrying(lambda: bounded(filesystem, lambda: _write_object(filesystem, path, payload), what, options), what,
+                  options)

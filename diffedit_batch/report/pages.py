@@ -15,6 +15,7 @@ import json
 from array import array
 
 from diffedit_batch.data.storage import StorageOptions, join, write_bytes_atomic
+from diffedit_batch.redaction import redact_text
 
 # Metric columns shown, filtered and sorted, with their labels and the decimals kept in the index.
 METRICS = {
@@ -72,7 +73,7 @@ class PageData:
         self._chunk.append({
             "id": _short(record.get("id")),
             "status": status,
-            "error": _short(record.get("error")),
+            "error": _short(redact_text(record.get("error"))),  # records written before redaction existed
             "error_class": error_class,
             "source_prompt": _short(record.get("source_prompt")),
             "target_prompt": _short(record.get("target_prompt")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import os
@@ -9,6 +10,9 @@ import pickle
 import posixpath
 import re
 import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
 
 import fsspec
 import pyarrow as pa
@@ -318,22 +322,34 @@ def test_storage_options_pickle_and_validate():
         StorageOptions(write_retries=-1)
 
 
+class HttpRoot(NamedTuple):
+    folder: Path
+    url: str
+    authorizations: list  # each GET's Authorization header
+
+
 @pytest.fixture
 def http_root(tmp_path):
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
+        def do_GET(self):
+            authorizations.append(self.headers.get("Authorization"))
+            super().do_GET()
+
+    authorizations: list = []
+
     handler = functools.partial(QuietHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    yield HttpRoot(tmp_path, f"http://127.0.0.1:{server.server_address[1]}", authorizations)
     server.shutdown()
     server.server_close()
 
 
 def test_http_reads_when_enabled(http_root):
-    folder, url = http_root
+    folder, url, _ = http_root
     (folder / "a.png").write_bytes(b"p" * 50)
     options = StorageOptions(allowed_schemes=("http",), http_timeout_s=5)
     assert read_bytes(f"{url}/a.png", options) == b"p" * 50
@@ -343,8 +359,19 @@ def test_http_reads_when_enabled(http_root):
         read_bytes(f"{url}/missing.png?X-Amz-Signature=SECRET", options)
     assert "SECRET" not in str(caught.value)
     with pytest.raises(StorageError) as caught:
-        read_bytes(f"http://user:hunter2@{url[7:]}/a.png", options)
-    assert "hunter2" not in str(caught.value)
+        read_bytes(f"http://user:hunter2@{url[7:]}/missing.png", options)
+    assert "hunter2" not in str(caught.value) and "404" in str(caught.value)
+
+
+def test_http_user_info_is_sent_as_basic_auth_never_as_part_of_the_host(http_root):
+    folder, url, _ = http_root
+    (folder / "a.png").write_bytes(b"p" * 5)
+    options = StorageOptions(allowed_schemes=("http",), http_timeout_s=5)
+    assert read_bytes(f"http://us%40er:hun:ter2@{url[7:]}/a.png", options) == b"p" * 5
+    assert http_root.authorizations[-1] == "Basic " + base64.b64encode(b"us@er:hun:ter2").decode()
+    # A URL the HTTP client cannot parse (http.client.InvalidURL is no OSError) is a StorageError too.
+    with pytest.raises(StorageError, match="cannot read"):
+        read_bytes("http://127.0.0.1:99999/a.png", options)
 
 
 def test_atomic_local_writes_get_the_usual_file_mode(tmp_path):
@@ -358,3 +385,61 @@ def test_atomic_local_writes_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# --- timeouts ---------------------------------------------------------------------------------
+
+
+class _HangingStore(pafs.FileSystemHandler):
+    """A store that never answers (until released at the end of the test)."""
+
+    def __init__(self, release: threading.Event):
+        self.release = release
+
+    def _hang(self, *args, **kwargs):
+        self.release.wait()
+        raise OSError("released")
+
+    get_type_name = lambda self: "hanging"  # noqa: E731
+    get_file_info = get_file_info_selector = open_input_stream = open_input_file = _hang
+    open_output_stream = open_append_stream = delete_file = delete_dir = delete_dir_contents = _hang
+    create_dir = delete_root_dir_contents = move = copy_file = normalize_path = _hang
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+
+def test_a_store_that_never_answers_fails_each_operation_after_the_timeout(monkeypatch):
+    release = threading.Event()
+    filesystem = pafs.PyFileSystem(_HangingStore(release))
+    monkeypatch.setattr(storage, "resolve", lambda uri, options=None: (filesystem, "bucket/obj"))
+    options = StorageOptions(timeout_s=0.3, write_retries=3, retry_backoff_s=0.0)
+    try:
+        for operation in (lambda: read_bytes("s3://bucket/obj", options),
+                          lambda: write_bytes_atomic("s3://bucket/obj", b"x", options),
+                          lambda: list_files("s3://bucket/", None, options),
+                          lambda: exists("s3://bucket/obj", options),
+                          lambda: delete("s3://bucket/obj", options)):
+            started = time.perf_counter()
+            with pytest.raises(StorageError, match=r"timed out after 0.3 s \(storage.timeout_s\)"):
+                operation()
+            assert time.perf_counter() - started < 2  # a timed-out write is not retried: it would hang again
+    finally:
+        release.set()
+
+
+def test_gcs_without_credentials_fails_within_the_timeout():
+    """The issue's case: an image at gs:// on a machine with no GCS credentials hung its fetch for minutes."""
+    options = StorageOptions(timeout_s=2.0)
+    started = time.perf_counter()
+    with pytest.raises(StorageError):
+        read_bytes("gs://diffedit-batch-no-such-bucket/picture.png", options)
+    assert time.perf_counter() - started < 10
+
+
+def test_timeout_must_be_positive():
+    with pytest.raises(ValueError, match="timeout_s"):
+        StorageOptions(timeout_s=0)

@@ -29,7 +29,7 @@ from diffedit_batch.data.outputs import (
 )
 from diffedit_batch.data.records import RECORD_SCHEMA, record_from_row, write_record_part
 from diffedit_batch.data.status import ErrorClass, Status
-from diffedit_batch.data.storage import StorageError, StorageOptions, write_bytes_atomic
+from diffedit_batch.data.storage import StorageError, StorageOptions, redact_uri, write_bytes_atomic
 
 from ..rows import PAYLOADS, SUMMARY_SCHEMA, failed, require, to_table
 from .spec import Stage
@@ -103,7 +103,9 @@ def _write_shards(rows: list[dict], layout: OutputLayout, options: StorageOption
 def _sample(row: dict) -> Sample:
     return Sample(
         key=sample_key(row["edit_id"]), edit=row["encoded_edit"], edit_ext=row["encoded_edit_ext"],
-        mask=row["encoded_mask"], meta={name: row.get(name) for name in META_FIELDS} | {"id": row["edit_id"]},
+        mask=row["encoded_mask"],
+        meta={name: row.get(name) for name in META_FIELDS}
+        | {"id": row["edit_id"], "source_image_uri": redact_uri(row.get("source_image_uri"))},
         source=row.get("encoded_source"), source_ext=row.get("encoded_source_ext"),
     )
 

@@ -67,7 +67,7 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
         data = read_bytes(uri, options)
     except StorageError as error:
         return _error(ErrorClass.STORAGE, f"cannot read image: {error}")
-    except (OSError, ValueError) as error:
+    except Exception as error:  # any client's failure on one URI is that row's error, not the job's
         return _error(ErrorClass.STORAGE, f"cannot read image {redact_uri(uri)}: {error_text(error)}")
     try:
         image = decode_image(data, max_pixels=max_pixels)
