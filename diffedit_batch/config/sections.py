@@ -115,7 +115,19 @@ class JobConfig:
         default=0.0,
         metadata={"help": "The command exits non-zero when the fraction of failed rows exceeds this, in [0, 1]."},
     )
-    progress_interval_s: float = field(default=30.0, metadata={"help": "Seconds between progress reports."})
+    progress_interval_s: float = field(
+        default=30.0,
+        metadata={"help": "Seconds between progress lines in a log "
+                          "(on a terminal: a progress bar, redrawn each second)."},
+    )
+    lease_timeout_s: float = field(
+        default=120.0,
+        metadata={
+            "help": "The run lease on the output prefix (PREFIX/lease.json) is renewed every quarter of this; a lease "
+            "not renewed for this long (its run died) is taken over by the next run, and a run that finds its lease "
+            "taken over stops. A live lease makes a second run on the same output exit with code 3."
+        },
+    )
     max_image_pixels: int = field(
         default=40_000_000,
         metadata={
@@ -164,6 +176,7 @@ class JobConfig:
         if not 0.0 <= self.max_failed_fraction <= 1.0:
             raise ValueError(f"JobConfig.max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}")
         fields.at_least(self, "progress_interval_s", 0.0, open_=True)
+        fields.at_least(self, "lease_timeout_s", 0.0, open_=True)
         fields.positive_int(self, "max_image_pixels")
         fields.at_least(self, "decode_cpus", 0.0, open_=True)
         fields.at_least(self, "write_cpus", 0.0, open_=True)

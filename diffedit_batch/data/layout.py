@@ -7,6 +7,7 @@
     PREFIX/runs/<run_id>.json            each run's config, start and end, counts
     PREFIX/concepts/<run_id>.parquet     the Flan-T5 captions of each concept a run used
     PREFIX/_work/<run_id>/               a run's work list and plan, while it runs (removed at its end)
+    PREFIX/lease.json                    the run lease: which run writes under the prefix now (data/lease.py)
     PREFIX/report/                       the HTML report (`diffedit-batch report`)
     PREFIX/export/                       the training export (`diffedit-batch export`)
 
@@ -88,6 +89,11 @@ class OutputLayout:
     def work_file(self, run_id: str, name: str) -> str:
         """`PREFIX/_work/<run_id>/<name>.parquet`."""
         return join(self.work_folder(run_id), f"{name}.parquet")
+
+    @property
+    def lease(self) -> str:
+        """`PREFIX/lease.json`: the lease of the run that writes under the prefix now."""
+        return join(self.prefix, "lease.json")
 
     # --- derived outputs --------------------------------------------------------------------------
 

@@ -1,0 +1,401 @@
+"""A run's lease on its output prefix: one run writes under a prefix at a time.
+
+A schedule that starts a run every hour will, some day, start one while the last is still running. Two runs on
+one prefix would each edit the pending rows and each record them. The lease, `PREFIX/lease.json`, names the run
+that holds the prefix (run id, host, pid, since, last renewal); it is
+
+- **taken atomically**: on local disk under an exclusive `flock` of `PREFIX/.lease.lock`, on S3 with a conditional
+  PUT (`If-None-Match: *` to create, `If-Match: <etag>` to renew or take over), so of two runs that start together
+  exactly one holds it;
+- **renewed** by a thread of the holder every `timeout_s / 4` seconds, and **released** (deleted) at its end;
+- **taken over** when its holder has not renewed it for `timeout_s` seconds (the holder died: a killed driver,
+  a lost node), or at once with `break_lease` (an operator who knows the holder is gone).
+
+Hosts' clocks must agree to well within `timeout_s`. On other stores (gs://) pyarrow offers no conditional write:
+the lease is then checked and written in two steps, which keeps apart runs started minutes apart (what a
+schedule makes) but not two started in the same second; a warning says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from .layout import OutputLayout
+import pyarrow.fs as pafs
+
+from .storage import (
+    StorageError,
+    StorageOptions,
+    delete,
+    file_type,
+    read_bytes,
+    redact_uri,
+    resolve,
+    s3_endpoint,
+    write_bytes_atomic,
+)
+
+__all__ = ["Lease", "LeaseError", "LeaseHeld", "LeaseHolder", "acquire_lease"]
+
+log = logging.getLogger(__name__)
+
+
+class LeaseError(Exception):
+    """The lease could not be read or written (storage failure, unreadable lease file)."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """What the lease file says about the run that holds it."""
+
+    run_id: str
+    host: str
+    pid: int
+    since: str  # ISO time the run took the lease
+    renewed_at: float  # Unix time of its last renewal
+    timeout_s: float  # the holder's promise: it renews well within this
+
+    def expired(self, now: float) -> bool:
+        return now > self.renewed_at + self.timeout_s
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        return (f"run {self.run_id} on host {self.host} (pid {self.pid}) since {self.since}, "
+                f"last renewed {max(0.0, now - self.renewed_at):.0f} s ago")
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "LeaseHolder":
+        fields = json.loads(data)
+        return cls(run_id=str(fields["run_id"]), host=str(fields["host"]), pid=int(fields["pid"]),
+                   since=str(fields["since"]), renewed_at=float(fields["renewed_at"]),
+                   timeout_s=float(fields["timeout_s"]))
+
+
+class LeaseHeld(Exception):
+    """Another live run holds the output prefix."""
+
+    def __init__(self, prefix: str, holder: LeaseHolder):
+        self.holder = holder
+        super().__init__(
+            f"output {redact_uri(prefix)} is in use by {holder.describe()}; it is taken over once its holder stops "
+            f"renewing it for {holder.timeout_s:.0f} s. If that run is certainly gone, re-run with --break-lease"
+        )
+
+
+# --- stores: create / read / compare-and-swap / delete of one small object -----------------------------------
+
+
+class _LocalStore:
+    """The lease file on local (or network) disk; every change happens under an exclusive flock of a lock file."""
+
+    atomic = True
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock_path = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
+
+    def _locked(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        return _FileLock(self.lock_path)
+
+    def _current(self) -> tuple[bytes, str] | None:
+        try:
+            with open(self.path, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def _write(self, data: bytes) -> str:
+        temp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(temp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, self.path)
+        return hashlib.sha256(data).hexdigest()
+
+    def create(self, data: bytes) -> str | None:
+        with self._locked():
+            return None if self._current() is not None else self._write(data)
+
+    def read(self) -> tuple[bytes, str] | None:
+        with self._locked():
+            return self._current()
+
+    def replace(self, data: bytes, token: str) -> str | None:
+        with self._locked():
+            current = self._current()
+            return self._write(data) if current is not None and current[1] == token else None
+
+    def delete(self, token: str) -> None:
+        with self._locked():
+            current = self._current()
+            if current is not None and current[1] == token:
+                os.unlink(self.path)
+
+
+class _FileLock:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+class _S3Store:
+    """The lease object on S3, changed only by conditional PUTs (S3 and S3-compatible stores that support them:
+    AWS since 2024, MinIO, moto). pyarrow has no conditional writes, so this one object goes through boto3."""
+
+    atomic = True
+
+    def __init__(self, uri: str, options: StorageOptions):
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        bucket_and_key = uri.split("://", 1)[1]
+        self.bucket, self.key = bucket_and_key.split("/", 1)
+        timeout = options.timeout_s
+        self.client = boto3.client(
+            "s3", endpoint_url=s3_endpoint(options), region_name=options.s3_region,
+            config=BotoConfig(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2}),
+        )
+
+    @staticmethod
+    def _code(error) -> str:
+        return str(error.response.get("Error", {}).get("Code", ""))
+
+    def create(self, data: bytes) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, IfNoneMatch="*")["ETag"]
+        except ClientError as error:
+            if self._code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return None
+            raise
+
+    def read(self) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as error:
+            if self._code(error) in ("NoSuchKey", "404"):
+                return None
+            raise
+        return response["Body"].read(), response["ETag"]
+
+    def replace(self, data: bytes, token: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, IfMatch=token)["ETag"]
+        except ClientError as error:
+            if self._code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409",
+                                     "404"):
+                return None
+            raise
+
+    def delete(self, token: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=token)
+        except ClientError as error:
+            if self._code(error) in ("PreconditionFailed", "NoSuchKey", "412", "404"):
+                return
+            if self._code(error) not in ("NotImplemented", "InvalidArgument", "501"):
+                raise
+            current = self.read()  # a store without conditional deletes: check, then delete
+            if current is not None and current[1] == token:
+                self.client.delete_object(Bucket=self.bucket, Key=self.key)
+
+
+class _TwoStepStore:
+    """Any other pyarrow store (gs://): check, then write. Not atomic between runs started together."""
+
+    atomic = False
+
+    def __init__(self, uri: str, options: StorageOptions):
+        self.uri, self.options = uri, options
+
+    def read(self) -> tuple[bytes, str] | None:
+        if file_type(self.uri, self.options) == pafs.FileType.NotFound:
+            return None
+        data = read_bytes(self.uri, self.options)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def create(self, data: bytes) -> str | None:
+        if self.read() is not None:
+            return None
+        write_bytes_atomic(self.uri, data, self.options)
+        return hashlib.sha256(data).hexdigest()
+
+    def replace(self, data: bytes, token: str) -> str | None:
+        current = self.read()
+        if current is None or current[1] != token:
+            return None
+        write_bytes_atomic(self.uri, data, self.options)
+        return hashlib.sha256(data).hexdigest()
+
+    def delete(self, token: str) -> None:
+        current = self.read()
+        if current is not None and current[1] == token:
+            delete(self.uri, self.options)
+
+
+def _store_for(uri: str, options: StorageOptions):
+    filesystem, path = resolve(uri, options)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return _LocalStore(path)
+    if uri.startswith("s3://"):
+        return _S3Store(uri, options)
+    log.warning("the run lease on %s is checked, then written: runs started in the same second are not kept apart",
+                redact_uri(uri))
+    return _TwoStepStore(uri, options)
+
+
+# --- the lease ------------------------------------------------------------------------------------------------
+
+
+class Lease:
+    """A held lease: renewed by a daemon thread until `release()`. `lost` is set when another run took it over
+    (this run stopped renewing for longer than its timeout, e.g. a stalled driver) or it could not be renewed
+    within its timeout; `on_lost(message)` is then called once, from the renewal thread, so the run can stop
+    writing before it overlaps with the new holder."""
+
+    def __init__(self, store, holder: LeaseHolder, token: str, prefix: str, clock: Callable[[], float],
+                 on_lost: Callable[[str], None] | None = None):
+        self.store, self.holder, self.token, self.prefix, self.clock = store, holder, token, prefix, clock
+        self.on_lost = on_lost
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True)
+        self._thread.start()
+
+    def renew(self) -> bool:
+        """Renew once; False when the lease is no longer this run's."""
+        renewed = LeaseHolder(**{**asdict(self.holder), "renewed_at": self.clock()})
+        token = self.store.replace(renewed.to_json(), self.token)
+        if token is None:
+            current = self.store.read()
+            other = _parse(current[0]) if current else None
+            self._lose(f"the lease on {redact_uri(self.prefix)} was taken over by "
+                       f"{other.describe() if other else 'another run (it is gone now)'}")
+            return False
+        self.holder, self.token = renewed, token
+        return True
+
+    def _renew_loop(self) -> None:
+        interval = max(0.05, self.holder.timeout_s / 4)
+        while not self._stop.wait(interval):
+            try:
+                if not self.renew():
+                    return
+            except Exception as error:  # a storage hiccup: keep the last token and try again next interval
+                log.warning("could not renew the run lease on %s: %s", redact_uri(self.prefix), error)
+                if self.holder.expired(self.clock()):
+                    self._lose(f"the lease on {redact_uri(self.prefix)} could not be renewed within its timeout")
+                    return
+
+    def _lose(self, message: str) -> None:
+        self.lost = message
+        log.error("%s", message)
+        if self.on_lost is not None and not self._stop.is_set():
+            self.on_lost(message)
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease if it is still this run's. Never raises: a lease left behind expires."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.lost:
+            return
+        try:
+            self.store.delete(self.token)
+        except Exception as error:
+            log.warning("could not release the run lease on %s (it expires in %.0f s): %s",
+                        redact_uri(self.prefix), self.holder.timeout_s, error)
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _parse(data: bytes) -> LeaseHolder | None:
+    try:
+        return LeaseHolder.from_json(data)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def acquire_lease(
+    prefix: str,
+    run_id: str,
+    options: StorageOptions,
+    timeout_s: float,
+    break_lease: bool = False,
+    clock: Callable[[], float] = time.time,
+    on_lost: Callable[[str], None] | None = None,
+) -> Lease:
+    """Take the lease on `prefix` for `run_id`, or raise LeaseHeld naming the live run that holds it.
+    `on_lost(message)` is called if the lease is later lost (see Lease).
+
+    A lease whose holder has not renewed it for its timeout is taken over, as is any lease with `break_lease`.
+    Raises LeaseError when the lease cannot be read or written, or holds something other than a lease.
+    """
+    uri = OutputLayout(prefix).lease
+    try:
+        store = _store_for(uri, options)
+        now = clock()
+        holder = LeaseHolder(run_id=run_id, host=socket.gethostname(), pid=os.getpid(),
+                             since=dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+                             renewed_at=now, timeout_s=float(timeout_s))
+        for _ in range(5):  # each pass ends, or loses a race to another run and looks again
+            token = store.create(holder.to_json())
+            if token is not None:
+                return Lease(store, holder, token, prefix, clock, on_lost)
+            current = store.read()
+            if current is None:
+                continue  # released between our two requests
+            data, current_token = current
+            other = _parse(data)
+            if other is None and not break_lease:
+                raise LeaseError(f"{redact_uri(uri)} is not a lease this tool wrote; remove it or re-run with "
+                                 "--break-lease")
+            if other is not None and not break_lease and not other.expired(clock()):
+                raise LeaseHeld(prefix, other)
+            token = store.replace(holder.to_json(), current_token)
+            if token is not None:
+                log.warning("took over the run lease on %s from %s (%s)", redact_uri(prefix),
+                            other.describe() if other else "an unreadable lease",
+                            "--break-lease" if break_lease else "it stopped renewing it")
+                return Lease(store, holder, token, prefix, clock, on_lost)
+        raise LeaseError(f"could not take the lease {redact_uri(uri)}: other runs keep changing it")
+    except (LeaseHeld, LeaseError):
+        raise
+    except (StorageError, OSError) as error:
+        raise LeaseError(f"cannot take the run lease {redact_uri(uri)}: {error}") from error
+    except Exception as error:  # botocore's errors and the like
+        raise LeaseError(f"cannot take the run lease {redact_uri(uri)}: {type(error).__name__}: {error}") from error
