@@ -1,0 +1,373 @@
+"""Checks in the driver before Ray starts: every model the run will load resolves, the output prefix can be written.
+
+Without them a bad `model.pretrained` surfaced inside an edit actor a minute later, after the hub had been retried
+five times, as hundreds of lines of tracebacks. Here each problem is one line naming the config key, the value,
+what is wrong and the fix. No weights are loaded: file-system checks, the Hugging Face cache, and at most one
+short request per hub id that is not cached (none when `HF_HUB_OFFLINE=1`). This module imports no Ray.
+
+A model value is a local folder when the path exists (after `~` expansion), or when it cannot be a hub id; a hub id
+is `name` or `org/name` of letters, digits, `.`, `_` and `-`, starting with a letter or digit, without `..` or `--`.
+So `/abs/path`, `./x`, `~/x`, `../x` and `a/b/c` are always folders, and `org/name` that is not an existing path is a
+hub id (as `from_pretrained` reads it): its message says both that no such path exists and why the hub id fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from diffedit_batch.config import Config
+from diffedit_batch.data.storage import StorageError, StorageOptions, file_type, redact_uri, resolve
+
+__all__ = [
+    "HUB_REQUEST_TIMEOUT_S",
+    "HubModel",
+    "PreflightError",
+    "check_models",
+    "check_output_prefix",
+    "is_hub_id",
+    "lookup_hub_model",
+]
+
+HUB_REQUEST_TIMEOUT_S = 5.0
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_PICKLED = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+_TINY_MODELS = "build the tiny offline models with `diffedit-batch make-tiny-model models/tiny-sd --all`"
+_CONVERT = ("convert them once, from a trusted source: load with from_pretrained(..., use_safetensors=False) and "
+            "save_pretrained, which writes safetensors")
+
+
+class PreflightError(Exception):
+    """A model or output prefix the run cannot use; the message is one line, naming the config key and the fix."""
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """What the hub says about a model: its files (None when not listed) and whether it is gated."""
+
+    files: frozenset[str] | None
+    gated: bool = False
+
+
+HubLookup = Callable[[str, "str | None"], HubModel]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The files a loader reads. Each weights entry is (subfolder, stem): `config.json` and `stem.safetensors` (or the
+    sharded `stem.safetensors.index.json`) in that subfolder."""
+
+    name: str
+    weights: tuple[tuple[str, str], ...]
+    files: tuple[str, ...] = ()
+
+    def required(self) -> list[tuple[str, ...]]:
+        """Each requirement as alternatives: any one of them present satisfies it."""
+        needs: list[tuple[str, ...]] = []
+        for folder, stem in self.weights:
+            needs.append((_join(folder, "config.json"),))
+            needs.append((_join(folder, f"{stem}.safetensors"), _join(folder, f"{stem}.safetensors.index.json")))
+        return needs + [(path,) for path in self.files]
+
+
+# What engine/loading.py reads (model_index.json is not read: the components load one by one).
+_STABLE_DIFFUSION = _Layout(
+    "diffusers Stable Diffusion",
+    weights=(("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")),
+    files=("scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt"),
+)
+# What the recipe's Flan-T5, BLIP and CLIP loaders read (their tokenizer and processor files vary by model).
+_TRANSFORMERS = _Layout("transformers", weights=(("", "model"),))
+
+
+@dataclass(frozen=True)
+class _Model:
+    key: str  # the config key, e.g. model.pretrained
+    value: str
+    revision: str | None
+    layout: _Layout
+    tiny: bool  # `make-tiny-model --all` builds a stand-in for this key
+
+    @property
+    def where(self) -> str:
+        revision = f" (revision {self.revision})" if self.revision else ""
+        return f"{self.key}: {self.value!r}{revision}"
+
+    def fix(self, fix: str) -> str:
+        return f"{fix}, or {_TINY_MODELS}" if self.tiny else fix
+
+
+def is_hub_id(value: str) -> bool:
+    """Whether `value` has the form of a Hugging Face hub id (`name` or `org/name`)."""
+    return bool(_HUB_ID.fullmatch(value)) and ".." not in value and "--" not in value
+
+
+def check_models(config: Config, *, stable_diffusion: bool = True, concepts: bool = False,
+                 captions: bool | None = None, clip: bool = True, hub_lookup: HubLookup | None = None) -> None:
+    """Raise PreflightError unless every model the run loads resolves; all bad models in one line, joined by "; ".
+
+    Checked, each only when its flag is on:
+    - `stable_diffusion`: `model.pretrained` (with `model.revision`), in `edit` mode (`noop` loads no model);
+    - `concepts`: `concepts.model`, in `edit` mode. Default False: the config alone never needs it, concept rows of
+      the manifest do (known after the plan; pass `concepts=True` then);
+    - `captions`: `captions.model`, in `edit` mode. Default None = `captions.caption_inversion` (the config
+      captions every picture); rows without a source prompt need it too (known after the plan);
+    - `clip`: `metrics.clip_model` when it is set (CLIP scores run in `noop` mode too).
+    A local folder must hold what the loaders read, with safetensors weights. A hub id passes when its files are in
+    the Hugging Face cache; else, offline, it fails; online, one request (HUB_REQUEST_TIMEOUT_S, no retries) through
+    `hub_lookup(repo_id, revision) -> HubModel` (default `lookup_hub_model`; tests pass their own).
+    """
+    if captions is None:
+        captions = config.captions.caption_inversion
+    edit = config.job.mode == "edit"
+    models = []
+    if edit and stable_diffusion:
+        models.append(_Model("model.pretrained", config.model.pretrained, config.model.revision, _STABLE_DIFFUSION,
+                             tiny=True))
+    if edit and concepts:
+        models.append(_Model("concepts.model", config.concepts.model, None, _TRANSFORMERS, tiny=True))
+    if edit and captions:
+        models.append(_Model("captions.model", config.captions.model, None, _TRANSFORMERS, tiny=True))
+    if clip and config.metrics.clip_model is not None:
+        models.append(_Model("metrics.clip_model", config.metrics.clip_model, None, _TRANSFORMERS, tiny=False))
+    problems = [problem for model in models if (problem := _problem(model, hub_lookup or lookup_hub_model))]
+    if problems:
+        raise PreflightError(_one_line("; ".join(problems)))
+
+
+def _problem(model: _Model, hub_lookup: HubLookup) -> str | None:
+    path = os.path.expanduser(model.value)
+    if os.path.exists(path) or not is_hub_id(model.value):
+        return _local_problem(model, path)
+    return _hub_problem(model, hub_lookup)
+
+
+# --- local folders ----------------------------------------------------------------------------
+
+
+def _local_problem(model: _Model, folder: str) -> str | None:
+    where, layout = model.where, model.layout
+    if not os.path.exists(folder):
+        return f"{where} does not exist; " + model.fix(
+            f"set {model.key} to a local {layout.name} folder or a Hugging Face hub id")
+    if not os.path.isdir(folder):
+        if folder.endswith((".safetensors", *_PICKLED)):
+            return (f"{where} is a single-file checkpoint, not a {layout.name} folder; convert it once (diffusers' "
+                    f"from_single_file(...).save_pretrained(folder)) and set {model.key} to that folder")
+        return f"{where} is a file, not a model folder; set {model.key} to a local {layout.name} folder"
+    missing, pickled = [], []
+    for alternatives in layout.required():
+        if any(os.path.isfile(os.path.join(folder, path)) for path in alternatives):
+            if alternatives[-1].endswith(".index.json"):
+                missing += _missing_shards(folder, alternatives)
+            continue
+        missing.append(alternatives[0])
+        if alternatives[0].endswith(".safetensors"):
+            pickled += _pickled_files(folder, os.path.dirname(alternatives[0]))
+    if pickled:
+        return (f"{where} has pickled weights only ({', '.join(pickled)}) and only safetensors are loaded; "
+                + model.fix(_CONVERT))
+    if missing:
+        return (f"{where} is not a complete {layout.name} folder: no {_listing(missing)}; "
+                + model.fix(f"save the model there with save_pretrained, or set {model.key} to a complete folder or "
+                            "a Hugging Face hub id"))
+    return None
+
+
+def _missing_shards(folder: str, alternatives: tuple[str, ...]) -> list[str]:
+    """The shards that a sharded model's index names and the folder lacks (none when only the single file is
+    there)."""
+    single, index = alternatives
+    if os.path.isfile(os.path.join(folder, single)):
+        return []
+    try:
+        with open(os.path.join(folder, index), encoding="utf-8") as file:
+            shards = sorted(set(json.load(file)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [f"readable {index}"]
+    subfolder = os.path.dirname(index)
+    return [_join(subfolder, shard) for shard in shards if not os.path.isfile(os.path.join(folder, subfolder, shard))]
+
+
+def _pickled_files(folder: str, subfolder: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(os.path.join(folder, subfolder)))
+    except OSError:
+        return []
+    return [_join(subfolder, name) for name in names if name.endswith(_PICKLED)]
+
+
+# --- hub ids ----------------------------------------------------------------------------------
+
+
+def _hub_problem(model: _Model, hub_lookup: HubLookup) -> str | None:
+    from huggingface_hub import constants
+
+    missing = _missing_from_cache(model)
+    if not missing:
+        return None  # in the local cache: from_pretrained finds it without the hub
+    where = f"{model.where} is not a local folder (no such path)"
+    download = f"`hf download {model.value}{f' --revision {model.revision}' if model.revision else ''}`"
+    if constants.is_offline_mode():
+        cached = "" if len(missing) == len(model.layout.required()) else f" (it lacks {_listing(missing)})"
+        return (f"{where}, nor in the Hugging Face cache{cached}, and HF_HUB_OFFLINE=1: " + model.fix(
+            f"download it where the hub is reachable ({download}) or point {model.key} at a local folder"))
+    try:
+        answer = hub_lookup(model.value, model.revision)
+    except Exception as error:  # noqa: BLE001 (every failure of the one request becomes the message)
+        reason, fix = _hub_failure(model, error)
+        return f"{where}, and {reason}; " + model.fix(fix)
+    if answer.files is not None:
+        needs = model.layout.required()
+        absent = [alternatives[0] for alternatives in needs if not any(path in answer.files for path in alternatives)]
+        pickled = sorted(name for name in answer.files if name.endswith(_PICKLED)
+                         and os.path.dirname(name) in {os.path.dirname(path) for path in absent})
+        if pickled:
+            return (f"{model.where} has pickled weights only on the Hugging Face hub ({_listing(pickled)}) and only "
+                    f"safetensors are loaded; " + model.fix(f"choose a revision or model with safetensors weights, "
+                                                            f"or {_CONVERT} into a local folder"))
+        if absent:
+            return (f"{model.where} on the Hugging Face hub is not a {model.layout.name} model: no "
+                    f"{_listing(absent)}; " + model.fix(f"set {model.key} to a {model.layout.name} model"))
+    if answer.gated and _token() is None:
+        return (f"{model.where} is a gated model and no Hugging Face token is set; accept its terms on the hub and set "
+                f"HF_TOKEN (or `hf auth login`), or point {model.key} at a local folder")
+    return None
+
+
+def _missing_from_cache(model: _Model) -> list[str]:
+    """The required files the Hugging Face cache lacks (a sharded model counts as cached by its index)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(path: str) -> bool:
+        return isinstance(try_to_load_from_cache(model.value, path, revision=model.revision), str)
+
+    return [alternatives[0] for alternatives in model.layout.required() if not any(map(cached, alternatives))]
+
+
+def lookup_hub_model(repo_id: str, revision: str | None = None) -> HubModel:
+    """Ask the hub once for a model's files (no retries): `HfApi.model_info`, in a thread bounded by
+    HUB_REQUEST_TIMEOUT_S (so a DNS lookup that hangs is bounded too). Raises what the hub client raises, or
+    TimeoutError."""
+    from huggingface_hub import HfApi
+
+    outcome: dict = {}
+
+    def ask() -> None:
+        try:
+            outcome["info"] = HfApi().model_info(repo_id, revision=revision, timeout=HUB_REQUEST_TIMEOUT_S)
+        except BaseException as error:  # handed to the caller's thread below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=ask, name="preflight-hub", daemon=True)
+    thread.start()
+    thread.join(HUB_REQUEST_TIMEOUT_S + 1)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer in {HUB_REQUEST_TIMEOUT_S:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    info = outcome["info"]
+    files = None if info.siblings is None else frozenset(sibling.rfilename for sibling in info.siblings)
+    return HubModel(files=files, gated=bool(info.gated))
+
+
+def _hub_failure(model: _Model, error: Exception) -> tuple[str, str]:
+    """(what went wrong, the fix) for a failed hub request."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    local = f"point {model.key} at a local folder"
+    if isinstance(error, GatedRepoError):
+        return ("the model is gated and this token has no access to it",
+                f"accept its terms on the hub and set HF_TOKEN to a token that has access, or {local}")
+    if isinstance(error, RevisionNotFoundError):
+        return (f"the Hugging Face hub has no revision {model.revision!r} of it",
+                f"set model.revision to a branch, tag or commit of {model.value}")
+    if isinstance(error, RepositoryNotFoundError):
+        return ("the Hugging Face hub has no such model (or it is private: set HF_TOKEN)",
+                f"check the spelling, or {local}")
+    if isinstance(error, HfHubHTTPError):
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        return (f"the Hugging Face hub answered HTTP {status or '?'}", f"try again later, or {local}")
+    detail = str(error).splitlines()[0].strip() if str(error).strip() else ""
+    return (f"the Hugging Face hub at {constants.ENDPOINT} cannot be reached ({type(error).__name__}"
+            f"{': ' + detail if detail else ''})",
+            f"run where the hub is reachable, or with the model in the Hugging Face cache and HF_HUB_OFFLINE=1, or "
+            f"{local}")
+
+
+def _token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+# --- the output prefix -------------------------------------------------------------------------
+
+
+def check_output_prefix(output_prefix: str, options: StorageOptions) -> None:
+    """Raise PreflightError (one line naming --output) when the output prefix cannot be used.
+
+    Any store: it must not be an existing file (object). A local prefix must also be writable: the prefix, or when
+    it does not exist yet its nearest existing parent, must be a folder where a file can be created (os.access,
+    then a temporary file created and removed). Object-store writes are not probed here.
+    """
+    where = f"--output {redact_uri(output_prefix)}"
+    try:
+        filesystem, path = resolve(output_prefix, options)
+        kind = file_type(output_prefix, options)
+    except StorageError as error:
+        raise PreflightError(_one_line(f"{where}: {error}; check the prefix and the storage section")) from None
+    if kind == pafs.FileType.File:
+        raise PreflightError(_one_line(f"{where} is a file; give --output a folder (or an s3:// / gs:// prefix) that "
+                                       "is not a file"))
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        return  # object stores: the first write (the run lease) is the probe
+    folder = path
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    created = "" if folder == path else f"it would be created under {folder}, which "
+    if not os.path.isdir(folder):
+        raise PreflightError(_one_line(f"{where}: {created or f'{folder} '}is a file, so no folder can be created "
+                                       "there; choose another --output"))
+    reason = None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        reason = "no write permission"
+    else:
+        try:
+            handle, probe = tempfile.mkstemp(dir=folder, prefix=".diffedit-preflight-")
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+    if reason:
+        raise PreflightError(_one_line(f"{where}: {created or f'{folder} '}is not writable ({reason}); choose a "
+                                       "writable --output or fix its permissions"))
+
+
+# --- text -------------------------------------------------------------------------------------
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def _listing(paths: list[str], most: int = 4) -> str:
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
