@@ -7,33 +7,63 @@ import logging
 import sys
 
 
+# Exit codes of `run` (README "Exit codes"): schedulers and scripts tell the cases apart by these.
+EXIT_DONE = 0  # every edit ended; failed rows within job.max_failed_fraction
+EXIT_FAILED = 1  # rows failed over job.max_failed_fraction, or the run's own files could not be written
+EXIT_BAD_INPUT = 2  # bad config, manifest, models or output prefix: nothing was done
+EXIT_LEASE_HELD = 3  # another live run holds the output prefix: nothing was done
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM: what finished is recorded, a re-run does the rest
+
+
 def _run(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError, load_config
+    from diffedit_batch.data.lease import LeaseError, LeaseHeld
     from diffedit_batch.data.manifest import ManifestError
+    from diffedit_batch.data.storage import redact_uri
     from diffedit_batch.pipeline import JobSetupError, run_job
+    from diffedit_batch.pipeline.preflight import PreflightError, check_models, check_output_prefix
 
     try:
         config = load_config(args.config, args.set or ())
+        check_output_prefix(args.output, config.storage)
+        check_models(config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except PreflightError as error:
+        print(f"cannot run: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        summary = run_job(config, args.input, args.output, address=args.address)
+        summary = run_job(config, args.input, args.output, address=args.address, break_lease=args.break_lease,
+                          verbose=args.verbose)
     except ManifestError as error:
         print(f"manifest error: {error}", file=sys.stderr)
-        return 2
-    except JobSetupError as error:
+        return EXIT_BAD_INPUT
+    except (JobSetupError, LeaseError, PreflightError) as error:
         print(f"cannot run: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except LeaseHeld as error:
+        print(f"not started: {error}", file=sys.stderr)
+        return EXIT_LEASE_HELD
+    except KeyboardInterrupt as interrupt:
+        signal_name = str(interrupt) or "SIGINT"
+        if getattr(interrupt, "summary", None) is not None:
+            print(interrupt.summary.line())
+        print(f"interrupted by {signal_name}: edits that finished are recorded; run the same command again to do "
+              f"the rest (output {redact_uri(args.output)})", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(summary.line())
+    if summary.status == "failed":
+        print(f"run failed: {summary.error}; run the same command again once it is fixed", file=sys.stderr)
+        return EXIT_FAILED
     if summary.failed_fraction > config.job.max_failed_fraction:
         print(
             f"{summary.failed + summary.duplicates} of {summary.attempted} edits failed "
             f"({summary.failed_fraction:.1%} > job.max_failed_fraction {config.job.max_failed_fraction:.1%})",
             file=sys.stderr,
         )
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_DONE
 
 
 def _storage_options(args: argparse.Namespace):
@@ -110,19 +140,29 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffedit-batch", description="DiffEdit image editing at dataset scale.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    # The global options are accepted before or after the command (`diffedit-batch run ... --verbose`): the
+    # top parser and every command share them with SUPPRESS defaults, so a command never resets a value given
+    # before it; main() supplies the defaults.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--log-level", default=argparse.SUPPRESS, help="this tool's logging level (default INFO)")
+    shared.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show Ray's and Ray Data's own console output (progress blocks, info lines)")
+    parser = argparse.ArgumentParser(prog="diffedit-batch", description="DiffEdit image editing at dataset scale.",
+                                     parents=[shared])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="edit every row of a Parquet manifest")
+    run = commands.add_parser("run", parents=[shared], help="edit every row of a Parquet manifest")
     run.add_argument("--config", required=True, help="YAML config (see configs/ and docs/config-reference.md)")
     run.add_argument("--input", required=True, help="manifest: a Parquet file or folder; local, s3:// or gs://")
     run.add_argument("--output", required=True, help="output prefix: local folder, s3:// or gs://")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. job.batch_size=8")
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else in-process Ray)")
+    run.add_argument("--break-lease", action="store_true",
+                     help="take the output's run lease even from a live run (only when that run is certainly gone)")
     run.set_defaults(handler=_run)
 
-    tiny = commands.add_parser("make-tiny-model", help="build a tiny random Stable Diffusion for offline runs and tests")
+    tiny = commands.add_parser("make-tiny-model", parents=[shared],
+                               help="build a tiny random Stable Diffusion for offline runs and tests")
     tiny.add_argument("folder", help="where to save it (diffusers folder layout, safetensors)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument(
@@ -138,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--config", default=None, help="YAML config whose storage section applies (optional)")
         command.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
 
-    report = commands.add_parser("report", help="write an HTML report of a job's results (PREFIX/report/index.html)")
+    report = commands.add_parser("report", parents=[shared],
+                                 help="write an HTML report of a job's results (PREFIX/report/index.html)")
     storage_args(report)
     report.add_argument("--output", default=None, help="where to write it (default PREFIX/report)")
     report.add_argument("--thumb-size", type=int, default=128, help="thumbnail size in pixels (default 128)")
@@ -148,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report)
 
     export = commands.add_parser(
-        "export", help="write the ok edits as a Parquet image dataset (Hugging Face datasets reads it)"
+        "export", parents=[shared],
+        help="write the ok edits as a Parquet image dataset (Hugging Face datasets reads it)",
     )
     storage_args(export)
     export.add_argument("--output", default=None, help="output folder (default PREFIX/export)")
@@ -160,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     compact = commands.add_parser(
-        "compact", help="merge a job's small result-record files into few large ones (runs do it at their end)"
+        "compact", parents=[shared],
+        help="merge a job's small result-record files into few large ones (runs do it at their end)",
     )
     storage_args(compact)
     compact.add_argument("--records-per-file", type=int, default=10_000,
@@ -171,8 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.handler(args)
+    args.verbose = getattr(args, "verbose", False)
+    args.log_level = getattr(args, "log_level", "INFO")
+    # Other libraries' info lines (HTTP clients, model loaders) only with --verbose; ours at --log-level.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("diffedit_batch").setLevel(args.log_level.upper())
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:  # before a run started, or in another command: nothing half-done to report
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

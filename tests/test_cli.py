@@ -25,3 +25,19 @@ def test_compact_merges_an_older_runs_many_small_parts(tmp_path, capsys):
 def test_compact_refuses_a_bad_setting_in_one_line(tmp_path, capsys):
     assert main(["compact", str(tmp_path), "--records-per-file", "0"]) == 2
     assert capsys.readouterr().err.startswith("compact error: records_per_file must be a positive integer")
+
+
+def test_the_global_options_go_before_or_after_the_command():
+    from diffedit_batch.cli import build_parser
+
+    parser = build_parser()
+    for argv, verbose, level in (
+        (["compact", "p"], None, None),
+        (["--verbose", "compact", "p"], True, None),
+        (["compact", "p", "--verbose"], True, None),
+        (["--log-level", "DEBUG", "compact", "p"], None, "DEBUG"),
+        (["--log-level", "DEBUG", "run", "--config", "c", "--input", "i", "--output", "o", "--verbose"], True,
+         "DEBUG"),
+    ):
+        args = parser.parse_args(argv)
+        assert (getattr(args, "verbose", None), getattr(args, "log_level", None)) == (verbose, level), argv

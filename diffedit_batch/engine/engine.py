@@ -25,7 +25,7 @@ from .inversion import invert
 from .latents import LatentCodec, PreparedImage
 from .mask import noised_latents, threshold_mask
 from .prompts import EncodedPrompt, Prompt, PromptEncoder, prompt_key
-from .schedule import Schedules
+from .schedule import Schedules, inverse_scheduler_from
 from .settings import EditSettings
 from .unet_runner import UNetRunner
 
@@ -108,14 +108,14 @@ class DiffEditEngine:
         prompt_cache_size: int = 256,
         static_unet_batches: bool = False,
     ):
-        from diffusers import DDIMInverseScheduler, DDIMScheduler
+        from diffusers import DDIMScheduler
 
         if scheduler is None:
             raise ValueError("scheduler is required (or load with DiffEditEngine.from_pretrained)")
         if not isinstance(scheduler, DDIMScheduler):
             scheduler = DDIMScheduler.from_config(scheduler.config)
         if inverse_scheduler is None:
-            inverse_scheduler = DDIMInverseScheduler.from_config(scheduler.config)
+            inverse_scheduler = inverse_scheduler_from(scheduler.config)
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.device = unet.device

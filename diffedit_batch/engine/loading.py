@@ -7,6 +7,7 @@ import logging
 import torch
 
 from .devices import resolve_device, resolve_dtype
+from .schedule import inverse_scheduler_from
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def load_components(
     - vae_slicing / vae_tiling: decode large images in slices / tiles to bound VAE memory.
     Returns (components for DiffEditEngine, engine options).
     """
-    from diffusers import AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -52,7 +53,7 @@ def load_components(
     scheduler_config = DDIMScheduler.load_config(pretrained, subfolder="scheduler", **common)
     # As the DiffEdit guide sets them: DDIM to denoise, DDIM inversion to encode, both from the model's schedule.
     scheduler = DDIMScheduler.from_config(scheduler_config)
-    inverse_scheduler = DDIMInverseScheduler.from_config(scheduler_config)
+    inverse_scheduler = inverse_scheduler_from(scheduler_config)
 
     unet.set_attn_processor(AttnProcessor2_0())
     vae.set_attn_processor(AttnProcessor2_0())

@@ -4,8 +4,19 @@ walks (`ddim.DDIMSchedule`), built on the host once per (steps, strength) and ke
 from __future__ import annotations
 
 import copy
+import inspect
 
 from .ddim import DDIMSchedule, forward_schedule, inverse_schedule
+
+
+def inverse_scheduler_from(scheduler_config):
+    """DDIMInverseScheduler on the denoising schedule's config, as the DiffEdit guide builds it, without the keys it
+    does not take (SD checkpoints' `skip_prk_steps`, ...): diffusers would ignore them anyway, with a warning."""
+    from diffusers import DDIMInverseScheduler
+
+    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    config = {key: value for key, value in dict(scheduler_config).items() if key in accepted or key.startswith("_")}
+    return DDIMInverseScheduler.from_config(config)
 
 
 def forward_timesteps(scheduler, num_inference_steps: int, strength: float) -> list[int]:

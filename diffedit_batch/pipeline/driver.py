@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import datetime as dt
 import logging
 import posixpath
+import signal
+import threading
 import time
 import uuid
 
@@ -14,10 +18,12 @@ import pyarrow.parquet as pq
 from diffedit_batch.config import Config
 from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, compact_records
 from diffedit_batch.data.layout import OutputLayout
+from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import inspect_manifest
 from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.run_metadata import write_run_metadata
 from diffedit_batch.data.storage import (
+    StorageError,
     delete,
     delete_folder,
     list_files,
@@ -25,11 +31,13 @@ from diffedit_batch.data.storage import (
     redact_uri,
     write_bytes_atomic,
 )
+from diffedit_batch.redaction import redact_values
 
 from .connection import connect
 from .placement import check_placement
 from .plan import edit_pass, edit_pass_stages, generate_concept_captions
 from .planning import RunPlan, plan_run
+from .preflight import check_models
 from .progress import ProgressReporter
 from .summary import JobSummary
 
@@ -41,61 +49,126 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str | None = None) -> JobSummary:
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, delivered as SIGINT is: the run stops where it is, records what it finished and says so."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises Interrupted in the main thread for the duration (Ray's driver handler would `sys.exit`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str | None = None,
+            break_lease: bool = False, verbose: bool = False) -> JobSummary:
     """Edit every row of the manifest at `manifest_uri`, writing under `output_prefix`.
 
-    Raises ManifestError before any work when the manifest's schema is wrong, and JobSetupError when the stages
-    cannot be placed; row failures become records. Re-running on the same output skips edits recorded ok and
-    retries the rest.
+    Before any work: raises ManifestError when the manifest's schema is wrong, LeaseHeld when another live run
+    holds the output (LeaseError when its lease cannot be taken), and JobSetupError when the stages cannot be
+    placed. Row failures become records. A storage failure of the run's own files (its plan, records, run file:
+    a full disk, a lost bucket) ends the run with `summary.status == "failed"` and `summary.error` set, not an
+    exception. SIGINT or SIGTERM raise KeyboardInterrupt after the run file says `interrupted`. Re-running on the
+    same output skips edits recorded ok and retries the rest. `verbose`: Ray's own console output too.
     """
     options = config.storage
     output_prefix = output_prefix.rstrip("/") or output_prefix
     manifest = inspect_manifest(manifest_uri, options)
-    elastic = connect(address)
     run_id = new_run_id()
+    # A lost lease (another run took the output over) stops this run where it is, as an interrupt does, so the
+    # two never write the same edits; the run then ends "failed" with the reason.
+    lease = acquire_lease(output_prefix, run_id, options, config.job.lease_timeout_s, break_lease=break_lease,
+                          on_lost=lambda message: _thread.interrupt_main())
+    summary = JobSummary(run_id=run_id)
+    metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "host": lease.holder.host, "manifest": redact_uri(manifest_uri),
+                "config": redact_values(config.to_dict())}
+    started = time.perf_counter()
+    try:
+        with _sigterm_interrupts():
+            elastic = connect(address, verbose=verbose)
+            with _sigterm_interrupts():  # connect() installed Ray's own handler: ours goes on top of it
+                _run(config, manifest, output_prefix, run_id, elastic, summary, metadata)
+        summary.status = "done"
+    except KeyboardInterrupt as interrupt:
+        if lease.lost:  # our own renewal thread stopped the run
+            summary.status, summary.error = "failed", f"{lease.lost}; this run stopped"
+        else:
+            summary.status = "interrupted"
+            interrupt.summary = summary  # what the run had counted, for the caller's last line
+            raise
+    except StorageError as error:
+        summary.status, summary.error = "failed", str(error)
+        log.error("run %s failed: %s", run_id, error)
+    except Exception as error:  # the caller reports it; the run file says the run failed and why
+        summary.status, summary.error = "failed", f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - started
+        lease.release()
+        if lease.lost and summary.status == "done":  # lost as the run ended
+            summary.status, summary.error = "failed", lease.lost
+        metadata.update(status=summary.status, error=summary.error,
+                        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
+                        ok=summary.ok, failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
+                        engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
+        try:
+            write_run_metadata(output_prefix, metadata, options)
+        except StorageError as error:  # e.g. the disk is still full: the summary line still reaches the operator
+            log.error("could not write the run file of run %s: %s", run_id, error)
+    return summary
+
+
+def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: bool, summary: JobSummary,
+         metadata: dict) -> None:
+    """The run under its lease: plan, edit pass, compaction, clean-up."""
+    options = config.storage
     # Before anything is written: the stages this config runs whatever the manifest holds (captions when the config
     # asks for every picture); the exact list is checked again once the plan says what the rows need.
     check_placement(edit_pass_stages(config, output_prefix, run_id,
                                      caption_images=config.captions.caption_inversion), elastic)
+    # Work folders of earlier runs: they died (this run holds the lease), and their plans are stale.
+    delete_folder(OutputLayout(output_prefix).work, options)
     earlier = list_record_files(output_prefix, options)
     shards = list_files(OutputLayout(output_prefix).shards, None, options)
-    summary = JobSummary(run_id=run_id)
-    metadata = {"run_id": run_id, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "manifest": redact_uri(manifest_uri), "config": config.to_dict()}
     write_run_metadata(output_prefix, metadata, options)
     log.info("run %s: %d manifest file(s), %d rows, from %s -> %s; %d earlier record file(s)", run_id,
-             len(manifest.files), manifest.rows, redact_uri(manifest_uri), redact_uri(output_prefix),
-             len(earlier.live))
-
+             len(manifest.files), manifest.rows, metadata["manifest"], redact_uri(output_prefix), len(earlier.live))
     started = time.perf_counter()
-    try:
-        with ProgressReporter(summary, config.job.progress_interval_s):
-            plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards))
-            _remove_orphan_shards(shards, plan, options)
-            summary.add_plan(plan)
-            summary.planned_s = time.perf_counter() - started
-            log.info("plan: %d edits to do, %d done earlier, %d invalid, %d duplicates (%d buckets, %.1f s)",
-                     plan.pending, plan.skipped, plan.invalid, plan.duplicates, plan.buckets, summary.planned_s)
-            concepts = plan.concepts if config.job.mode == "edit" else []
-            concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
-            stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
-                                      concept_captions=concept_captions)
-            check_placement(stages, elastic)
-            if plan.work_files:
-                for batch in edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow", batch_size=None):
-                    summary.tally(batch)
-        compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
-                                     superseded=_superseded(plan, options), run_id=run_id)
-        summary.record_files = compaction.files_after
-        delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
-        _remove_empty_work_root(output_prefix, options)
-    finally:
-        summary.seconds = time.perf_counter() - started
-    metadata.update(finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds, ok=summary.ok,
-                    failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
-                    engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
-    write_run_metadata(output_prefix, metadata, options)
-    return summary
+    with ProgressReporter(summary, config.job.progress_interval_s):
+        plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards))
+        _remove_orphan_shards(shards, plan, options)
+        summary.add_plan(plan)
+        summary.planned_s = time.perf_counter() - started
+        log.info("plan: %d edits to do, %d done earlier, %d invalid, %d duplicates (%d buckets, %.1f s)",
+                 plan.pending, plan.skipped, plan.invalid, plan.duplicates, plan.buckets, summary.planned_s)
+        concepts = plan.concepts if config.job.mode == "edit" else []
+        # The helper models the rows turned out to need, checked before an actor tries to load them.
+        check_models(config, stable_diffusion=False, clip=False, concepts=bool(concepts),
+                     captions=plan.captions_needed > 0 and not config.captions.caption_inversion)
+        concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
+        stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
+                                  concept_captions=concept_captions)
+        check_placement(stages, elastic)
+        if plan.work_files:
+            for batch in edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",
+                                                                                 batch_size=None):
+                summary.tally(batch)
+    compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
+                                 superseded=_superseded(plan, options), run_id=run_id)
+    summary.record_files = compaction.files_after
+    delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
+    _remove_empty_work_root(output_prefix, options)
 
 
 def _superseded(plan: RunPlan, options) -> pa.Table:

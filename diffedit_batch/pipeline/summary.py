@@ -15,6 +15,10 @@ from diffedit_batch.data.status import ErrorClass, Status
 @dataclass
 class JobSummary:
     run_id: str
+    status: str = "running"  # then done | failed (the run's own files could not be read or written) | interrupted
+    error: str | None = None  # why the run failed
+    pending: int = 0  # edits the plan left to do (the progress bar's total)
+    tallied: int = 0  # edits of the edit pass that ended (ok or not) so far
     ok: int = 0
     failed: int = 0
     duplicates: int = 0
@@ -67,6 +71,7 @@ class JobSummary:
 
     def add_plan(self, plan) -> None:
         """Count what the plan decided: edits done earlier, invalid rows and duplicates (recorded by the plan)."""
+        self.pending += plan.pending
         self.skipped += plan.skipped
         self.failed += plan.invalid
         self.duplicates += plan.duplicates
@@ -77,6 +82,7 @@ class JobSummary:
 
     def tally(self, batch: pa.Table) -> None:
         """Count one block of the commit stage's summary rows."""
+        self.tallied += batch.num_rows
         self.actor_busy_s += pc.sum(batch["edit_s"]).as_py() or 0.0
         self.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
         self.fetch_cpu_s += pc.sum(batch["fetch_cpu_s"]).as_py() or 0.0

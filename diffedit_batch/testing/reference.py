@@ -17,7 +17,9 @@ from diffedit_batch.engine.settings import EditSettings
 
 def reference_pipeline(engine):
     """`StableDiffusionDiffEditPipeline` over `engine`'s unet, vae, text encoder and tokenizer (DDIM schedules)."""
-    from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionDiffEditPipeline
+    from diffusers import DDIMScheduler, StableDiffusionDiffEditPipeline
+
+    from diffedit_batch.engine.schedule import inverse_scheduler_from
 
     pipe = StableDiffusionDiffEditPipeline(
         vae=engine.vae,
@@ -25,7 +27,7 @@ def reference_pipeline(engine):
         tokenizer=engine.tokenizer,
         unet=engine.unet,
         scheduler=DDIMScheduler.from_config(engine.scheduler.config),
-        inverse_scheduler=DDIMInverseScheduler.from_config(engine.scheduler.config),
+        inverse_scheduler=inverse_scheduler_from(engine.scheduler.config),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

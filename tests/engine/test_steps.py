@@ -71,3 +71,26 @@ def test_no_host_sync_inside_an_inversion_or_denoising_step(engine):
     with HostSyncs() as syncs:
         scheduler.step(latents, scheduler.timesteps[1], latents)
     assert syncs.count > 0
+
+
+def test_the_inverse_scheduler_takes_only_its_own_keys_and_keeps_the_schedule(caplog):
+    """SD checkpoints' scheduler configs carry PNDM keys (`skip_prk_steps`) that DDIMInverseScheduler would warn
+    about on every actor; ours drops them and builds the same schedule."""
+    import logging
+
+    from diffusers import DDIMInverseScheduler
+
+    from diffedit_batch.engine.schedule import inverse_scheduler_from
+
+    config = {"_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,  # SD-2.1's, as saved
+              "beta_schedule": "scaled_linear", "clip_sample": False, "num_train_timesteps": 1000,
+              "prediction_type": "v_prediction", "set_alpha_to_one": False, "skip_prk_steps": True,
+              "steps_offset": 1, "trained_betas": None}
+    with caplog.at_level(logging.WARNING):
+        ours = inverse_scheduler_from(config)
+    assert not [r for r in caplog.records if "skip_prk_steps" in r.getMessage()]
+    assert "skip_prk_steps" not in ours.config and ours.config.prediction_type == "v_prediction"
+    theirs = DDIMInverseScheduler.from_config(config)
+    ours.set_timesteps(10)
+    theirs.set_timesteps(10)
+    assert torch.equal(ours.timesteps, theirs.timesteps) and torch.equal(ours.alphas_cumprod, theirs.alphas_cumprod)

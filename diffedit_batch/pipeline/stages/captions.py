@@ -12,7 +12,7 @@ from diffedit_batch.data.manifest import has_source, needs_caption
 from diffedit_batch.data.status import Status
 
 from ..rows import require, to_table
-from .spec import Stage
+from .spec import Stage, quiet_model_loading
 
 READS = ("status", "source_prompt", "source_concept", "inversion_prompt", "model_width", "model_height", "pixels")
 ADDS = ("caption", "inversion_prompt", "source_prompt")
@@ -31,6 +31,7 @@ class CaptionStage:
     """BLIP captions of the pictures of pending rows that need one; each picture is captioned once."""
 
     def __init__(self, captions_config, cache_size: int = 4096):
+        quiet_model_loading()
         from diffedit_batch.engine.pictures import picture_key
         from diffedit_batch.recipe.captions import ImageCaptioner
 

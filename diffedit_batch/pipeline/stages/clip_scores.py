@@ -17,7 +17,7 @@ from diffedit_batch.config import Config
 from diffedit_batch.data.status import Status
 
 from ..rows import require, to_table
-from .spec import Stage
+from .spec import Stage, quiet_model_loading
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class ClipScoreStage:
     """Ray Data callable class: ``__init__`` loads CLIP once per actor, ``__call__`` scores a batch."""
 
     def __init__(self, clip_model: str, device: str = "auto"):
+        quiet_model_loading()
         from diffedit_batch.recipe.clip_score import ClipScorer
 
         self.scorer = ClipScorer(clip_model, device=device)

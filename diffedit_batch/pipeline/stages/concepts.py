@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from diffedit_batch.config import Config
 
-from .spec import Stage
+from .spec import Stage, quiet_model_loading
 
 CONCEPT_SCHEMA = pa.schema([pa.field("concept", pa.string()), pa.field("captions", pa.list_(pa.string()))])
 
@@ -15,6 +15,7 @@ class ConceptStage:
     """Concept -> its Flan-T5 captions. Seeded per concept, so a re-run writes the same captions."""
 
     def __init__(self, concepts_config):
+        quiet_model_loading()
         from diffedit_batch.recipe.concepts import ConceptPromptGenerator
 
         self.config = concepts_config

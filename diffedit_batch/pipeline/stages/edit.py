@@ -22,7 +22,7 @@ from diffedit_batch.data.images import mask_coverage
 from diffedit_batch.data.status import ErrorClass, Status
 
 from ..rows import failed, require, to_table
-from .spec import Stage
+from .spec import Stage, quiet_model_loading
 
 READS = ("status", "row_index", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
          "target_concept", "inversion_prompt", "seed")
@@ -73,6 +73,7 @@ class EditStage:
         if mode == "edit" and engine is None:
             from diffedit_batch.engine import DiffEditEngine
 
+            quiet_model_loading()
             self.engine = DiffEditEngine.from_pretrained(
                 model_config.pretrained,
                 device=model_config.device,

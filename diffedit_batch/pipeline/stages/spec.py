@@ -76,6 +76,19 @@ def check_chain(stages: Sequence[Stage], initial: Sequence[str]) -> None:
         available |= set(stage.adds)
 
 
+def quiet_model_loading() -> None:
+    """No download or weight-loading progress bars from an actor's model loading: Ray forwards a worker's stderr to
+    the driver's console, where they would interleave with the job's own progress."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+
+
 def apply(dataset, stages: Sequence[Stage]):
     """`dataset` with each stage mapped over it, in order."""
     for stage in stages:
