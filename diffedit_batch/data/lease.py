@@ -4,12 +4,13 @@ A schedule that starts a run every hour will, some day, start one while the last
 one prefix would each edit the pending rows and each record them. The lease, `PREFIX/lease.json`, names the run
 that holds the prefix (run id, host, pid, since, last renewal); it is
 
-- **taken atomically**: on local disk under an exclusive `flock` of `PREFIX/.lease.lock`, on S3 with a conditional
-  PUT (`If-None-Match: *` to create, `If-Match: <etag>` to renew or take over), so of two runs that start together
-  exactly one holds it;
+- **taken atomically**: on local disk under an exclusive `flock` of the prefix's parent folder, on S3 with a
+  conditional PUT (`If-None-Match: *` to create, `If-Match: <etag>` to renew or take over), so of two runs that
+  start together exactly one holds it;
 - **renewed** by a thread of the holder every `timeout_s / 4` seconds, and **released** (deleted) at its end;
 - **taken over** when its holder has not renewed it for `timeout_s` seconds (the holder died: a killed driver,
-  a lost node), or at once with `break_lease` (an operator who knows the holder is gone).
+  a lost node), at once when the holder was a process of this host that is gone, or at once with `break_lease`
+  (an operator who knows the holder is gone).
 
 Hosts' clocks must agree to well within `timeout_s`. On other stores (gs://) pyarrow offers no conditional write:
 the lease is then checked and written in two steps, which keeps apart runs started minutes apart (what a
@@ -30,9 +31,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .layout import OutputLayout
 import pyarrow.fs as pafs
 
+from .layout import OutputLayout
 from .storage import (
     StorageError,
     StorageOptions,
@@ -68,6 +69,23 @@ class LeaseHolder:
     def expired(self, now: float) -> bool:
         return now > self.renewed_at + self.timeout_s
 
+    def process_is_gone(self) -> bool:
+        """Whether the holder is a process of this host that no longer runs (a killed driver): its lease need not
+        wait out the timeout. False for any other host, whose processes cannot be seen from here."""
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OSError):
+            return False
+        try:  # a killed process that its parent has not reaped yet still answers signal 0
+            with open(f"/proc/{self.pid}/stat", encoding="ascii", errors="replace") as stat:
+                return stat.read().rpartition(")")[2].split()[0] in ("Z", "X")
+        except (OSError, IndexError):
+            return False
+
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         return (f"run {self.run_id} on host {self.host} (pid {self.pid}) since {self.since}, "
@@ -99,23 +117,28 @@ class LeaseHeld(Exception):
 
 
 class _LocalStore:
-    """The lease file on local (or network) disk; every change happens under an exclusive flock of a lock file."""
+    """The lease file on local (or network) disk. Every change happens under an exclusive flock of the output
+    prefix's parent folder (read access is enough), not of a lock file: nothing is left in the output but the
+    lease while it is held, and an output folder the lease itself created is removed again with it when the run
+    wrote nothing (say, a config that could not be placed)."""
 
     atomic = True
 
     def __init__(self, path: str):
         self.path = path
-        self.lock_path = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
+        self.prefix = os.path.dirname(path)
+        self.created_prefix = False
 
     def _locked(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        return _FileLock(self.lock_path)
+        parent = os.path.dirname(self.prefix) or "."
+        os.makedirs(parent, exist_ok=True)
+        return _FolderLock(parent)
 
     def _current(self) -> tuple[bytes, str] | None:
         try:
             with open(self.path, "rb") as file:
                 data = file.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         return data, hashlib.sha256(data).hexdigest()
 
@@ -130,7 +153,12 @@ class _LocalStore:
 
     def create(self, data: bytes) -> str | None:
         with self._locked():
-            return None if self._current() is not None else self._write(data)
+            if self._current() is not None:
+                return None
+            if not os.path.isdir(self.prefix):
+                os.makedirs(self.prefix)
+                self.created_prefix = True
+            return self._write(data)
 
     def read(self) -> tuple[bytes, str] | None:
         with self._locked():
@@ -146,14 +174,21 @@ class _LocalStore:
             current = self._current()
             if current is not None and current[1] == token:
                 os.unlink(self.path)
+                if self.created_prefix:
+                    try:
+                        os.rmdir(self.prefix)  # only when empty: the run wrote nothing there
+                    except OSError:
+                        pass
 
 
-class _FileLock:
+class _FolderLock:
+    """An exclusive flock of a folder (an open of the folder itself, which needs no write permission)."""
+
     def __init__(self, path: str):
         self.path = path
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -384,13 +419,15 @@ def acquire_lease(
             if other is None and not break_lease:
                 raise LeaseError(f"{redact_uri(uri)} is not a lease this tool wrote; remove it or re-run with "
                                  "--break-lease")
-            if other is not None and not break_lease and not other.expired(clock()):
+            gone = other is not None and other.process_is_gone()
+            if other is not None and not break_lease and not other.expired(clock()) and not gone:
                 raise LeaseHeld(prefix, other)
             token = store.replace(holder.to_json(), current_token)
             if token is not None:
+                why = ("--break-lease" if break_lease else "its process on this host is gone" if gone
+                       else "it stopped renewing it")
                 log.warning("took over the run lease on %s from %s (%s)", redact_uri(prefix),
-                            other.describe() if other else "an unreadable lease",
-                            "--break-lease" if break_lease else "it stopped renewing it")
+                            other.describe() if other else "an unreadable lease", why)
                 return Lease(store, holder, token, prefix, clock, on_lost)
         raise LeaseError(f"could not take the lease {redact_uri(uri)}: other runs keep changing it")
     except (LeaseHeld, LeaseError):

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,12 +94,20 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "host": lease.holder.host, "manifest": redact_uri(manifest_uri),
                 "config": redact_values(config.to_dict())}
+    run_file_written = False
+
+    def write_run_file() -> None:
+        nonlocal run_file_written
+        write_run_metadata(output_prefix, metadata, options)
+        run_file_written = True
+
     started = time.perf_counter()
     try:
         with _sigterm_interrupts():
             elastic = connect(address, verbose=verbose)
             with _sigterm_interrupts():  # connect() installed Ray's own handler: ours goes on top of it
-                _run(config, manifest, output_prefix, run_id, elastic, summary, metadata)
+                _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"],
+                     write_run_file)
         summary.status = "done"
     except KeyboardInterrupt as interrupt:
         if lease.lost:  # our own renewal thread stopped the run
@@ -123,27 +132,29 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
                         ok=summary.ok, failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
                         engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
         try:
-            write_run_metadata(output_prefix, metadata, options)
+            if run_file_written:  # else the run stopped before any work (a config that cannot be placed)
+                write_run_file()
         except StorageError as error:  # e.g. the disk is still full: the summary line still reaches the operator
             log.error("could not write the run file of run %s: %s", run_id, error)
     return summary
 
 
 def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: bool, summary: JobSummary,
-         metadata: dict) -> None:
-    """The run under its lease: plan, edit pass, compaction, clean-up."""
+         manifest_label: str, write_run_file: Callable[[], None]) -> None:
+    """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
+    stages are known to fit: a run that cannot be placed leaves nothing behind."""
     options = config.storage
     # Before anything is written: the stages this config runs whatever the manifest holds (captions when the config
     # asks for every picture); the exact list is checked again once the plan says what the rows need.
     check_placement(edit_pass_stages(config, output_prefix, run_id,
                                      caption_images=config.captions.caption_inversion), elastic)
+    write_run_file()
     # Work folders of earlier runs: they died (this run holds the lease), and their plans are stale.
     delete_folder(OutputLayout(output_prefix).work, options)
     earlier = list_record_files(output_prefix, options)
     shards = list_files(OutputLayout(output_prefix).shards, None, options)
-    write_run_metadata(output_prefix, metadata, options)
     log.info("run %s: %d manifest file(s), %d rows, from %s -> %s; %d earlier record file(s)", run_id,
-             len(manifest.files), manifest.rows, metadata["manifest"], redact_uri(output_prefix), len(earlier.live))
+             len(manifest.files), manifest.rows, manifest_label, redact_uri(output_prefix), len(earlier.live))
     started = time.perf_counter()
     with ProgressReporter(summary, config.job.progress_interval_s):
         plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from diffedit_batch.data.lease import LeaseError, LeaseHeld, acquire_lease
+from diffedit_batch.data.lease import LeaseError, LeaseHeld, LeaseHolder, acquire_lease
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.storage import StorageOptions, exists, read_bytes, write_bytes_atomic
 
@@ -137,3 +140,40 @@ def test_an_output_prefix_that_is_a_file_is_a_lease_error(tmp_path):
     prefix.write_text("x")
     with pytest.raises(LeaseError, match="cannot take the run lease"):
         acquire_lease(str(prefix), "run-1", LOCAL, timeout_s=60)
+
+
+def test_a_lease_whose_holder_process_on_this_host_is_gone_is_taken_at_once(place):
+    """A killed driver's re-run on the same machine need not wait out the timeout; a live holder still refuses."""
+    prefix, options = place
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = LeaseHolder(run_id="killed", host=socket.gethostname(), pid=dead.pid, since="then",
+                         renewed_at=time.time(), timeout_s=600.0)
+    write_bytes_atomic(OutputLayout(prefix).lease, holder.to_json(), options)
+    lease = acquire_lease(prefix, "rerun", options, timeout_s=60)
+    try:
+        assert json.loads(read_bytes(OutputLayout(prefix).lease, options))["run_id"] == "rerun"
+    finally:
+        lease.release()
+    unreaped = subprocess.Popen([sys.executable, "-c", "pass"])  # a zombie until waited for
+    time.sleep(0.5)
+    elsewhere = LeaseHolder(run_id="remote", host="another-host", pid=unreaped.pid, since="then",
+                            renewed_at=time.time(), timeout_s=600.0)
+    write_bytes_atomic(OutputLayout(prefix).lease, elsewhere.to_json(), options)
+    with pytest.raises(LeaseHeld):  # another host's processes cannot be seen from here
+        acquire_lease(prefix, "rerun", options, timeout_s=60)
+    zombie = LeaseHolder(**{**elsewhere.__dict__, "host": socket.gethostname(), "run_id": "zombie"})
+    write_bytes_atomic(OutputLayout(prefix).lease, zombie.to_json(), options)
+    acquire_lease(prefix, "rerun", options, timeout_s=60).release()
+    unreaped.wait()
+
+
+def test_the_local_lease_leaves_nothing_behind_in_an_output_it_created(tmp_path):
+    prefix = tmp_path / "out"
+    acquire_lease(str(prefix), "run-1", LOCAL, timeout_s=60).release()
+    assert not prefix.exists() and os.listdir(tmp_path) == []  # no lock file anywhere
+    prefix.mkdir()
+    lease = acquire_lease(str(prefix), "run-2", LOCAL, timeout_s=60)
+    (prefix / "runs").mkdir()
+    lease.release()
+    assert os.listdir(prefix) == ["runs"]  # a folder that existed, or that the run wrote to, stays

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -373,6 +374,10 @@ def test_preflight_imports_no_ray(monkeypatch, tmp_path):
     module.check_output_prefix(str(tmp_path / "out"), StorageOptions())
     with pytest.raises(module.PreflightError):
         module.check_models(make_config(), hub_lookup=no_hub)
+    # And through its package, as the command line imports it: the pipeline's names load Ray only when used.
+    probe = "import sys, diffedit_batch.pipeline.preflight; print('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 # --- the output prefix -------------------------------------------------------------------------
