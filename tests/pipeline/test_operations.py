@@ -81,10 +81,16 @@ def run_file(output: Path, run_id: str | None = None) -> dict:
 # --- one run per output -----------------------------------------------------------------------------------------
 
 
-def test_two_runs_started_together_on_one_output_edit_each_row_once(run_args, photos, tmp_path):
-    manifest, output = photos(400), tmp_path / "out"
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_two_runs_started_together_on_one_output_edit_each_row_once(run_args, photos, tmp_path, store, request):
+    manifest, env = photos(400), {}
+    if store == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        output, env = s3.make_bucket() + "/out", {"AWS_ENDPOINT_URL_S3": s3.endpoint_url}
+    else:
+        output = str(tmp_path / "out")
     runs = [subprocess.Popen([sys.executable, "-m", "diffedit_batch.cli", *run_args(manifest, output, *NOOP)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(), cwd=REPO)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(env), cwd=REPO)
             for _ in range(2)]
     results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
@@ -92,9 +98,17 @@ def test_two_runs_started_together_on_one_output_edit_each_row_once(run_args, ph
     refused = next(err for code, _, err in results if code == 3)
     assert "is in use by run" in refused and "host" in refused and "--break-lease" in refused
     assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
-    records = read_records(output)
+    if store == "s3":  # every record file's rows, duplicates included, and no lease left
+        client, bucket = s3.client(), output.removeprefix("s3://").split("/")[0]
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
+        assert "out/lease.json" not in keys
+        records = [row for key in keys if key.startswith("out/manifest/") and key.endswith(".parquet")
+                   for row in pq.read_table(pa.BufferReader(client.get_object(Bucket=bucket, Key=key)["Body"]
+                                                            .read())).to_pylist()]
+    else:
+        records = read_records(output)
+        assert not (Path(output) / "lease.json").exists()  # released at the end
     assert Counter(r["id"] for r in records) == {f"r{k}": 1 for k in range(400)}
-    assert not (output / "lease.json").exists()  # released at the end
 
 
 def test_a_live_lease_on_s3_refuses_the_run_before_ray_starts(run_args, photos, s3_server):
