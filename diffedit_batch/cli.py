@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 
 
 # Exit codes of `run` (README "Exit codes"): schedulers and scripts tell the cases apart by these.
@@ -15,9 +18,16 @@ EXIT_LEASE_HELD = 3  # another live run holds the output prefix: nothing was don
 EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM: what finished is recorded, a re-run does the rest
 
 
+def _say(message: str) -> None:
+    """One line for the operator on stderr, credentials redacted (a --set value or a URI may carry some)."""
+    from diffedit_batch.redaction import redact_text
+
+    print(redact_text(message), file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError, load_config
-    from diffedit_batch.data.lease import LeaseError, LeaseHeld
+    from diffedit_batch.data.lease import LeaseError, LeaseHeld, LeaseStorageError
     from diffedit_batch.data.manifest import ManifestError
     from diffedit_batch.data.storage import redact_uri
     from diffedit_batch.pipeline import JobSetupError, run_job
@@ -28,39 +38,49 @@ def _run(args: argparse.Namespace) -> int:
         check_output_prefix(args.output, config.storage)
         check_models(config)
     except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
+        _say(f"config error: {error}")
         return EXIT_BAD_INPUT
     except PreflightError as error:
-        print(f"cannot run: {error}", file=sys.stderr)
+        _say(f"cannot run: {error}")
         return EXIT_BAD_INPUT
     try:
         summary = run_job(config, args.input, args.output, address=args.address, break_lease=args.break_lease,
                           verbose=args.verbose)
     except ManifestError as error:
-        print(f"manifest error: {error}", file=sys.stderr)
+        _say(f"manifest error: {error}")
         return EXIT_BAD_INPUT
+    except LeaseStorageError as error:
+        _say(f"not started: {error}; run the same command again once the storage answers")
+        return EXIT_FAILED
     except (JobSetupError, LeaseError, PreflightError) as error:
-        print(f"cannot run: {error}", file=sys.stderr)
+        _say(f"cannot run: {error}")
         return EXIT_BAD_INPUT
     except LeaseHeld as error:
-        print(f"not started: {error}", file=sys.stderr)
+        _say(f"not started: {error}")
         return EXIT_LEASE_HELD
     except KeyboardInterrupt as interrupt:
         signal_name = str(interrupt) or "SIGINT"
         if getattr(interrupt, "summary", None) is not None:
             print(interrupt.summary.line())
-        print(f"interrupted by {signal_name}: edits that finished are recorded; run the same command again to do "
-              f"the rest (output {redact_uri(args.output)})", file=sys.stderr)
+        _say(f"interrupted by {signal_name}: edits that finished are recorded; run the same command again to do "
+             f"the rest (output {redact_uri(args.output)})")
         return EXIT_INTERRUPTED
+    except Exception as error:  # ours or a library's: one line (the traceback with --verbose); the run file says so
+        if args.verbose:
+            import traceback
+
+            _say("".join(traceback.format_exception(error)).rstrip())
+        _say(f"run failed: {type(error).__name__}: {error}; run the same command again once it is fixed"
+             + ("" if args.verbose else " (--verbose shows the traceback)"))
+        return EXIT_FAILED
     print(summary.line())
     if summary.status == "failed":
-        print(f"run failed: {summary.error}; run the same command again once it is fixed", file=sys.stderr)
+        _say(f"run failed: {summary.error}; run the same command again once it is fixed")
         return EXIT_FAILED
     if summary.failed_fraction > config.job.max_failed_fraction:
-        print(
+        _say(
             f"{summary.failed + summary.duplicates} of {summary.attempted} edits failed "
-            f"({summary.failed_fraction:.1%} > job.max_failed_fraction {config.job.max_failed_fraction:.1%})",
-            file=sys.stderr,
+            f"({summary.failed_fraction:.1%} > job.max_failed_fraction {config.job.max_failed_fraction:.1%})"
         )
         return EXIT_FAILED
     return EXIT_DONE
@@ -110,14 +130,23 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from diffedit_batch.config import ConfigError
+    from diffedit_batch.config import ConfigError, load_config
     from diffedit_batch.data.compaction import compact_records
+    from diffedit_batch.data.lease import LeaseError, LeaseHeld, acquire_lease
     from diffedit_batch.data.storage import StorageError
+    from diffedit_batch.pipeline.driver import new_run_id
 
     try:
-        result = compact_records(args.prefix, _storage_options(args), records_per_file=args.records_per_file)
-    except (ConfigError, StorageError, ValueError) as error:
-        print(f"compact error: {error}", file=sys.stderr)
+        config = load_config(args.config, args.set or ())
+        # The run lease: a compaction must not merge record files under a run that is writing them.
+        with acquire_lease(args.prefix.rstrip("/") or args.prefix, f"compact-{new_run_id()}", config.storage,
+                           config.job.lease_timeout_s, break_lease=args.break_lease):
+            result = compact_records(args.prefix, config.storage, records_per_file=args.records_per_file)
+    except LeaseHeld as error:
+        _say(f"not started: {error}")
+        return EXIT_LEASE_HELD
+    except (ConfigError, StorageError, LeaseError, ValueError) as error:
+        _say(f"compact error: {error}")
         return 2
     print(result.line())
     return 0
@@ -208,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(compact)
     compact.add_argument("--records-per-file", type=int, default=10_000,
                          help="merge files smaller than this into files of at least this many records (default 10000)")
+    compact.add_argument("--break-lease", action="store_true",
+                         help="take the output's run lease even from a live run (only when that run is certainly gone)")
     compact.set_defaults(handler=_compact)
     return parser
 
@@ -221,10 +252,29 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("diffedit_batch").setLevel(args.log_level.upper())
     try:
-        return args.handler(args)
-    except KeyboardInterrupt:  # before a run started, or in another command: nothing half-done to report
-        print("interrupted", file=sys.stderr)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
+    except KeyboardInterrupt as interrupt:  # before a run started, or in another command: nothing half-done
+        print(f"interrupted by {str(interrupt) or 'SIGINT'}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops any command as SIGINT does (a scheduler's stop during the preflight, a report, an export):
+    one line and exit 130, not a silent 143. `run` installs its own handlers for the run itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["REDACTED", "install_log_redaction", "redact_text", "redact_uri", "redact_values"]
@@ -73,7 +74,8 @@ _installed = False
 
 
 def install_log_redaction() -> None:
-    """Redact every log record of this process (its message with its arguments filled in), once."""
+    """Redact every log record of this process (its message with its arguments filled in, and the traceback it
+    carries), once."""
     global _installed
     if _installed:
         return
@@ -88,6 +90,9 @@ def install_log_redaction() -> None:
         redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            # A traceback names URIs too: format it here, redacted (handlers use exc_text when it is set).
+            record.exc_text = redact_text("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
         return record
 
     logging.setLogRecordFactory(redacting_record)

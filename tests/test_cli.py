@@ -1,12 +1,19 @@
-"""The command line's storage commands, without Ray: compact (and its errors)."""
+"""The command line without Ray: compact (and its errors), and how `run` reports what the library raises."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 
 import pyarrow.dataset as ds
+import pytest
 
+from diffedit_batch import pipeline
 from diffedit_batch.cli import main
+from diffedit_batch.data.lease import LeaseStorageError, acquire_lease
+from diffedit_batch.data.storage import StorageOptions
+from diffedit_batch.pipeline import preflight
 from diffedit_batch.data.records import list_record_files, write_record_part
 
 
@@ -41,3 +48,60 @@ def test_the_global_options_go_before_or_after_the_command():
     ):
         args = parser.parse_args(argv)
         assert (getattr(args, "verbose", None), getattr(args, "log_level", None)) == (verbose, level), argv
+
+
+def test_compact_waits_for_no_run_it_takes_the_output_lease(tmp_path, capsys):
+    prefix = str(tmp_path / "job")
+    running = acquire_lease(prefix, "a-run", StorageOptions(), timeout_s=600)
+    try:
+        assert main(["compact", prefix]) == 3
+        assert "in use by run a-run" in capsys.readouterr().err
+    finally:
+        running.release()
+    assert main(["compact", prefix]) == 0
+
+
+RUN = ["run", "--config", "configs/tiny.yaml", "--input", "in.parquet"]
+SECRET = "s3://AKIAEXAMPLE:s3cr3tKey@bucket/in.parquet"
+
+
+@pytest.fixture
+def no_model_check(monkeypatch):
+    monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: None)
+
+
+def _raising(error):
+    def run_job(*args, **kwargs):
+        raise error
+    return run_job
+
+
+def test_an_unexpected_error_is_one_redacted_line_and_exit_1(tmp_path, monkeypatch, capsys, no_model_check):
+    monkeypatch.setattr(pipeline, "run_job", _raising(RuntimeError(f"cannot read {SECRET}")))
+    assert main([*RUN, "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("run failed: RuntimeError: cannot read s3://bucket/in.parquet")
+    assert "s3cr3tKey" not in err and "Traceback" not in err and "--verbose" in err
+    assert main([*RUN, "--output", str(tmp_path / "out"), "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "s3cr3tKey" not in err
+
+
+def test_a_lease_the_storage_could_not_give_is_exit_1_not_bad_input(tmp_path, monkeypatch, capsys, no_model_check):
+    monkeypatch.setattr(pipeline, "run_job", _raising(LeaseStorageError("cannot take the run lease: timed out")))
+    assert main([*RUN, "--output", str(tmp_path / "out")]) == 1
+    assert "run the same command again" in capsys.readouterr().err
+
+
+def test_a_config_error_does_not_echo_a_secret(tmp_path, capsys):
+    code = main([*RUN, "--output", str(tmp_path / "out"), "--set", f"storage.s3_endpoint_url={SECRET}x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("config error") and "s3cr3tKey" not in err
+
+
+def test_sigterm_during_the_preflight_is_an_interrupt_not_a_silent_143(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main([*RUN, "--output", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted by SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is previous  # the command's handler is gone again

@@ -60,3 +60,13 @@ def test_configs_are_redacted_value_by_value():
               "list": ["s3://K:S@b/x"]}
     assert redact_values(config) == {"storage": {"s3_endpoint_url": "https://minio.local:9000"},
                                      "job": {"batch_size": 8}, "list": ["s3://b/x"]}
+
+
+def test_a_logged_traceback_is_redacted_too(caplog):
+    with caplog.at_level(logging.INFO):
+        try:
+            raise OSError(f"cannot open {SECRET_URIS[2][0]}")
+        except OSError:
+            logging.getLogger("anything").exception("fetch failed")
+    assert "Traceback" in caplog.text and "OSError" in caplog.text
+    assert "pa55word" not in caplog.text and "deadbeef" not in caplog.text

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import posixpath
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from diffedit_batch.data.storage import (
     redact_uri,
     write_bytes_atomic,
 )
-from diffedit_batch.redaction import redact_values
+from diffedit_batch.redaction import redact_text, redact_values
 
 from .connection import connect
 from .placement import check_placement
@@ -51,24 +52,46 @@ def new_run_id() -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, delivered as SIGINT is: the run stops where it is, records what it finished and says so."""
+    """SIGINT or SIGTERM (or a lost lease, delivered as SIGINT): the run stops where it is, records what it finished
+    and says so."""
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM raises Interrupted in the main thread for the duration (Ray's driver handler would `sys.exit`)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _StopSignals:
+    """SIGINT and SIGTERM raise Interrupted in the main thread while the run works (`armed`); once it is winding
+    down (compaction done, lease and run file to settle) a signal is only noted, so the clean-up always finishes.
+    Installed over whatever handlers were there (Ray's driver handler would `sys.exit`; an ignored SIGINT would make
+    a lost lease unable to stop the run) and restored after."""
 
-    def interrupt(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self):
+        self.armed = True
+        self.deferred: str | None = None
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.armed:
+            raise Interrupted(name)
+        self.deferred = name
+
+    def install(self) -> None:
+        """(Re)install the handlers: again after `ray.init`, which installs its own."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                signal.signal(signum, self._handle)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        self.install()
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str | None = None,
@@ -76,25 +99,29 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     """Edit every row of the manifest at `manifest_uri`, writing under `output_prefix`.
 
     Before any work: raises ManifestError when the manifest's schema is wrong, LeaseHeld when another live run
-    holds the output (LeaseError when its lease cannot be taken), and JobSetupError when the stages cannot be
+    holds the output (LeaseError when its lease cannot be taken, LeaseStorageError when the storage failed), and JobSetupError when the stages cannot be
     placed. Row failures become records. A storage failure of the run's own files (its plan, records, run file:
     a full disk, a lost bucket) ends the run with `summary.status == "failed"` and `summary.error` set, not an
     exception. SIGINT or SIGTERM raise KeyboardInterrupt after the run file says `interrupted`. Re-running on the
     same output skips edits recorded ok and retries the rest. `verbose`: Ray's own console output too.
     """
-    options = config.storage
     output_prefix = output_prefix.rstrip("/") or output_prefix
+    stop = _StopSignals()
+    with stop.installed():
+        return _run_under_lease(config, manifest_uri, output_prefix, address, break_lease, verbose, stop)
+
+
+def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, address: str | None, break_lease: bool,
+                     verbose: bool, stop: _StopSignals) -> JobSummary:
+    options = config.storage
     manifest = inspect_manifest(manifest_uri, options)
     run_id = new_run_id()
-    # A lost lease (another run took the output over) stops this run where it is, as an interrupt does, so the
-    # two never write the same edits; the run then ends "failed" with the reason.
-    lease = acquire_lease(output_prefix, run_id, options, config.job.lease_timeout_s, break_lease=break_lease,
-                          on_lost=lambda message: _thread.interrupt_main())
     summary = JobSummary(run_id=run_id)
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "host": lease.holder.host, "manifest": redact_uri(manifest_uri),
+                "host": socket.gethostname(), "manifest": redact_uri(manifest_uri),
                 "config": redact_values(config.to_dict())}
     run_file_written = False
+    lease = None
 
     def write_run_file() -> None:
         nonlocal run_file_written
@@ -103,30 +130,38 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
 
     started = time.perf_counter()
     try:
-        with _sigterm_interrupts():
-            elastic = connect(address, verbose=verbose)
-            with _sigterm_interrupts():  # connect() installed Ray's own handler: ours goes on top of it
-                _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"],
-                     write_run_file)
+        # A lost lease (another run may take the output over) stops this run where it is, as an interrupt does, so
+        # the two never write the same edits; the run then ends "failed" with the reason.
+        lease = acquire_lease(output_prefix, run_id, options, config.job.lease_timeout_s, break_lease=break_lease,
+                              on_lost=lambda message: _thread.interrupt_main(signal.SIGINT))
+        elastic = connect(address, verbose=verbose)
+        stop.install()  # over the handler ray.init installed
+        _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file)
+        stop.armed = False
         summary.status = "done"
     except KeyboardInterrupt as interrupt:
-        if lease.lost:  # our own renewal thread stopped the run
+        stop.armed = False
+        if lease is not None and lease.lost:  # our own lease watch stopped the run
             summary.status, summary.error = "failed", f"{lease.lost}; this run stopped"
         else:
             summary.status = "interrupted"
             interrupt.summary = summary  # what the run had counted, for the caller's last line
             raise
     except StorageError as error:
-        summary.status, summary.error = "failed", str(error)
+        stop.armed = False
+        summary.status, summary.error = "failed", redact_text(str(error))
         log.error("run %s failed: %s", run_id, error)
     except Exception as error:  # the caller reports it; the run file says the run failed and why
-        summary.status, summary.error = "failed", f"{type(error).__name__}: {error}"
+        stop.armed = False
+        summary.status, summary.error = "failed", redact_text(f"{type(error).__name__}: {error}")
         raise
     finally:
+        stop.armed = False
         summary.seconds = time.perf_counter() - started
-        lease.release()
-        if lease.lost and summary.status == "done":  # lost as the run ended
-            summary.status, summary.error = "failed", lease.lost
+        if lease is not None:
+            lease.release()
+            if lease.lost and summary.status == "done":  # lost as the run ended
+                summary.status, summary.error = "failed", lease.lost
         metadata.update(status=summary.status, error=summary.error,
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
                         ok=summary.ok, failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
@@ -136,6 +171,8 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
                 write_run_file()
         except StorageError as error:  # e.g. the disk is still full: the summary line still reaches the operator
             log.error("could not write the run file of run %s: %s", run_id, error)
+        if stop.deferred:
+            log.warning("%s arrived as run %s was ending: it ended as %s", stop.deferred, run_id, summary.status)
     return summary
 
 
@@ -172,9 +209,15 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                                   concept_captions=concept_captions)
         check_placement(stages, elastic)
         if plan.work_files:
-            for batch in edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",
-                                                                                 batch_size=None):
-                summary.tally(batch)
+            batches = iter(edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",
+                                                                                    batch_size=None))
+            try:
+                for batch in batches:
+                    summary.tally(batch)
+            finally:
+                # Stopped early (a signal, a lost lease): Ray Data shuts its executor down now, its actors killed,
+                # rather than whenever the generator is collected, so none of them writes after the lease is let go.
+                batches.close()
     compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
                                  superseded=_superseded(plan, options), run_id=run_id)
     summary.record_files = compaction.files_after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from diffedit_batch.data.lease import LeaseError, LeaseHeld, LeaseHolder, acquire_lease
+from diffedit_batch.data import lease as lease_module
+from diffedit_batch.data.lease import LeaseError, LeaseHeld, LeaseHolder, LeaseStorageError, acquire_lease
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.storage import StorageOptions, exists, read_bytes, write_bytes_atomic
 
@@ -147,8 +149,7 @@ def test_a_lease_whose_holder_process_on_this_host_is_gone_is_taken_at_once(plac
     prefix, options = place
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    holder = LeaseHolder(run_id="killed", host=socket.gethostname(), pid=dead.pid, since="then",
-                         renewed_at=time.time(), timeout_s=600.0)
+    holder = _holder_on_this_machine("killed", dead.pid)
     write_bytes_atomic(OutputLayout(prefix).lease, holder.to_json(), options)
     lease = acquire_lease(prefix, "rerun", options, timeout_s=60)
     try:
@@ -157,8 +158,7 @@ def test_a_lease_whose_holder_process_on_this_host_is_gone_is_taken_at_once(plac
         lease.release()
     unreaped = subprocess.Popen([sys.executable, "-c", "pass"])  # a zombie until waited for
     time.sleep(0.5)
-    elsewhere = LeaseHolder(run_id="remote", host="another-host", pid=unreaped.pid, since="then",
-                            renewed_at=time.time(), timeout_s=600.0)
+    elsewhere = dataclasses.replace(_holder_on_this_machine("remote", unreaped.pid), host="another-host")
     write_bytes_atomic(OutputLayout(prefix).lease, elsewhere.to_json(), options)
     with pytest.raises(LeaseHeld):  # another host's processes cannot be seen from here
         acquire_lease(prefix, "rerun", options, timeout_s=60)
@@ -166,6 +166,39 @@ def test_a_lease_whose_holder_process_on_this_host_is_gone_is_taken_at_once(plac
     write_bytes_atomic(OutputLayout(prefix).lease, zombie.to_json(), options)
     acquire_lease(prefix, "rerun", options, timeout_s=60).release()
     unreaped.wait()
+
+
+def _holder_on_this_machine(run_id: str, pid: int) -> LeaseHolder:
+    """A holder as a run of this machine, boot and pid namespace writes it, for the process `pid`."""
+    this = LeaseHolder.of_this_process(run_id, time.time(), 600.0)
+    return dataclasses.replace(this, pid=pid, process_start=lease_module._start_time(pid))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_a_holder_whose_pid_cannot_be_judged_from_here_keeps_its_lease():
+    """Host networking gives containers one host name: a pid of another boot or pid namespace, even one that is free
+    here, says nothing about the holder; a pid given to a new process since is a holder that is gone."""
+    free_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    free_pid.wait()
+    gone_here = _holder_on_this_machine("killed", free_pid.pid)
+    assert gone_here.process_is_gone()
+    assert not dataclasses.replace(gone_here, pid_namespace=gone_here.pid_namespace + 1).process_is_gone()
+    assert not dataclasses.replace(gone_here, boot_id="another-boot").process_is_gone()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live_holder = _holder_on_this_machine("live", alive.pid)
+        assert live_holder.process_start and not live_holder.process_is_gone()
+        reused_pid = dataclasses.replace(live_holder, process_start=str(int(live_holder.process_start) - 1))
+        assert reused_pid.process_is_gone()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_an_older_lease_file_without_process_identity_is_read():
+    old = {"run_id": "r", "host": "h", "pid": 1, "since": "then", "renewed_at": 1.0, "timeout_s": 60.0}
+    holder = LeaseHolder.from_json(json.dumps(old).encode())
+    assert holder.run_id == "r" and holder.boot_id == "" and not holder.process_is_gone()
 
 
 def test_the_local_lease_leaves_nothing_behind_in_an_output_it_created(tmp_path):
@@ -177,3 +210,121 @@ def test_the_local_lease_leaves_nothing_behind_in_an_output_it_created(tmp_path)
     (prefix / "runs").mkdir()
     lease.release()
     assert os.listdir(prefix) == ["runs"]  # a folder that existed, or that the run wrote to, stays
+
+
+class _AnswerLost:
+    """A store whose writes land but whose answers are lost once, as when a response times out and a retry then
+    fails its own condition."""
+
+    def __init__(self, store):
+        self.store = store
+        self.lose_create = self.lose_replace = True
+
+    def create(self, data):
+        token = self.store.create(data)
+        if self.lose_create:
+            self.lose_create = False
+            return None
+        return token
+
+    def replace(self, data, token):
+        new_token = self.store.replace(data, token)
+        if self.lose_replace and new_token is not None:
+            self.lose_replace = False
+            return None
+        return new_token
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_write_that_landed_though_its_answer_was_lost_keeps_the_lease(place, monkeypatch):
+    prefix, options = place
+    real_store_for = lease_module._store_for
+    monkeypatch.setattr(lease_module, "_store_for", lambda *args: _AnswerLost(real_store_for(*args)))
+    told = []
+    lease = acquire_lease(prefix, "run-1", options, timeout_s=600, on_lost=told.append)  # not "held by run-1"
+    try:
+        assert lease.renew() is True and lease.lost is None and not told  # the lost answer: still ours
+        assert lease.renew() is True
+        assert json.loads(read_bytes(OutputLayout(prefix).lease, options))["run_id"] == "run-1"
+    finally:
+        lease.release()
+    assert not exists(OutputLayout(prefix).lease, options)  # released with the token of the last write
+
+
+class _Stalling:
+    """A store whose renewals hang until let go, as a store that stopped answering."""
+
+    def __init__(self, store, hang_s: float):
+        self.store, self.hang_s = store, hang_s
+        self.replacing = threading.Event()
+
+    def replace(self, data, token):
+        self.replacing.set()
+        time.sleep(self.hang_s)
+        return self.store.replace(data, token)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_holder_whose_renewal_hangs_gives_the_lease_up_before_it_can_be_taken_over(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "out")
+    real_store_for = lease_module._store_for
+    monkeypatch.setattr(lease_module, "_store_for", lambda *args: _Stalling(real_store_for(*args), hang_s=5))
+    told = []
+    started = time.monotonic()
+    lease = acquire_lease(prefix, "run-1", LOCAL, timeout_s=0.8, on_lost=told.append)
+    try:
+        while not told and time.monotonic() - started < 4:
+            time.sleep(0.02)
+        # Told within 3/4 of its timeout (plus a watchdog interval), while the renewal still hangs.
+        assert told and "could not be renewed" in told[0]
+        assert time.monotonic() - started < 0.8 + 0.3
+    finally:
+        lease._stop.set()
+
+
+def test_release_waits_for_a_renewal_under_way_and_deletes_the_lease(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "out")
+    real_store_for = lease_module._store_for
+    stalling = []
+
+    def store_for(*args):
+        stalling.append(_Stalling(real_store_for(*args), hang_s=0.3))
+        return stalling[-1]
+
+    monkeypatch.setattr(lease_module, "_store_for", store_for)
+    lease = acquire_lease(prefix, "run-1", LOCAL, timeout_s=0.4)
+    assert stalling[0].replacing.wait(5)  # a renewal is under way
+    lease.release()
+    assert not exists(OutputLayout(prefix).lease) and lease.lost is None
+
+
+def test_a_boto3_without_conditional_puts_is_named(monkeypatch, s3_server):
+    import boto3
+
+    real_client = boto3.client
+
+    def old_client(*args, **kwargs):
+        client = real_client(*args, **kwargs)
+        members = dict(client.meta.service_model.operation_model("PutObject").input_shape.members)
+        members.pop("IfMatch", None)
+        members.pop("IfNoneMatch", None)
+        shape = type("Shape", (), {"members": members})()
+        model = type("Model", (), {"operation_model": lambda self, name: type("Op", (), {"input_shape": shape})()})()
+        client.meta._service_model = model  # what an older botocore's model says
+        return client
+
+    prefix = s3_server.make_bucket() + "/out"
+    monkeypatch.setattr(boto3, "client", old_client)
+    with pytest.raises(LeaseError, match="boto3>=1.36") as raised:
+        acquire_lease(prefix, "run-1", s3_server.options, timeout_s=60)
+    assert not isinstance(raised.value, LeaseStorageError)  # a set-up to fix, not a storage failure
+
+
+def test_a_store_that_cannot_be_reached_is_a_storage_error():
+    options = StorageOptions(s3_endpoint_url="http://127.0.0.1:9", timeout_s=2)
+    with pytest.raises(LeaseStorageError, match="cannot take the run lease"):
+        acquire_lease("s3://bucket/out", "run-1", options, timeout_s=16)
