@@ -134,7 +134,7 @@ def _compact(args: argparse.Namespace) -> int:
     from diffedit_batch.data.compaction import compact_records
     from diffedit_batch.data.lease import LeaseError, LeaseHeld, acquire_lease
     from diffedit_batch.data.storage import StorageError
-    from diffedit_batch.pipeline.driver import new_run_id
+    from diffedit_batch.data.run_metadata import new_run_id
 
     try:
         config = load_config(args.config, args.set or ())

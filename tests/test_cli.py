@@ -105,3 +105,14 @@ def test_sigterm_during_the_preflight_is_an_interrupt_not_a_silent_143(tmp_path,
     assert main([*RUN, "--output", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.strip() == "interrupted by SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is previous  # the command's handler is gone again
+
+
+def test_compact_loads_no_ray(tmp_path):
+    """compact, report and export are storage commands: taking the lease must not pull the pipeline (Ray) in."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from diffedit_batch.cli import main; "
+            f"assert main(['compact', {str(tmp_path / 'job')!r}]) == 0; "
+            "assert 'ray' not in sys.modules, 'compact imported Ray'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)

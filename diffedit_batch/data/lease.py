@@ -68,6 +68,10 @@ class LeaseStorageError(LeaseError):
 GIVE_UP_FRACTION = 0.75
 
 
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"  # one per boot of the machine: a pid means nothing across boots
+_START_TIME = 19  # /proc/<pid>/stat's field 22, counted from the state (field 3): clock ticks after boot
+
+
 def _read_first_line(path: str) -> str:
     try:
         with open(path, encoding="ascii", errors="replace") as file:
@@ -84,7 +88,7 @@ def _pid_namespace() -> int:
 
 
 def _process_stat(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (state first, start time at index 19), None where there is no such file."""
+    """Fields 3.. of /proc/<pid>/stat (the state first), None where there is no such file."""
     text = _read_first_line(f"/proc/{pid}/stat")
     fields = text.rpartition(")")[2].split()
     return fields or None
@@ -92,7 +96,7 @@ def _process_stat(pid: int) -> list[str] | None:
 
 def _start_time(pid: int) -> str:
     fields = _process_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else ""
+    return fields[_START_TIME] if fields and len(fields) > _START_TIME else ""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ class LeaseHolder:
         return cls(run_id=run_id, host=socket.gethostname(), pid=os.getpid(),
                    since=dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
                    renewed_at=now, timeout_s=float(timeout_s),
-                   boot_id=_read_first_line("/proc/sys/kernel/random/boot_id"), pid_namespace=_pid_namespace(),
+                   boot_id=_read_first_line(_BOOT_ID), pid_namespace=_pid_namespace(),
                    process_start=_start_time(os.getpid()))
 
     def expired(self, now: float) -> bool:
@@ -127,7 +131,7 @@ class LeaseHolder:
         driver): its lease need not wait out the timeout. False wherever its process cannot be seen from here."""
         if self.host != socket.gethostname() or self.pid == os.getpid():
             return False
-        if self.boot_id != _read_first_line("/proc/sys/kernel/random/boot_id"):
+        if self.boot_id != _read_first_line(_BOOT_ID):
             return False
         if self.pid_namespace != _pid_namespace():
             return False  # another container with this host name: its pids are not ours to see
@@ -143,7 +147,7 @@ class LeaseHolder:
         if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: it still answers signal 0
             return True
         # The pid was given to another process since.
-        return bool(self.process_start) and len(fields) > 19 and fields[19] != self.process_start
+        return bool(self.process_start) and len(fields) > _START_TIME and fields[_START_TIME] != self.process_start
 
     def describe(self, now: float | None = None) -> str:
         now = time.time() if now is None else now

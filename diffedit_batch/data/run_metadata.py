@@ -6,13 +6,20 @@ skipped, never an error.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import posixpath
+import uuid
 
 from .layout import OutputLayout
 from .storage import StorageError, StorageOptions, list_files, read_bytes, write_bytes_atomic
 
-__all__ = ["read_run_metadata", "write_run_metadata"]
+__all__ = ["new_run_id", "read_run_metadata", "write_run_metadata"]
+
+
+def new_run_id() -> str:
+    """A run's id: its start time (sortable) and a random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 def write_run_metadata(prefix: str, metadata: dict, options: StorageOptions | None = None) -> str:

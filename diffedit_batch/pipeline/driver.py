@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -23,7 +22,7 @@ from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import inspect_manifest
 from diffedit_batch.data.records import list_record_files
-from diffedit_batch.data.run_metadata import write_run_metadata
+from diffedit_batch.data.run_metadata import new_run_id, write_run_metadata
 from diffedit_batch.data.storage import (
     StorageError,
     delete,
@@ -44,11 +43,6 @@ from .progress import ProgressReporter
 from .summary import JobSummary
 
 log = logging.getLogger("diffedit_batch.job")
-
-
-def new_run_id() -> str:
-    """A run's id: its start time (sortable) and a random suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 class Interrupted(KeyboardInterrupt):
