@@ -13,7 +13,7 @@ import threading
 # Exit codes of `run` (README "Exit codes"): schedulers and scripts tell the cases apart by these.
 EXIT_DONE = 0  # every edit ended; failed rows within job.max_failed_fraction
 EXIT_FAILED = 1  # rows failed over job.max_failed_fraction, or the run's own files could not be written
-EXIT_BAD_INPUT = 2  # bad config, manifest, models or output prefix: nothing was done
+EXIT_BAD_INPUT = 2  # bad config, manifest, models or output prefix, or settings changed undecided: nothing was done
 EXIT_LEASE_HELD = 3  # another live run holds the output prefix: nothing was done
 EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM: what finished is recorded, a re-run does the rest
 
@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from diffedit_batch.data.lease import LeaseError, LeaseHeld, LeaseStorageError
     from diffedit_batch.data.manifest import ManifestError
     from diffedit_batch.data.storage import redact_uri
-    from diffedit_batch.pipeline import JobSetupError, run_job
+    from diffedit_batch.pipeline import JobSetupError, SettingsChanged, run_job
     from diffedit_batch.pipeline.preflight import PreflightError, check_models, check_output_prefix
 
     try:
@@ -45,9 +45,12 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         summary = run_job(config, args.input, args.output, address=args.address, break_lease=args.break_lease,
-                          verbose=args.verbose)
+                          verbose=args.verbose, on_settings_change=args.on_settings_change)
     except ManifestError as error:
         _say(f"manifest error: {error}")
+        return EXIT_BAD_INPUT
+    except SettingsChanged as error:
+        _say(f"not started: {error}")
         return EXIT_BAD_INPUT
     except LeaseStorageError as error:
         _say(f"not started: {error}; run the same command again once the storage answers")
@@ -188,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else in-process Ray)")
     run.add_argument("--break-lease", action="store_true",
                      help="take the output's run lease even from a live run (only when that run is certainly gone)")
+    run.add_argument("--on-settings-change", choices=["redo", "keep"], default=None,
+                     help="what to do with edits recorded ok under other settings (model, edit settings...): redo "
+                     "edits them again, keep keeps them (their records keep their own settings fingerprint); without "
+                     "it such a run stops before any work with exit 2 and names what changed. Records from before "
+                     "fingerprints are kept unless this is redo")
     run.set_defaults(handler=_run)
 
     tiny = commands.add_parser("make-tiny-model", parents=[shared],

@@ -84,6 +84,10 @@ RESULT_SCHEMA = pa.schema(
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
         # The Ray node whose edit actor handled the row; null when it never reached one (or ran without Ray).
         pa.field("node_id", pa.string()),
+        # What made the edit (data.fingerprints): its request, and the settings that change pixels (the run files
+        # hold the settings behind each). Null in records written before fingerprints existed.
+        pa.field("request_fingerprint", pa.string()),
+        pa.field("settings_fingerprint", pa.string()),
     ]
 )
 
@@ -198,6 +202,8 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "write_s": row.get("write_s"),
         "run_id": run_id,
         "node_id": row.get("node_id"),
+        "request_fingerprint": row.get("request_fingerprint"),
+        "settings_fingerprint": row.get("settings_fingerprint"),
     }
 
 

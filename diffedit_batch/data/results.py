@@ -2,8 +2,9 @@
 
 After a completed run the manifest holds one record per edit (the run's compaction removes superseded ones). A
 run that was stopped before its compaction may leave an earlier `error` record beside the `ok` record that
-replaced it; readers (the report, the training export) still see one record per edit: an `ok` record wins,
-otherwise the first file's (in name order). Duplicate records (one per later manifest row with an id already
+replaced it, or an earlier `ok` record beside the one of a revised request; readers (the report, the training
+export) still see one record per edit: an `ok` record wins, the latest finished of them, otherwise the first file's
+(in name order). Duplicate records (one per later manifest row with an id already
 edited) are all kept. Files written before a column existed read as nulls in that column. Memory is one batch
 of records plus the winning file of each edit id.
 """
@@ -24,16 +25,20 @@ __all__ = ["iter_result_records"]
 
 def _winning_files(files: list[RecordFile], options: StorageOptions | None) -> dict[str, int]:
     """Edit id -> index of the file whose (non-duplicate) record of it is read."""
-    winners: dict[str, tuple[int, bool]] = {}
+    winners: dict[str, tuple[int, bool, object]] = {}
     for index, file in enumerate(files):
-        table = read_record_file(file, options, columns=["id", "status"])
-        for edit_id, status in zip(table.column("id").to_pylist(), table.column("status").to_pylist()):
+        table = read_record_file(file, options, columns=["id", "status", "finished_at"])
+        columns = (table.column(name).to_pylist() for name in ("id", "status", "finished_at"))
+        for edit_id, status, finished in zip(*columns):
             if edit_id is None or status == Status.DUPLICATE:
                 continue
+            ok = status == Status.OK
             previous = winners.get(edit_id)
-            if previous is None or (status == Status.OK and not previous[1]):
-                winners[edit_id] = (index, status == Status.OK)
-    return {edit_id: index for edit_id, (index, _) in winners.items()}
+            if (previous is None or (ok and not previous[1])
+                    or (ok and previous[1] and finished is not None and previous[2] is not None
+                        and finished > previous[2])):
+                winners[edit_id] = (index, ok, finished)
+    return {edit_id: index for edit_id, (index, _, _) in winners.items()}
 
 
 def iter_result_records(

@@ -1,5 +1,9 @@
 """Run files: `PREFIX/runs/<run_id>.json`, each run's config at its start and its counts at its end.
 
+A run file also keeps, under `settings`, the settings behind each settings fingerprint its records carry
+(fingerprint -> the pixel settings, `config.fingerprint`): a record says which settings made it, the run files say
+what they were.
+
 They describe the runs for people and the report; the records are the truth, so an unreadable run file is
 skipped, never an error.
 """
@@ -12,9 +16,9 @@ import posixpath
 import uuid
 
 from .layout import OutputLayout
-from .storage import StorageError, StorageOptions, list_files, read_bytes, write_bytes_atomic
+from .storage import StorageError, StorageOptions, delete, list_files, read_bytes, write_bytes_atomic
 
-__all__ = ["new_run_id", "read_run_metadata", "write_run_metadata"]
+__all__ = ["delete_run_metadata", "new_run_id", "read_run_metadata", "settings_described", "write_run_metadata"]
 
 
 def new_run_id() -> str:
@@ -41,3 +45,19 @@ def read_run_metadata(prefix: str, options: StorageOptions | None = None) -> lis
             data.setdefault("run_id", posixpath.basename(uri)[: -len(".json")])
             runs.append(data)
     return sorted(runs, key=lambda run: str(run.get("run_id")))
+
+
+def delete_run_metadata(prefix: str, run_id: str, options: StorageOptions | None = None) -> None:
+    """Delete a run's file (a run refused before any work leaves none)."""
+    delete(OutputLayout(prefix).run_file(run_id), options)
+
+
+def settings_described(runs: list[dict]) -> dict[str, dict]:
+    """Settings fingerprint -> the settings behind it, from run files (`read_run_metadata`); the newest run's
+    description wins (they are the same settings)."""
+    described: dict[str, dict] = {}
+    for run in runs:
+        settings = run.get("settings")
+        if isinstance(settings, dict):
+            described.update({key: value for key, value in settings.items() if isinstance(value, dict)})
+    return described

@@ -10,13 +10,21 @@ the decision and the files it leaves, with no Ray. Memory is one bucket's rows.
 The rules, per row id:
 - The first row in manifest order (files in sorted order, then row order: its `row_index`) is the one edited;
   each later row with that id ends as one `duplicate` record, whatever the parallelism.
-- An edit of that row is skipped when an `ok` record of it exists; the others are the work list (invalid ones
-  become `invalid_row` records at once). A row without an id is invalid every run.
+- An edit of that row is done (skipped) when an `ok` record of it was made for the same request under the same
+  settings: both fingerprints of the record (`data.fingerprints`) equal the request's. An `ok` record of another
+  request (the row's prompt, picture or seed changed) is `changed`: the edit is done again. An `ok` record of the
+  same request under other settings is done or done again as the run's settings policy says (`stop`, which plans
+  it as `redo` and lets the driver refuse the run; `redo`; `keep`); one written before fingerprints existed has
+  unknown settings and request, and follows the unknown policy (`keep` by default, or `redo`). The rest are the
+  work list (invalid ones become `invalid_row` records at once). A row without an id is invalid every run.
 - Later rows are recorded again only when their number changed (so a re-run of a finished manifest records
   nothing); their earlier duplicate records are then superseded.
 - Superseded (removed by the compaction at the end of a completed run): the earlier `error` records of an edit
-  that is retried or recorded `ok`, the earlier duplicate records of a row id recorded again, every earlier
-  record without an id.
+  that is retried or recorded `ok`, the earlier `ok` records of an edit done again, the `ok` records of a done
+  edit that another file's record of the same request and settings outlived, the earlier duplicate records of a
+  row id recorded again, every earlier record without an id. A superseded record's loose files are overwritten
+  by the new edit (their names derive from the edit id); a shard member that no record names any more stays in
+  its shard until no record names the shard.
 - A bucket also reports which shards its earlier ok records name: a shard that no record names was left by a run
   that died between writing it and its records, and is removed.
 """
@@ -25,12 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
 
 from .compaction import SUPERSEDED_SCHEMA
+from .fingerprints import request_fingerprint
 from .layout import OutputLayout
 from .manifest import expand_edits, needs_caption, row_id_of, validate_request
 from .outputs import split_member
@@ -43,6 +53,8 @@ __all__ = [
     "PLAN_SUMMARY_SCHEMA",
     "REQUEST_SCHEMA",
     "WORK_ROW_GROUP",
+    "MAX_SETTINGS_CHANGES",
+    "SETTINGS_POLICIES",
     "BucketPlan",
     "bucket_of",
     "plan_bucket",
@@ -67,7 +79,15 @@ REQUEST_SCHEMA = pa.schema([
     pa.field("status", pa.string()),  # pending, or error for a request that cannot be edited
     pa.field("error", pa.string()),
     pa.field("error_class", pa.string()),
+    # what made the edit (data.fingerprints): the request's, and the settings' it is made under
+    pa.field("request_fingerprint", pa.string()),
+    pa.field("settings_fingerprint", pa.string()),
 ])
+# What the plan does with the earlier ok records of an edit made under other settings, or unknown ones (records
+# from before fingerprints): `stop` plans them as `redo` and the driver refuses the run before any work.
+SETTINGS_POLICIES = ("stop", "redo", "keep")
+# Most (earlier, current) settings fingerprint pairs a bucket reports: enough to name what changed.
+MAX_SETTINGS_CHANGES = 16
 
 # Rows per row group of a work-list file: the edit pass reads slices of it, each only the row groups it needs.
 WORK_ROW_GROUP = 1024
@@ -86,11 +106,16 @@ PLAN_SUMMARY_SCHEMA = pa.schema([
     pa.field("bucket", pa.int32()),
     pa.field("pending", pa.int64()),
     pa.field("skipped", pa.int64()),
+    pa.field("changed", pa.int64()),  # edits done earlier for another request, done again
+    pa.field("settings_changed", pa.int64()),  # edits done earlier for this request under other settings
+    pa.field("unknown_settings", pa.int64()),  # edits done earlier by a record without fingerprints
+    pa.field("settings_changes", pa.list_(pa.string())),  # distinct "earlier:current" settings fingerprints
     pa.field("invalid", pa.int64()),
     pa.field("duplicates", pa.int64()),
     pa.field("captions_needed", pa.int64()),
     pa.field("concepts", pa.list_(pa.string())),
     pa.field("work_uri", pa.string()),
+    pa.field("records_uri", pa.string()),  # the record part of its invalid rows and duplicates
     pa.field("superseded_uri", pa.string()),
     pa.field("shards", pa.list_(pa.string())),  # the shards its earlier ok records name
 ])
@@ -107,11 +132,15 @@ def bucket_of(row_id: str | None, buckets: int) -> int:
     return int.from_bytes(digest, "big") % buckets
 
 
-def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: int, buckets: int) -> pa.Table:
-    """Manifest rows (with a `row_index` column) -> one plan row per edit request: validated and seeded.
+def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: int, buckets: int,
+                          settings: Sequence[str] = ("",) * 4, caption_inversion: bool = False) -> pa.Table:
+    """Manifest rows (with a `row_index` column) -> one plan row per edit request: validated, seeded and
+    fingerprinted.
 
     A request that cannot be edited carries status `error` and its reason; mistyped values that the error names
-    are made to fit the schema (prompts stringified, a seed outside int64 dropped).
+    are made to fit the schema (prompts stringified, a seed outside int64 dropped). `settings`: the run's settings
+    fingerprints by what an edit uses, `settings[2 * uses_concepts + uses_caption]` (`config.fingerprint`);
+    `caption_inversion` says whether every edit uses a caption.
     """
     from diffedit_batch.seeds import derive_seed
 
@@ -133,13 +162,17 @@ def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: in
             seed = plan["seed"]
             if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -_INT64 <= seed < _INT64):
                 plan["seed"] = None
+            plan["request_fingerprint"] = request_fingerprint(plan)
+            uses_concepts = plan["source_concept"] is not None or plan["target_concept"] is not None
+            uses_caption = needs_caption(plan["source_prompt"], plan["source_concept"], caption_inversion)
+            plan["settings_fingerprint"] = settings[2 * uses_concepts + uses_caption]
             rows.append(plan)
     return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
 
 
 def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Table:
-    """Earlier records of one file (columns `id`, `row_id`, `status`, and `image_uri` when shards are to be
-    accounted for) -> plan rows. A record without a `row_id` (written by another tool) is keyed by the row id its
+    """Earlier records of one file (columns `id`, `row_id`, `status`, the fingerprints if the file has them, and
+    `image_uri` when shards are to be accounted for) -> plan rows. A record without a `row_id` (written by another tool) is keyed by the row id its
     edit id implies."""
     ids = records.column("id").to_pylist()
     row_ids = [
@@ -155,6 +188,9 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
         "status": records.column("status").cast(pa.string()),
         "file": pa.array([file] * n, pa.string()),
     }
+    for name in ("request_fingerprint", "settings_fingerprint"):
+        if name in records.column_names:
+            columns[name] = records.column(name).cast(pa.string())
     if "image_uri" in records.column_names:
         columns["shard"] = pa.array([_shard_of(uri) for uri in records.column("image_uri").to_pylist()], pa.string())
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PLAN_SCHEMA}, schema=PLAN_SCHEMA)
@@ -173,7 +209,11 @@ class BucketPlan:
     work: pa.Table  # pending requests (REQUEST_SCHEMA), sorted by (row_index, target_index): targets adjacent
     records: list[dict]  # invalid_row and duplicate records, to write before the edits start
     superseded: pa.Table  # SUPERSEDED_SCHEMA
-    skipped: int = 0  # edits recorded ok earlier
+    skipped: int = 0  # edits recorded ok earlier (for the same request; under the same settings, or kept)
+    changed: int = 0  # edits recorded ok earlier for another request: done again
+    settings_changed: int = 0  # edits recorded ok earlier for the same request under other settings
+    unknown_settings: int = 0  # edits recorded ok earlier by records without fingerprints
+    settings_changes: list[str] = field(default_factory=list)  # "earlier:current" settings fingerprints
     invalid: int = 0
     duplicates: int = 0  # duplicate records written now
     captions_needed: int = 0  # work rows whose picture gets a BLIP caption
@@ -185,15 +225,25 @@ class BucketPlan:
         return self.work.num_rows
 
 
+# How an edit's earlier ok record relates to its request now, best first (the best one decides).
+_SAME, _UNKNOWN, _SETTINGS, _CHANGED = 0, 1, 2, 3
+
+
 def plan_bucket(
-    table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str
+    table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, settings_policy: str = "stop",
+    unknown_policy: str = "keep",
 ) -> BucketPlan:
-    """Decide one bucket of plan rows (see the module docstring for the rules)."""
+    """Decide one bucket of plan rows (see the module docstring for the rules). `settings_policy` (stop, redo,
+    keep): what becomes of an edit recorded ok for its request under other settings; `unknown_policy` (redo, keep):
+    of one recorded ok by a record without fingerprints."""
+    if settings_policy not in SETTINGS_POLICIES or unknown_policy not in ("redo", "keep"):
+        raise ValueError(f"unknown settings policy {settings_policy!r} / {unknown_policy!r}")
     frame = pl.from_arrow(table)
     bucket = int(frame.get_column("bucket")[0]) if frame.height else 0
     has_id = pl.col("row_id").is_not_null() & (pl.col("row_id") != "")
     requests = frame.filter(pl.col("kind") == _REQUEST)
-    earlier = frame.filter(pl.col("kind") == _RECORD).select("row_id", "edit_id", "status", "file", "shard")
+    earlier = frame.filter(pl.col("kind") == _RECORD).select("row_id", "edit_id", "status", "file", "shard",
+                                                             "request_fingerprint", "settings_fingerprint")
     earlier_with_id = earlier.filter(pl.col("edit_id").is_not_null() & (pl.col("edit_id") != ""))
 
     without_id = requests.filter(~has_id)
@@ -203,10 +253,31 @@ def plan_bucket(
     winners = with_id.filter(pl.col("row_index") == pl.col("first_index")).drop("first_index")
     later = with_id.filter(pl.col("row_index") != pl.col("first_index"))
 
+    keys = ["row_id", "edit_id"]
     ok = earlier_with_id.filter(pl.col("status") == Status.OK)
-    done = ok.select("row_id", "edit_id").unique()
-    todo = winners.join(done, on=["row_id", "edit_id"], how="anti")
-    skipped = winners.height - todo.height
+    # Each earlier ok record of an edit to be made now, ranked by how it relates to the request.
+    seen = winners.select(*keys, "request_fingerprint", "settings_fingerprint").join(
+        ok.select(*keys, "file", pl.col("request_fingerprint").alias("ok_request"),
+                  pl.col("settings_fingerprint").alias("ok_settings")),
+        on=keys, how="inner",
+    ).with_columns(
+        pl.when((pl.col("ok_request") == pl.col("request_fingerprint"))
+                & (pl.col("ok_settings") == pl.col("settings_fingerprint"))).then(_SAME)
+        .when(pl.col("ok_request").is_null()).then(_UNKNOWN)
+        .when(pl.col("ok_request") == pl.col("request_fingerprint")).then(_SETTINGS)
+        .otherwise(_CHANGED).alias("match")
+    )
+    best = seen.group_by(keys).agg(
+        pl.col("match").min(),
+        (pl.col("ok_settings").filter(pl.col("match") == _SETTINGS).first() + ":"
+         + pl.col("settings_fingerprint").first()).alias("change"),
+    )
+    kept = [_SAME] + [_UNKNOWN] * (unknown_policy == "keep") + [_SETTINGS] * (settings_policy == "keep")
+    done = best.filter(pl.col("match").is_in(kept)).select(keys)
+    redone = best.filter(~pl.col("match").is_in(kept)).select(keys)
+    todo = winners.join(done, on=keys, how="anti")
+    skipped = done.height
+    matches = best.get_column("match")
     todo = pl.concat([todo, without_id], how="vertical_relaxed").sort(["row_index", "target_index"], nulls_last=False)
     invalid = todo.filter(pl.col("status") == Status.ERROR)
     pending = todo.filter(pl.col("status") == Status.PENDING)
@@ -222,17 +293,24 @@ def plan_bucket(
     duplicates = later_rows.join(changed.select("row_id"), on="row_id", how="semi")
 
     errors = earlier_with_id.filter(pl.col("status") == Status.ERROR)
-    superseded = pl.concat([
+    # A done edit's ok records other than its match (an interrupted run left both), unless in the match's own file.
+    same = seen.filter(pl.col("match") == _SAME).select(*keys, "file")
+    outlived = seen.filter(pl.col("match") != _SAME).join(same.select(keys).unique(), on=keys, how="semi").join(
+        same, on=[*keys, "file"], how="anti")
+    superseded = pl.concat([part.select("file", "edit_id", "status") for part in (
+        # earlier ok records of edits done again, and the ones outlived
+        ok.join(redone, on=keys, how="semi"),
+        outlived.with_columns(pl.lit(Status.OK).alias("status")),
         # leftovers: error records of edits recorded ok
-        errors.join(done, on=["row_id", "edit_id"], how="semi"),
+        errors.join(done, on=keys, how="semi"),
         # earlier errors of edits this run tries again, or records invalid again
-        errors.join(todo.select("row_id", "edit_id"), on=["row_id", "edit_id"], how="semi"),
+        errors.join(todo.select(keys), on=keys, how="semi"),
         # earlier duplicate records of ids whose duplicates are recorded again
         earlier_with_id.filter(pl.col("status") == Status.DUPLICATE).join(changed.select("row_id"), on="row_id",
                                                                             how="semi"),
         # every record without an id: such rows are recorded again each run
         earlier.filter(pl.col("edit_id").is_null() | (pl.col("edit_id") == "")),
-    ], how="vertical_relaxed").select(pl.col("file"), pl.col("edit_id").alias("id"), pl.col("status")).unique()
+    )], how="vertical_relaxed").select(pl.col("file"), pl.col("edit_id").alias("id"), pl.col("status")).unique()
 
     records = [record_from_row(row, model_id, run_id) for row in invalid.to_dicts()]
     for row in duplicates.to_dicts():
@@ -254,6 +332,10 @@ def plan_bucket(
         records=records,
         superseded=_to_arrow(superseded.sort(["file", "id"], nulls_last=False), SUPERSEDED_SCHEMA),
         skipped=skipped,
+        changed=int((matches == _CHANGED).sum()),
+        settings_changed=int((matches == _SETTINGS).sum()),
+        unknown_settings=int((matches == _UNKNOWN).sum()),
+        settings_changes=best.get_column("change").drop_nulls().unique().sort().head(MAX_SETTINGS_CHANGES).to_list(),
         invalid=invalid.height,
         duplicates=duplicates.height,
         captions_needed=sum(needs_caption(prompt, concept, caption_inversion) for prompt, concept in sources),
@@ -273,8 +355,8 @@ def write_bucket_plan(plan: BucketPlan, prefix: str, run_id: str, options: Stora
     """Write what a bucket decided: its records (a record part), its work list and its superseded records (files
     under `PREFIX/_work/<run_id>/`, which the edit pass and the final compaction read). Returns its summary."""
     layout = OutputLayout(prefix)
-    write_record_part(prefix, plan.records, options, part_name=f"{run_id}-plan-{plan.bucket:05d}",
-                      schema=RECORD_SCHEMA)
+    records_uri = write_record_part(prefix, plan.records, options, part_name=f"{run_id}-plan-{plan.bucket:05d}",
+                                    schema=RECORD_SCHEMA)
     work_uri = superseded_uri = None
     if plan.pending:
         work_uri = layout.work_file(run_id, f"work-{plan.bucket:05d}")
@@ -283,8 +365,10 @@ def write_bucket_plan(plan: BucketPlan, prefix: str, run_id: str, options: Stora
         superseded_uri = layout.work_file(run_id, f"superseded-{plan.bucket:05d}")
         write_bytes_atomic(superseded_uri, parquet_bytes(plan.superseded), options)
     return {
-        "bucket": plan.bucket, "pending": plan.pending, "skipped": plan.skipped, "invalid": plan.invalid,
-        "duplicates": plan.duplicates, "captions_needed": plan.captions_needed, "concepts": plan.concepts,
-        "work_uri": work_uri, "superseded_uri": superseded_uri, "shards": plan.shards,
+        "bucket": plan.bucket, "pending": plan.pending, "skipped": plan.skipped, "changed": plan.changed,
+        "settings_changed": plan.settings_changed, "unknown_settings": plan.unknown_settings,
+        "settings_changes": plan.settings_changes, "invalid": plan.invalid, "duplicates": plan.duplicates,
+        "captions_needed": plan.captions_needed, "concepts": plan.concepts, "work_uri": work_uri,
+        "records_uri": records_uri, "superseded_uri": superseded_uri, "shards": plan.shards,
     }
 

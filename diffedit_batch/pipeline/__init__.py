@@ -12,14 +12,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["JobSetupError", "JobSummary", "connect", "run_job"]
+__all__ = ["JobSetupError", "JobSummary", "SettingsChanged", "connect", "run_job"]
 
-_HOMES = {"connect": "connection", "run_job": "driver", "JobSetupError": "placement", "JobSummary": "summary"}
+_HOMES = {"connect": "connection", "run_job": "driver", "JobSetupError": "placement", "JobSummary": "summary",
+          "SettingsChanged": "planning"}
 
 if TYPE_CHECKING:
     from .connection import connect
     from .driver import run_job
     from .placement import JobSetupError
+    from .planning import SettingsChanged
     from .summary import JobSummary
 
 

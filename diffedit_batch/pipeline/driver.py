@@ -22,7 +22,14 @@ from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import inspect_manifest
 from diffedit_batch.data.records import list_record_files
-from diffedit_batch.data.run_metadata import new_run_id, write_run_metadata
+from diffedit_batch.config.fingerprint import RunSettings, run_settings
+from diffedit_batch.data.run_metadata import (
+    delete_run_metadata,
+    new_run_id,
+    read_run_metadata,
+    settings_described,
+    write_run_metadata,
+)
 from diffedit_batch.data.storage import (
     StorageError,
     delete,
@@ -37,7 +44,14 @@ from diffedit_batch.redaction import redact_text, redact_values
 from .connection import connect
 from .placement import check_placement
 from .plan import edit_pass, edit_pass_stages, generate_concept_captions
-from .planning import RunPlan, plan_run
+from .planning import (
+    SETTINGS_ADVICE,
+    RunPlan,
+    SettingsChanged,
+    plan_run,
+    settings_change_message,
+    settings_policies,
+)
 from .preflight import check_models
 from .progress import ProgressReporter
 from .summary import JobSummary
@@ -89,7 +103,7 @@ class _StopSignals:
 
 
 def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str | None = None,
-            break_lease: bool = False, verbose: bool = False) -> JobSummary:
+            break_lease: bool = False, verbose: bool = False, on_settings_change: str | None = None) -> JobSummary:
     """Edit every row of the manifest at `manifest_uri`, writing under `output_prefix`.
 
     Before any work: raises ManifestError when the manifest's schema is wrong, LeaseHeld when another live run
@@ -97,23 +111,30 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     placed. Row failures become records. A storage failure of the run's own files (its plan, records, run file:
     a full disk, a lost bucket) ends the run with `summary.status == "failed"` and `summary.error` set, not an
     exception. SIGINT or SIGTERM raise KeyboardInterrupt after the run file says `interrupted`. Re-running on the
-    same output skips edits recorded ok and retries the rest. `verbose`: Ray's own console output too.
+    same output skips edits recorded ok for the same request under the same settings and does the rest; when edits
+    were recorded ok under other settings it raises SettingsChanged before any work (leaving no trace) unless
+    `on_settings_change` is `redo` or `keep`. `verbose`: Ray's own console output too.
     """
     output_prefix = output_prefix.rstrip("/") or output_prefix
+    settings_policies(on_settings_change)  # a wrong value is the caller's error, before anything starts
     stop = _StopSignals()
     with stop.installed():
-        return _run_under_lease(config, manifest_uri, output_prefix, address, break_lease, verbose, stop)
+        return _run_under_lease(config, manifest_uri, output_prefix, address, break_lease, verbose, stop,
+                                on_settings_change)
 
 
 def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, address: str | None, break_lease: bool,
-                     verbose: bool, stop: _StopSignals) -> JobSummary:
+                     verbose: bool, stop: _StopSignals, on_settings_change: str | None) -> JobSummary:
     options = config.storage
     manifest = inspect_manifest(manifest_uri, options)
     run_id = new_run_id()
     summary = JobSummary(run_id=run_id)
+    settings = run_settings(config)
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "host": socket.gethostname(), "manifest": redact_uri(manifest_uri),
-                "config": redact_values(config.to_dict())}
+                "config": redact_values(config.to_dict()),
+                # the settings behind the settings fingerprints this run's records carry
+                "settings": redact_values(settings.settings), "on_settings_change": on_settings_change}
     run_file_written = False
     lease = None
 
@@ -128,11 +149,20 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         # the two never write the same edits; the run then ends "failed" with the reason.
         lease = acquire_lease(output_prefix, run_id, options, config.job.lease_timeout_s, break_lease=break_lease,
                               on_lost=lambda message: _thread.interrupt_main(signal.SIGINT))
-        elastic = connect(address, verbose=verbose)
+        elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
-        _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file)
+        _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file,
+             settings, on_settings_change)
         stop.armed = False
         summary.status = "done"
+    except SettingsChanged as refused:
+        # Refused before any work: nothing of this run stays, its run file included.
+        stop.armed = False
+        summary.status, summary.error = "refused", str(refused)
+        if run_file_written:
+            delete_run_metadata(output_prefix, run_id, options)
+            run_file_written = False
+        raise
     except KeyboardInterrupt as interrupt:
         stop.armed = False
         if lease is not None and lease.lost:  # our own lease watch stopped the run
@@ -159,6 +189,8 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         metadata.update(status=summary.status, error=summary.error,
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
                         ok=summary.ok, failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
+                        changed=summary.changed, settings_redone=summary.settings_redone,
+                        settings_kept=summary.settings_kept, unknown_settings=summary.unknown_settings,
                         engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
         try:
             if run_file_written:  # else the run stopped before any work (a config that cannot be placed)
@@ -171,9 +203,11 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
 
 
 def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: bool, summary: JobSummary,
-         manifest_label: str, write_run_file: Callable[[], None]) -> None:
+         manifest_label: str, write_run_file: Callable[[], None], settings: RunSettings,
+         on_settings_change: str | None) -> None:
     """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
-    stages are known to fit: a run that cannot be placed leaves nothing behind."""
+    stages are known to fit: a run that cannot be placed leaves nothing behind; nor does one refused for a change
+    of settings (SettingsChanged)."""
     options = config.storage
     # Before anything is written: the stages this config runs whatever the manifest holds (captions when the config
     # asks for every picture); the exact list is checked again once the plan says what the rows need.
@@ -188,12 +222,15 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
              len(manifest.files), manifest.rows, manifest_label, redact_uri(output_prefix), len(earlier.live))
     started = time.perf_counter()
     with ProgressReporter(summary, config.job.progress_interval_s):
-        plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards))
+        plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards),
+                        settings=settings, on_settings_change=on_settings_change)
+        _settle_settings(plan, settings, on_settings_change, output_prefix, run_id, options)
         _remove_orphan_shards(shards, plan, options)
-        summary.add_plan(plan)
+        summary.add_plan(plan, on_settings_change)
         summary.planned_s = time.perf_counter() - started
-        log.info("plan: %d edits to do, %d done earlier, %d invalid, %d duplicates (%d buckets, %.1f s)",
-                 plan.pending, plan.skipped, plan.invalid, plan.duplicates, plan.buckets, summary.planned_s)
+        log.info("plan: %d edits to do, %d done earlier, %d changed, %d invalid, %d duplicates (%d buckets, %.1f s)",
+                 plan.pending, plan.skipped, plan.changed, plan.invalid, plan.duplicates, plan.buckets,
+                 summary.planned_s)
         concepts = plan.concepts if config.job.mode == "edit" else []
         # The helper models the rows turned out to need, checked before an actor tries to load them.
         check_models(config, stable_diffusion=False, clip=False, concepts=bool(concepts),
@@ -217,6 +254,28 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
     summary.record_files = compaction.files_after
     delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
     _remove_empty_work_root(output_prefix, options)
+
+
+def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: str | None, output_prefix: str,
+                     run_id: str, options) -> None:
+    """Say what becomes of edits made under other or unknown settings; raise SettingsChanged (after removing what
+    the plan wrote) when settings changed and the run was not told what to do."""
+    if plan.unknown_settings:
+        log.warning("%d edit(s) were recorded ok before records carried fingerprints (unknown settings and request): "
+                    "%s", plan.unknown_settings,
+                    "edited again (--on-settings-change redo)" if on_settings_change == "redo" else
+                    "kept as done; --on-settings-change redo edits them again")
+    if not plan.settings_changed:
+        return
+    message = settings_change_message(plan, settings, settings_described(read_run_metadata(output_prefix, options)))
+    if on_settings_change is None:
+        for uri in plan.record_files:
+            delete(uri, options)
+        delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
+        _remove_empty_work_root(output_prefix, options)
+        raise SettingsChanged(f"{message}; {SETTINGS_ADVICE}")
+    log.warning("%s: %s", message, "edited again (--on-settings-change redo)" if on_settings_change == "redo"
+                else "kept (--on-settings-change keep)")
 
 
 def _superseded(plan: RunPlan, options) -> pa.Table:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from diffedit_batch.config import Config
+from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest
 from diffedit_batch.data.records import RecordFile, read_record_file
 from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.data.worklist import (
+    MAX_SETTINGS_CHANGES,
     PLAN_SCHEMA,
     PLAN_SUMMARY_SCHEMA,
     plan_bucket,
@@ -52,24 +54,39 @@ _FILES_PER_TASK = 16
 _MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
 
 
+class SettingsChanged(RuntimeError):
+    """Edits of the manifest were recorded ok under other settings and the run was not told what to do with them
+    (`--on-settings-change redo|keep`): the run stops before any work."""
+
+
 @dataclass
 class RunPlan:
     """What the plan pass decided, summed over its buckets."""
 
     pending: int = 0
     skipped: int = 0
+    changed: int = 0
+    settings_changed: int = 0
+    unknown_settings: int = 0
+    settings_changes: set[tuple[str, str]] = field(default_factory=set)  # (earlier, current) settings fingerprints
     invalid: int = 0
     duplicates: int = 0
     captions_needed: int = 0
     concepts: list[str] = field(default_factory=list)
     work_files: list[tuple[str, int]] = field(default_factory=list)  # (uri, rows), in bucket order
     superseded_files: list[str] = field(default_factory=list)
+    record_files: list[str] = field(default_factory=list)  # the plan's own record parts (invalid rows, duplicates)
     shards: set[str] = field(default_factory=set)  # names of the shards that earlier records name
     buckets: int = 0
 
     def add(self, summary: dict) -> None:
-        for name in ("pending", "skipped", "invalid", "duplicates", "captions_needed"):
+        for name in ("pending", "skipped", "changed", "settings_changed", "unknown_settings", "invalid", "duplicates",
+                     "captions_needed"):
             setattr(self, name, getattr(self, name) + summary[name])
+        if len(self.settings_changes) < MAX_SETTINGS_CHANGES:
+            self.settings_changes.update(tuple(change.split(":", 1)) for change in summary["settings_changes"] or ())
+        if summary["records_uri"]:
+            self.record_files.append(summary["records_uri"])
         self.concepts = list(dict.fromkeys([*self.concepts, *summary["concepts"]]))
         if summary["work_uri"]:
             self.work_files.append((summary["work_uri"], summary["pending"]))
@@ -78,41 +95,78 @@ class RunPlan:
         self.shards.update(summary["shards"] or ())
 
 
+def settings_change_message(plan: RunPlan, settings: RunSettings, described: dict[str, dict]) -> str:
+    """What a change of settings did to the plan: how many edits, and what differs (`key: earlier
+    -> now`, the earlier settings read from the run files, `described`)."""
+    from diffedit_batch.data.fingerprints import settings_differences
+
+    lines: dict[str, None] = {}
+    for earlier, current in sorted(plan.settings_changes):
+        if earlier in described:
+            lines.update(dict.fromkeys(settings_differences(described[earlier], settings.settings[current])))
+        else:
+            lines[f"settings {earlier} (no run file describes them)"] = None
+    return (f"{plan.settings_changed} edit(s) of this manifest were recorded ok under other settings: "
+            f"{'; '.join(lines) or 'unknown differences'}")
+
+
+SETTINGS_ADVICE = ("nothing was done. Re-run with --on-settings-change redo to edit them again under these settings, "
+                   "or --on-settings-change keep to keep them (their records keep the fingerprint of the settings "
+                   "that made them)")
+
+
 def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int, with_shards: bool = False):
-    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): three columns read,
-    and the outputs' URIs when the output has shards (to tell which shards records name)."""
-    columns = ["id", "row_id", "status", *(["image_uri"] if with_shards else [])]
+    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): five columns read
+    (ids, status, fingerprints), and the outputs' URIs when the output has shards (to tell which shards records name)."""
+    columns = ["id", "row_id", "status", "request_fingerprint", "settings_fingerprint",
+               *(["image_uri"] if with_shards else [])]
     for uri, size, name in zip(*(batch.column(c).to_pylist() for c in ("uri", "size", "name"))):
         records = read_record_file(RecordFile(uri, size, name), options, columns=columns)
         yield records_to_plan_rows(records, file=name, buckets=buckets)
 
 
 def plan_buckets(table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, output_prefix: str,
-                 options: StorageOptions) -> pa.Table:
+                 options: StorageOptions, settings_policy: str = "stop", unknown_policy: str = "keep") -> pa.Table:
     """One bucket (a `map_groups` group): decide it, write what it decided, return its summary row."""
-    plan = plan_bucket(table, caption_inversion=caption_inversion, model_id=model_id, run_id=run_id)
+    plan = plan_bucket(table, caption_inversion=caption_inversion, model_id=model_id, run_id=run_id,
+                       settings_policy=settings_policy, unknown_policy=unknown_policy)
     summary = write_bucket_plan(plan, output_prefix, run_id, options)
     return pa.Table.from_pylist([summary], schema=PLAN_SUMMARY_SCHEMA)
 
 
+def settings_policies(on_settings_change: str | None) -> tuple[str, str]:
+    """(settings policy, unknown policy) of the plan from `--on-settings-change` (None, redo or keep): without it
+    a change of settings stops the run, and records from before fingerprints are kept."""
+    if on_settings_change not in (None, "redo", "keep"):
+        raise ValueError(f"on_settings_change must be redo, keep or None, got {on_settings_change!r}")
+    return (on_settings_change or "stop", on_settings_change or "keep")
+
+
 def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix: str, run_id: str,
-                with_shards: bool = False) -> dict[str, Stage]:
-    """The plan pass's stages, as declarations (their resources count in the placement check)."""
+                with_shards: bool = False, settings: RunSettings | None = None,
+                on_settings_change: str | None = None) -> dict[str, Stage]:
+    """The plan pass's stages, as declarations (their resources count in the placement check). `settings`: the
+    run's settings fingerprints (default: `config`'s)."""
     options = config.storage
+    settings = settings or run_settings(config)
+    settings_policy, unknown_policy = settings_policies(on_settings_change)
     plan_names = tuple(PLAN_SCHEMA.names)
     return {
         "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
                       batch_size=1, kwargs={"options": options}, schema=None),
         "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
-                          kwargs={"base_dir": manifest.base_dir, "job_seed": config.job.seed, "buckets": buckets}),
+                          kwargs={"base_dir": manifest.base_dir, "job_seed": config.job.seed, "buckets": buckets,
+                                  "settings": settings.by_use,
+                                  "caption_inversion": config.captions.caption_inversion}),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
                          batch_size=_FILES_PER_TASK, schema=None,
                          kwargs={"options": options, "buckets": buckets, "with_shards": with_shards}),
         "plan": Stage(name="plan", run=plan_buckets, reads=plan_names, adds=(), cpus=0.5, schema=None,
                       kwargs={"caption_inversion": config.captions.caption_inversion,
                               "model_id": config.model.pretrained, "run_id": run_id,
-                              "output_prefix": output_prefix, "options": options}),
+                              "output_prefix": output_prefix, "options": options,
+                              "settings_policy": settings_policy, "unknown_policy": unknown_policy}),
     }
 
 
@@ -121,9 +175,11 @@ def bucket_count(manifest_rows: int, earlier_records: int) -> int:
 
 
 def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], output_prefix: str,
-             run_id: str, with_shards: bool = False) -> RunPlan:
-    """Run the plan pass (needs Ray): returns the summed plan; its files are under `PREFIX/_work/<run_id>/`.
-    `with_shards`: the output holds shards, and the plan reports which of them earlier records name."""
+             run_id: str, with_shards: bool = False, settings: RunSettings | None = None,
+             on_settings_change: str | None = None) -> RunPlan:
+    """Run the plan pass (needs Ray): returns the summed plan; its files are under `PREFIX/_work/<run_id>/`, its
+    record parts under `PREFIX/manifest/` (`RunPlan.record_files`). `with_shards`: the output holds shards, and the
+    plan reports which of them earlier records name. `on_settings_change` (None, redo, keep): `settings_policies`."""
     import ray
 
     earlier = [file for file in earlier if file.rows]
@@ -132,7 +188,7 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
     if not files:
         return plan  # nothing to edit; earlier records stay as they are
     buckets = bucket_count(manifest.rows, sum(file.rows for file in earlier))
-    stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards)
+    stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards, settings, on_settings_change)
     # A block per manifest file, and per group of record files: each is read by a task of its own, in parallel.
     requests = apply(
         ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files],

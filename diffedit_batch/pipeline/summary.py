@@ -22,7 +22,11 @@ class JobSummary:
     ok: int = 0
     failed: int = 0
     duplicates: int = 0
-    skipped: int = 0
+    skipped: int = 0  # done earlier, for the same request (under the same settings, or kept)
+    changed: int = 0  # done earlier for another request (a revised prompt, picture, seed): edited again
+    settings_redone: int = 0  # done earlier under other settings, edited again (--on-settings-change redo)
+    settings_kept: int = 0  # done earlier under other settings, kept (--on-settings-change keep)
+    unknown_settings: int = 0  # done earlier by records without fingerprints (kept, or redone with redo)
     seconds: float = 0.0
     error_classes: Counter = field(default_factory=Counter)
     actor_busy_s: float = 0.0  # summed over edit actors: editing
@@ -62,17 +66,28 @@ class JobSummary:
         busy = self.actor_busy_fraction
         return (
             f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
-            f"(done earlier); {self.edits_per_second:.3f} edits/s over {self.seconds:.1f} s"
+            f"(done earlier), changed {self.changed} (request changed, edited again)"
+            + (f", under other settings {self.settings_redone} redone and {self.settings_kept} kept"
+               if self.settings_redone or self.settings_kept else "")
+            + (f", {self.unknown_settings} recorded before fingerprints" if self.unknown_settings else "")
+            + f"; {self.edits_per_second:.3f} edits/s over {self.seconds:.1f} s"
             + (f"; edit actors busy {busy:.0%} of the time after start-up" if busy is not None else "")
             + (f"; {self.unet_samples_per_call:.1f} UNet samples per call"
                if self.unet_samples_per_call is not None else "")
             + (f"; errors by class: {classes}" if classes else "")
         )
 
-    def add_plan(self, plan) -> None:
-        """Count what the plan decided: edits done earlier, invalid rows and duplicates (recorded by the plan)."""
+    def add_plan(self, plan, on_settings_change: str | None = None) -> None:
+        """Count what the plan decided: edits done earlier, changed, made under other settings, invalid rows and
+        duplicates (recorded by the plan)."""
         self.pending += plan.pending
         self.skipped += plan.skipped
+        self.changed += plan.changed
+        if on_settings_change == "keep":
+            self.settings_kept += plan.settings_changed
+        else:
+            self.settings_redone += plan.settings_changed
+        self.unknown_settings += plan.unknown_settings
         self.failed += plan.invalid
         self.duplicates += plan.duplicates
         if plan.invalid:

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from diffedit_batch.data.records import RECORD_SCHEMA, records_to_table, write_record_part
+from diffedit_batch.data.fingerprints import request_fingerprint
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.worklist import (
     PLAN_SCHEMA,
@@ -32,15 +33,32 @@ def manifest_rows(rows: list[dict]) -> pa.Table:
 
 
 def earlier(records: list[dict], file: str = "part-earlier.parquet", buckets: int = 1) -> pa.Table:
-    table = pa.Table.from_pylist([{"id": r["id"], "row_id": r.get("row_id", r["id"]), "status": r["status"]}
-                                  for r in records],
-                                 schema=pa.schema([("id", pa.string()), ("row_id", pa.string()), ("status", pa.string())]))
+    """Earlier records as the plan reads them; with fingerprints only when some record has them (older files have
+    no such columns)."""
+    names = ["id", "row_id", "status"]
+    if any("request_fingerprint" in r for r in records):
+        names += ["request_fingerprint", "settings_fingerprint"]
+    table = pa.Table.from_pylist([{"row_id": r["id"], **r} for r in records],
+                                 schema=pa.schema([(name, pa.string()) for name in names]))
     return records_to_plan_rows(table, file=file, buckets=buckets)
 
 
-def plan(rows: list[dict], records: pa.Table | None = None, buckets: int = 1, shuffle_seed: int | None = 0):
+SETTINGS = ("s-base", "s-caption", "s-concepts", "s-concepts-caption")
+
+
+def made(rows: list[dict], settings=SETTINGS, status: str = "ok") -> list[dict]:
+    """The records a run under `settings` left for `rows`: each edit's fingerprints as the plan computes them."""
+    table = requests_to_plan_rows(manifest_rows(rows), base_dir="/data", job_seed=3, buckets=1, settings=settings)
+    return [{"id": r["edit_id"], "row_id": r["row_id"], "status": status,
+             "request_fingerprint": r["request_fingerprint"], "settings_fingerprint": r["settings_fingerprint"]}
+            for r in table.to_pylist()]
+
+
+def plan(rows: list[dict], records: pa.Table | None = None, buckets: int = 1, shuffle_seed: int | None = 0,
+         settings=SETTINGS, **policies):
     """Plan rows as the shuffle delivers them (in any order), decided bucket by bucket."""
-    table = requests_to_plan_rows(manifest_rows(rows), base_dir="/data", job_seed=3, buckets=buckets)
+    table = requests_to_plan_rows(manifest_rows(rows), base_dir="/data", job_seed=3, buckets=buckets,
+                                  settings=settings)
     if records is not None:
         table = pa.concat_tables([table, records])
     order = list(range(table.num_rows))
@@ -49,7 +67,7 @@ def plan(rows: list[dict], records: pa.Table | None = None, buckets: int = 1, sh
     table = table.take(pa.array(order))
     return [
         plan_bucket(table.filter(pc.equal(table["bucket"], bucket)), caption_inversion=False, model_id="m",
-                    run_id="run-2")
+                    run_id="run-2", **policies)
         for bucket in range(buckets)
     ]
 
@@ -171,3 +189,74 @@ def test_write_bucket_plan_leaves_work_records_and_superseded_files(tmp_path):
         {"file": "part-run-1.parquet", "id": "failed", "status": "error"}]
     recorded = pq.read_table(f"{prefix}/manifest/part-run-2-plan-00000.parquet").to_pylist()
     assert [(r["id"], r["status"], r["run_id"]) for r in recorded] == [("bad", "error", "run-2")]
+
+
+def test_requests_carry_their_fingerprints_and_the_settings_of_what_they_use():
+    rows = [good("plain"), good("concept", target_prompt=None, target_concept="cat"),
+            good("captioned", source_prompt=None), {**good("multi"), "target_prompts": ["x", "y"]}]
+    table = requests_to_plan_rows(manifest_rows(rows), base_dir="/data", job_seed=3, buckets=1, settings=SETTINGS)
+    by_id = {r["edit_id"]: r for r in table.to_pylist()}
+    assert by_id["plain"]["settings_fingerprint"] == "s-base"
+    assert by_id["concept"]["settings_fingerprint"] == "s-concepts"
+    assert by_id["captioned"]["settings_fingerprint"] == "s-caption"  # no source: a BLIP caption stands in
+    assert by_id["plain"]["request_fingerprint"] == request_fingerprint(by_id["plain"])
+    # every input of the request counts, so each target of a row is its own request
+    assert len({by_id[k]["request_fingerprint"] for k in ("multi", "multi#0", "multi#1")}) == 3
+    for change in ({"target_prompt": "c"}, {"source_prompt": "z"}, {"image": "other.png"}, {"seed": 9}):
+        [changed] = requests_to_plan_rows(manifest_rows([{**good("plain"), **change}]), base_dir="/data", job_seed=3,
+                                          buckets=1, settings=SETTINGS).to_pylist()
+        assert changed["request_fingerprint"] != by_id["plain"]["request_fingerprint"], change
+    # the job seed reaches a row without a seed of its own through its derived seed
+    [reseeded] = requests_to_plan_rows(manifest_rows([good("plain")]), base_dir="/data", job_seed=4, buckets=1,
+                                       settings=SETTINGS).to_pylist()
+    assert reseeded["request_fingerprint"] != by_id["plain"]["request_fingerprint"]
+
+
+def test_an_edit_is_done_only_for_the_same_request_under_the_same_settings():
+    rows = [good("same"), good("revised"), good("new")]
+    records = earlier(made([good("same"), good("revised", target_prompt="the old prompt")]))
+    [bucket] = plan(rows, records)
+    assert bucket.work.column("edit_id").to_pylist() == ["revised", "new"]
+    assert (bucket.skipped, bucket.changed, bucket.settings_changed, bucket.unknown_settings) == (1, 1, 0, 0)
+    # the revised row's earlier ok record is superseded: the edit done again replaces it
+    assert [(r["id"], r["status"]) for r in bucket.superseded.to_pylist()] == [("revised", "ok")]
+    # the work list carries the fingerprints on to the records the edit pass writes
+    work = {r["edit_id"]: r for r in bucket.work.to_pylist()}
+    assert work["revised"]["settings_fingerprint"] == "s-base" and work["revised"]["request_fingerprint"]
+
+
+def test_other_settings_are_planned_by_the_policy_and_named():
+    rows = [good("a"), good("b")]
+    records = earlier(made(rows, settings=("old-base", "old-caption", "old-concepts", "old-both")))
+    [stop] = plan(rows, records)  # stop: planned as redo, the driver refuses the run
+    assert (stop.pending, stop.skipped, stop.settings_changed, stop.changed) == (2, 0, 2, 0)
+    assert stop.settings_changes == ["old-base:s-base"]
+    [redo] = plan(rows, records, settings_policy="redo")
+    assert redo.pending == 2 and sorted(r["id"] for r in redo.superseded.to_pylist()) == ["a", "b"]
+    [keep] = plan(rows, records, settings_policy="keep")
+    assert (keep.pending, keep.skipped, keep.settings_changed, keep.superseded.num_rows) == (0, 2, 2, 0)
+    # a request that changed is edited again whatever the policy says about settings
+    [revised] = plan([good("a", target_prompt="new"), good("b")], records, settings_policy="keep")
+    assert revised.work.column("edit_id").to_pylist() == ["a"] and revised.changed == 1
+
+
+def test_records_from_before_fingerprints_are_kept_unless_redone():
+    rows = [good("old"), good("new")]
+    records = earlier([{"id": "old", "status": "ok"}])  # a file without fingerprint columns
+    [kept] = plan(rows, records)
+    assert (kept.pending, kept.skipped, kept.unknown_settings) == (1, 1, 1)
+    [redone] = plan(rows, records, settings_policy="redo", unknown_policy="redo")
+    assert redone.work.column("edit_id").to_pylist() == ["old", "new"]
+    assert [(r["id"], r["status"]) for r in redone.superseded.to_pylist()] == [("old", "ok")]
+
+
+def test_an_ok_record_outlived_by_one_of_the_same_request_and_settings_is_superseded():
+    rows = [good("a")]
+    stale = earlier(made([good("a", target_prompt="old")]), file="part-old.parquet")
+    fresh = earlier(made(rows), file="part-new.parquet")
+    [bucket] = plan(rows, pa.concat_tables([stale, fresh]))
+    assert (bucket.pending, bucket.skipped) == (0, 1)
+    assert bucket.superseded.to_pylist() == [{"file": "part-old.parquet", "id": "a", "status": "ok"}]
+    # in the same file as the match, the stale one stays (a file's records are removed by id and status)
+    [together] = plan(rows, earlier(made([good("a", target_prompt="old")]) + made(rows), file="part-both.parquet"))
+    assert together.superseded.num_rows == 0 and together.skipped == 1

@@ -1,0 +1,110 @@
+"""Which settings change an edit's pixels: the one rule behind every record's settings fingerprint.
+
+`pixel_settings` picks them from the whole `Config`:
+
+- `model` and `edit`: every key counts (a key added later counts by default, e.g. a separate VAE), except the
+  operational keys named in `OPERATIONAL`: where the model runs (`device`), how much it takes at once
+  (`max_unet_batch`: a row's result does not depend on its batch), how it is compiled and laid out in memory
+  (`compile_unet`, `compile_mode`, `channels_last`) and `vae_slicing` (the same decode, one picture at a time).
+  `dtype` counts (float16 and float32 give other pixels), and so does `vae_tiling` (tiles blend where they
+  overlap). The model's family (`sd`, `sdxl`) is added when its `model_index.json` is at hand.
+- `job`: only `mode` (noop writes the picture back). The job seed reaches an edit through its request's seed, which
+  the request fingerprint holds; pool sizes, batch sizes and resources never count.
+- `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
+  edit with a concept, an edit whose inversion prompt or source is a BLIP caption), only in edit mode: changing the
+  Flan-T5 model does not touch an edit without concepts.
+- never: `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
+  score an edit, they do not change it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from diffedit_batch.data.fingerprints import settings_fingerprint
+
+from .schema import Config
+
+__all__ = ["OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_settings"]
+
+# Section -> its keys that do not change pixels; every other key of these sections counts.
+OPERATIONAL: dict[str, frozenset[str]] = {
+    "model": frozenset({"device", "max_unet_batch", "compile_unet", "compile_mode", "channels_last", "vae_slicing"}),
+    "edit": frozenset(),
+    "concepts": frozenset({"device", "gpus", "cpus"}),
+    "captions": frozenset({"device", "gpus", "cpus", "batch_size"}),
+}
+# Sections of which only these keys count.
+COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
+
+
+def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = False,
+                   family: str | None = None) -> dict[str, dict[str, Any]]:
+    """The settings that change the pixels of an edit made under `config` (see the module docstring for the rule),
+    as plain nested dicts: `concepts` / `captions` when the edit uses them, `family` the model's family if known."""
+    whole = config.to_dict()
+    settings = {name: {key: value for key, value in whole[name].items() if key not in OPERATIONAL[name]}
+                for name in ("model", "edit")}
+    if family is not None:
+        settings["model"]["family"] = family
+    for name, keys in COUNTED.items():
+        settings[name] = {key: whole[name][key] for key in keys}
+    if config.job.mode == "edit":
+        for name, used in (("concepts", concepts), ("captions", captions)):
+            if used:
+                settings[name] = {key: value for key, value in whole[name].items() if key not in OPERATIONAL[name]}
+    return settings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A run's settings fingerprints, by what an edit uses (`by_use[2 * uses_concepts + uses_caption]`), and the
+    settings behind each (for the run file, and to say what changed)."""
+
+    by_use: tuple[str, str, str, str]
+    settings: dict[str, dict]  # fingerprint -> pixel settings
+
+
+def run_settings(config: Config) -> RunSettings:
+    """The settings fingerprints of a run of `config`, its model's family read from the model's files if cheap."""
+    family = model_family(config.model.pretrained, config.model.revision)
+    fingerprints, settings = [], {}
+    for concepts in (False, True):
+        for captions in (False, True):
+            chosen = pixel_settings(config, concepts=concepts, captions=captions, family=family)
+            fingerprint = settings_fingerprint(chosen)
+            fingerprints.append(fingerprint)
+            settings[fingerprint] = chosen
+    return RunSettings(tuple(fingerprints), settings)
+
+
+def model_family(pretrained: str, revision: str | None = None) -> str | None:
+    """`sd` or `sdxl` (another pipeline's class name as it is) from the model's `model_index.json`: a local folder's,
+    or a hub id's copy in the local cache. None when neither is at hand (no download: the id and revision then
+    stand for the model)."""
+    path = os.path.join(pretrained, "model_index.json")
+    if not os.path.isfile(path):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(pretrained, "model_index.json", revision=revision)
+        except Exception:  # not a valid hub id, no cache: the id stands for the model
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = cached
+    try:
+        with open(path, encoding="utf-8") as handle:
+            name = json.load(handle).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    if name.startswith("StableDiffusionXL"):
+        return "sdxl"
+    if name.startswith("StableDiffusion"):
+        return "sd"
+    return name
