@@ -116,3 +116,65 @@ def test_compact_loads_no_ray(tmp_path):
             f"assert main(['compact', {str(tmp_path / 'job')!r}]) == 0; "
             "assert 'ray' not in sys.modules, 'compact imported Ray'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+
+
+# --- hostile set-ups (issue 27) ---------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+@pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])
+def test_an_unreachable_ray_cluster_is_one_line_exit_2_within_the_bound_the_lease_released(
+        tmp_path, monkeypatch, capsys, no_model_check, how):
+    import time
+
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # whatever the test session started
+    monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("ray.init must not be reached"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ["a"], "image": ["a.png"], "target_prompt": ["a dog"]}), manifest)
+    address = f"127.0.0.1:{_closed_port()}"
+    args = ["run", "--config", "configs/tiny.yaml", "--input", str(manifest), "--output", str(tmp_path / "out"),
+            "--set", "job.connect_timeout_s=2"]
+    if how == "--address":
+        args += ["--address", address]
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    started = time.monotonic()
+    assert main(args) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the Ray cluster at {address} did not answer within 2 s" in err
+    assert not (tmp_path / "out").exists()  # the lease released, and no run file left
+
+
+def test_waiting_for_a_cluster_that_comes_up_late_joins_it():
+    import socket
+    import threading
+
+    from diffedit_batch.pipeline.connection import wait_for_cluster
+
+    port = _closed_port()
+    server = socket.socket()
+
+    def start_late():
+        server.bind(("127.0.0.1", port))
+        server.listen()
+
+    timer = threading.Timer(1.0, start_late)
+    timer.start()
+    try:
+        wait_for_cluster(f"127.0.0.1:{port}", timeout_s=10, retry_s=0.2)  # returns once the head listens
+    finally:
+        timer.join()
+        server.close()

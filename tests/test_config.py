@@ -400,3 +400,95 @@ def test_output_section_is_checked_at_the_door():
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(None, [override])
+
+
+# --- non-finite and out-of-range numbers (issue 27) ------------------------------------------------------------
+
+
+def _float_keys() -> list[str]:
+    from diffedit_batch.config.fields import is_optional, type_hints
+
+    return [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+            if is_optional(type_hints(cls)[f.name])[1] is float]
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+@pytest.mark.parametrize("key", _float_keys())
+def test_every_number_setting_refuses_infinity_and_nan_naming_the_key(key, value):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"{key}={value}"])
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key} must be a finite number") or (
+        value == "-.inf" and str(info.value).startswith(key))
+
+
+def test_the_float_keys_cover_every_section_with_numbers():
+    keys = _float_keys()
+    assert {"edit.guidance_scale", "job.lease_timeout_s", "job.progress_interval_s", "job.connect_timeout_s",
+            "storage.timeout_s", "output.shard_max_mb", "concepts.temperature"} <= set(keys)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("job.lease_timeout_s=1.0e+12", "job.lease_timeout_s must be in (0, 86400] seconds, got 1000000000000.0"),
+        ("job.progress_interval_s=100000.0", "job.progress_interval_s must be in (0, 86400] seconds"),
+        ("job.connect_timeout_s=0", "job.connect_timeout_s must be in (0, 86400] seconds, got 0.0"),
+        ("storage.timeout_s=1.0e+12", "storage.timeout_s must be in (0, 86400] seconds"),
+        ("storage.retry_backoff_s=1.0e+12", "storage.retry_backoff_s must be in [0, 86400] seconds"),
+        ("storage.write_retries=1000", "storage.write_retries must be <= 16, got 1000"),
+        ("job.batch_size=100000000000000000000", "job.batch_size must be an integer in [-2**63, 2**63)"),
+    ],
+)
+def test_durations_and_counts_have_an_upper_bound(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(message)
+    assert info.value.key == override.split("=")[0]
+
+
+def test_direct_construction_refuses_non_finite_numbers_too():
+    with pytest.raises(ValueError, match=r"EditSettings\.guidance_scale must be a finite number, got inf"):
+        EditSettings(guidance_scale=float("inf"))
+    with pytest.raises(ValueError, match=r"StorageOptions\.timeout_s must be a finite number, got inf"):
+        StorageOptions(timeout_s=float("inf"))
+    with pytest.raises(ValueError, match=r"JobConfig\.lease_timeout_s must be a finite number, got inf"):
+        JobConfig(lease_timeout_s=float("inf"))
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    # 10^9 leaves: expanding them (printing, copying) would exhaust memory; the loader counts nodes instead.
+    text = "bomb:\n" + "\n".join("  " + line for line in _alias_bomb(9).splitlines())
+    path = write_yaml(tmp_path, "job:\n  batch_size: 2\nx:\n" + text.replace("bomb:\n", ""))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "more than 10,000 values once its aliases are expanded" in str(info.value)
+    assert len(str(info.value)) < 400
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["storage.allowed_schemes=" + "{" + _alias_bomb(6).replace("\n", ", ") + "}"])
+    assert "aliases are expanded" in str(info.value) and len(str(info.value)) < 600
+
+
+def test_a_small_nested_value_is_quoted_short_in_the_message(tmp_path):
+    # 10^3 leaves pass the loader's bound, but the message quotes at most a line of it.
+    text = "job:\n  batch_size:\n" + "\n".join("    " + line for line in _alias_bomb(3).splitlines())
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(tmp_path, text))
+    assert str(info.value).startswith("job.batch_size must be an integer, got {")
+    assert len(str(info.value)) < 200
+
+
+def test_a_deeply_nested_config_is_an_error_not_a_recursion_crash(tmp_path):
+    with pytest.raises(ConfigError, match="nests deeper than 100 levels"):
+        load_config(write_yaml(tmp_path, "job:\n  batch_size: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_yaml_anchors_within_bounds_still_work(tmp_path):
+    config = load_config(write_yaml(tmp_path, "job:\n  batch_size: &n 3\n  num_actors: *n\n"))
+    assert (config.job.batch_size, config.job.num_actors) == (3, 3)

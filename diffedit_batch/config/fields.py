@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -46,30 +47,50 @@ def convert(name: str, hint: Any, value: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ValueError(f"{name} must be true or false, got {quoted(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            # Ray, pyarrow and the OS take ints as int64: a larger one would fail deep inside a run, not here.
+            if not -INT64_LIMIT <= value < INT64_LIMIT:
+                raise ValueError(f"{name} must be an integer in [-2**63, 2**63), got {quoted(value)}")
             return value
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {quoted(value)}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # .inf and .nan are YAML floats: an infinite guidance scale made black edits recorded ok, an infinite
+            # timeout crashed the threads that wait on it. No setting means anything at infinity.
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
             return float(value)
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {quoted(value)}")
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ValueError(f"{name} must be a string, got {value!r}")
+        raise ValueError(f"{name} must be a string, got {quoted(value)}")
     if typing.get_origin(hint) is tuple:
         item_hint = typing.get_args(hint)[0]
         if isinstance(value, (list, tuple)):
             return tuple(convert(f"{name}[{i}]", item_hint, item) for i, item in enumerate(value))
-        raise ValueError(f"{name} must be a list, got {value!r}")
+        raise ValueError(f"{name} must be a list, got {quoted(value)}")
     raise TypeError(f"{name}: unsupported config field type {hint!r}")
 
 
 @functools.cache
 def type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+INT64_LIMIT = 2**63
+
+MAX_SECONDS = 86_400.0
+"""The longest duration a setting may give (a day): longer waits are mistakes, and past about 9.2e9 s Python's
+thread waits overflow."""
+
+
+def quoted(value: Any, most: int = 80) -> str:
+    """`repr(value)`, cut to `most` characters: a value can be a huge YAML structure, and a message is one line."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
 
 
 def check_field_types(instance: Any) -> None:
@@ -99,6 +120,15 @@ def at_least(instance: Any, name: str, low: float, *, open_: bool = False) -> No
     value = getattr(instance, name)
     if value != value or (value <= low if open_ else value < low):
         raise ValueError(f"{type(instance).__name__}.{name} must be {'>' if open_ else '>='} {low}, got {value!r}")
+
+
+def seconds(instance: Any, name: str, *, zero: bool = False) -> None:
+    """A duration in seconds: > 0 (>= 0 with `zero`) and at most MAX_SECONDS."""
+    value = getattr(instance, name)
+    low_ok = value >= 0 if zero else value > 0
+    if value != value or not low_ok or value > MAX_SECONDS:
+        raise ValueError(f"{type(instance).__name__}.{name} must be in {'[' if zero else '('}0, {MAX_SECONDS:g}] "
+                         f"seconds, got {value!r}")
 
 
 def one_of(instance: Any, name: str, choices: Sequence[str]) -> None:

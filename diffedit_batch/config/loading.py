@@ -17,8 +17,63 @@ from typing import Any
 
 import yaml
 
-from .fields import ConfigError, accepts_str, convert, type_hints
+from .fields import ConfigError, accepts_str, convert, quoted, type_hints
 from .schema import SECTIONS, Config
+
+MAX_YAML_VALUES = 10_000
+"""Most values a config (or one --set value) may hold once YAML aliases are expanded. A config has about a
+hundred; an alias bomb (each level repeating the one below) has billions, which printing or copying it expands."""
+MAX_YAML_DEPTH = 100
+"""Deepest nesting a config may have: PyYAML builds documents recursively, and a deeper one overflows the stack."""
+
+
+def parse_yaml(text: str) -> Any:
+    """`yaml.safe_load(text)`, refusing (yaml.YAMLError) a document whose aliases expand past MAX_YAML_VALUES
+    values or that nests deeper than MAX_YAML_DEPTH, before it is built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        loader.compose_node = _depth_bounded(loader.compose_node)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_VALUES:
+            raise yaml.YAMLError(f"it holds more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
+                                 "(a YAML alias bomb?); write the values out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _depth_bounded(compose_node):
+    depth = 0
+
+    def bounded(parent, index):
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"it nests deeper than {MAX_YAML_DEPTH} levels")
+            return compose_node(parent, index)
+        finally:
+            depth -= 1
+
+    return bounded
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values in `node` with every alias expanded, counted once per distinct node (an alias is the same node
+    object, so the count costs the document's size, not its expansion's)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = min(size, MAX_YAML_VALUES + 1)
+    return sizes[id(node)]
 
 
 def _suggest(name: str, choices: Sequence[str], prefix: str = "") -> str:
@@ -57,7 +112,7 @@ def _build_section(section: str, values: Any) -> Any:
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ConfigError(f"config section '{section}' must be a mapping, got {values!r}", key=section)
+        raise ConfigError(f"config section '{section}' must be a mapping, got {quoted(values)}", key=section)
     known = {f.name for f in dataclasses.fields(cls)}
     for name in values:
         if name not in known:
@@ -79,7 +134,7 @@ def config_from_dict(data: Mapping[str, Any] | None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"a config must be a mapping of sections, got {data!r}")
+        raise ConfigError(f"a config must be a mapping of sections, got {quoted(data)}")
     for section in data:
         if section not in SECTIONS:
             raise _unknown_section(section)
@@ -106,14 +161,15 @@ def apply_overrides(data: Mapping[str, Any] | None, overrides: Sequence[str]) ->
         if name not in {f.name for f in dataclasses.fields(SECTIONS[section])}:
             raise _unknown_key(section, name)
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: the value is not valid YAML: {error}", key=key) from None
+            raise ConfigError(f"override {quoted(override)}: the value is not valid YAML: {_one_line(error)}",
+                              key=key) from None
         if accepts_str(type_hints(SECTIONS[section])[name]) and value is not None and not isinstance(value, str):
             value = text.strip()
         current = result.get(section) or {}
         if not isinstance(current, Mapping):
-            raise ConfigError(f"config section '{section}' must be a mapping, got {current!r}", key=section)
+            raise ConfigError(f"config section '{section}' must be a mapping, got {quoted(current)}", key=section)
         result[section] = {**current, name: value}
     return result
 
@@ -134,9 +190,15 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         except OSError as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
         try:
-            data = yaml.safe_load(text)
+            data = parse_yaml(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {_one_line(error)}") from None
         if data is not None and not isinstance(data, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {data!r}")
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {quoted(data)}")
     return config_from_dict(apply_overrides(data, overrides))
+
+
+def _one_line(error: Exception) -> str:
+    """A YAML error on one line, cut short: its text quotes the document around the problem."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:300] + "..."

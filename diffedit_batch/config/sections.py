@@ -128,6 +128,13 @@ class JobConfig:
             "taken over stops. A live lease makes a second run on the same output exit with code 3."
         },
     )
+    connect_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "How long a run waits for the Ray cluster it is given (--address or RAY_ADDRESS) to answer; then "
+            "it exits with code 2 naming the address, its lease released. Covers a cluster that is still starting."
+        },
+    )
     max_image_pixels: int = field(
         default=40_000_000,
         metadata={
@@ -175,8 +182,9 @@ class JobConfig:
         fields.seed(self, "seed")
         if not 0.0 <= self.max_failed_fraction <= 1.0:
             raise ValueError(f"JobConfig.max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}")
-        fields.at_least(self, "progress_interval_s", 0.0, open_=True)
-        fields.at_least(self, "lease_timeout_s", 0.0, open_=True)
+        fields.seconds(self, "progress_interval_s")
+        fields.seconds(self, "lease_timeout_s")
+        fields.seconds(self, "connect_timeout_s")
         fields.positive_int(self, "max_image_pixels")
         fields.at_least(self, "decode_cpus", 0.0, open_=True)
         fields.at_least(self, "write_cpus", 0.0, open_=True)

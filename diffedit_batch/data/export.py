@@ -7,10 +7,16 @@ Two layouts, both Parquet with Hugging Face ``datasets`` feature metadata (the `
 decodes the image columns as PIL images; any Parquet reader sees ``{bytes, path}`` structs:
 
 - ``diffedit`` (default): the edit, its mask and the source picture (``image``, ``mask``, ``source_image``: the
-  files' own bytes, PNG for edit and mask, the source's original encoding), with the prompts, seed and metrics;
+  files' own bytes, PNG for edit and mask, the source's original encoding, or a PNG of its pixels upright when its
+  EXIF orientation rotates it, as the edit is), with the prompts, seed and metrics;
 - ``instruct-pix2pix``: the columns the diffusers InstructPix2Pix trainer (``train_instruct_pix2pix.py``) reads by
   default, ``input_image``, ``edit_prompt`` (the target prompt, else the target concept) and ``edited_image``, so an
   augmented set trains with no glue code.
+
+Only the edits made under the current settings are exported by default (``settings="current"``: the settings
+fingerprints of the newest run file that names its settings); ``settings="all"`` exports every ok edit, whatever
+settings made it (an output a run kept under other settings with ``--on-settings-change keep``, or records from
+before fingerprints).
 
 Outputs are read by their record URIs (files or shard members: ``outputs.OutputReader``), so every output format
 exports. Writing streams: records are read batch by batch and a part is written whenever it holds ``part_bytes``
@@ -26,13 +32,15 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .images import ImageDecodeError, upright_image_bytes
 from .layout import OutputLayout
 from .outputs import OutputReader, hf_image_schema, split_member
 from .results import iter_result_records
+from .run_metadata import read_run_metadata
 from .status import Status
 from .storage import StorageError, StorageOptions, delete, join, list_files, redact_uri, write_bytes_atomic
 
-__all__ = ["EXPORT_FORMATS", "EXPORT_SCHEMA", "INSTRUCT_PIX2PIX_SCHEMA", "ExportResult", "export_dataset"]
+__all__ = ["EXPORT_FORMATS", "EXPORT_SCHEMA", "EXPORT_SETTINGS", "INSTRUCT_PIX2PIX_SCHEMA", "ExportResult", "export_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,7 @@ EXPORT_SCHEMA = hf_image_schema([
     ("width", pa.int32(), "int32"),
     ("height", pa.int32(), "int32"),
     ("run_id", pa.string(), "string"),
+    ("settings_fingerprint", pa.string(), "string"),
 ])
 INSTRUCT_PIX2PIX_SCHEMA = hf_image_schema([
     ("input_image", _IMAGE, None),
@@ -62,6 +71,7 @@ INSTRUCT_PIX2PIX_SCHEMA = hf_image_schema([
     ("edited_image", _IMAGE, None),
 ])
 EXPORT_FORMATS = ("diffedit", "instruct-pix2pix")
+EXPORT_SETTINGS = ("current", "all")
 _IMAGES = ("image", "mask", "source_image", "input_image", "edited_image")
 _READ = [f.name for f in EXPORT_SCHEMA if f.name not in _IMAGES]
 _READ += ["status", "image_uri", "mask_uri", "source_image_uri", "target_concept"]
@@ -73,6 +83,7 @@ class ExportResult:
     rows: int
     skipped: int  # ok records whose edit or mask (or, for instruct-pix2pix, source) could not be read (logged)
     sources_missing: int  # exported without the source picture (unreadable now)
+    other_settings: int = 0  # ok records left out: made under settings other than the current ones
 
 
 def _image(reader: OutputReader, uri: str | None) -> dict | None:
@@ -83,6 +94,21 @@ def _image(reader: OutputReader, uri: str | None) -> dict | None:
     return {"bytes": reader.read(uri), "path": name}
 
 
+def _source(reader: OutputReader, uri: str | None) -> dict | None:
+    """The source picture with its pixels upright, as its edit is: a reader that ignores EXIF orientation would
+    otherwise see it sideways beside an upright edit. Raises StorageError when it cannot be read or decoded."""
+    image = _image(reader, uri)
+    if image is None:
+        return None
+    try:
+        data, extension = upright_image_bytes(image["bytes"])
+    except ImageDecodeError as error:
+        raise StorageError(f"source picture {redact_uri(uri)} is no longer a readable picture: {error}") from None
+    if data is not image["bytes"]:
+        image = {"bytes": data, "path": f"{posixpath.splitext(image['path'])[0]}.{extension}"}
+    return image
+
+
 def export_dataset(
     prefix: str,
     output: str | None = None,
@@ -91,18 +117,24 @@ def export_dataset(
     part_bytes: int = 256 * 1024 * 1024,
     include_source: bool = True,
     export_format: str = "diffedit",
+    settings: str = "current",
 ) -> ExportResult:
     """Write the ok edits under ``prefix`` as ``OUTPUT/part-NNNNN.parquet`` (default ``PREFIX/export``).
 
     Parts of an earlier export to the same folder that this one does not rewrite are deleted. An ok record
     whose edit or mask is unreadable is skipped (counted); an unreadable source picture leaves
     ``source_image`` null (counted), or skips the row in ``instruct-pix2pix`` (which needs it).
-    ``include_source=False`` leaves it out of a ``diffedit`` export on purpose (smaller export).
+    ``include_source=False`` leaves it out of a ``diffedit`` export on purpose (smaller export). ``settings``:
+    ``current`` (the edits made under the newest run's settings; every edit when no run file names settings) or
+    ``all``.
     """
     if part_bytes <= 0:
         raise ValueError(f"part_bytes must be > 0, got {part_bytes}")
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}")
+    if settings not in EXPORT_SETTINGS:
+        raise ValueError(f"export settings must be one of {', '.join(EXPORT_SETTINGS)}, got {settings!r}")
+    current = _current_settings(prefix, options) if settings == "current" else None
     pix2pix = export_format == "instruct-pix2pix"
     schema = INSTRUCT_PIX2PIX_SCHEMA if pix2pix else EXPORT_SCHEMA
     output = (output or OutputLayout(prefix).export).rstrip("/")
@@ -128,6 +160,9 @@ def export_dataset(
         for record in batch:
             if record["status"] != Status.OK:
                 continue
+            if current is not None and record.get("settings_fingerprint") not in current:
+                result.other_settings += 1
+                continue
             row = _pix2pix_row(record, reader) if pix2pix else _diffedit_row(record, reader, include_source)
             if row is None:
                 result.skipped += 1
@@ -142,7 +177,18 @@ def export_dataset(
     for stale in sorted(set(before) - set(result.parts)):
         delete(stale, options)
     log.info("exported %d edits in %d parts to %s", result.rows, len(result.parts), redact_uri(output))
+    if result.other_settings:
+        log.warning("left out %d ok edits made under other settings (export --settings all includes them)",
+                    result.other_settings)
     return result
+
+
+def _current_settings(prefix: str, options: StorageOptions | None) -> set[str] | None:
+    """The settings fingerprints of the newest run file that names its settings; None when none does."""
+    for run in reversed(read_run_metadata(prefix, options)):
+        if isinstance(run.get("settings"), dict):
+            return set(run["settings"])
+    return None
 
 
 def _diffedit_row(record: dict, reader: OutputReader, include_source: bool) -> dict | None:
@@ -156,7 +202,7 @@ def _diffedit_row(record: dict, reader: OutputReader, include_source: bool) -> d
     row["source_image"] = None
     if include_source:
         try:
-            row["source_image"] = _image(reader, record["source_image_uri"])
+            row["source_image"] = _source(reader, record["source_image_uri"])
         except StorageError as error:
             log.warning("export of %r has no source picture: %s", record.get("id"), error)
     return row
@@ -165,7 +211,7 @@ def _diffedit_row(record: dict, reader: OutputReader, include_source: bool) -> d
 def _pix2pix_row(record: dict, reader: OutputReader) -> dict | None:
     try:
         return {
-            "input_image": _image(reader, record["source_image_uri"]),
+            "input_image": _source(reader, record["source_image_uri"]),
             "edit_prompt": record.get("target_prompt") or record.get("target_concept"),
             "edited_image": _image(reader, record["image_uri"]),
         }

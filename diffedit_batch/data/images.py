@@ -24,6 +24,7 @@ __all__ = [
     "mask_coverage",
     "mask_to_png",
     "restore_size",
+    "upright_image_bytes",
     "upsample_mask",
 ]
 
@@ -251,6 +252,25 @@ def image_extension(data: bytes) -> str:
             return _EXTENSIONS.get(image.format, (image.format or "bin").lower())
     except Exception as exc:  # noqa: BLE001 - see decode_image
         raise ImageDecodeError(f"not an image: {exc}") from exc
+
+
+_ORIENTATION = 0x0112  # the EXIF tag; 1 is upright, 2-8 flip and/or rotate on display
+
+
+def upright_image_bytes(data: bytes, max_pixels: int = 40_000_000) -> tuple[bytes, str]:
+    """Picture bytes whose stored pixels are upright, and their extension: ``data`` itself when it has no EXIF
+    orientation to apply, else a PNG of the pixels as ``decode_image`` orients them (as the edit is). A reader
+    that ignores EXIF (most training loaders) then sees the source the way it sees the edit, not sideways.
+    Raises ImageDecodeError for bytes that are not a readable picture."""
+    extension = image_extension(data)
+    try:
+        with Image.open(io.BytesIO(data), formats=_readable_formats()) as image:
+            orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: decode_image ignores it too
+        orientation = 1
+    if orientation in (None, 1) or not isinstance(orientation, int):
+        return data, extension
+    return encode_png(decode_image(data, max_pixels), compress_level=6), "png"
 
 
 def _mask_2d(mask: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 - ``files``: ``PREFIX/images/<key>.png`` and ``PREFIX/masks/<key>.png``, one object each (small jobs).
 - ``webdataset``: tar shards ``PREFIX/shards/<name>.tar``; per edit ``<key>.png`` (or ``.jpg``), ``<key>.mask.png``,
   ``<key>.json`` (id, prompts, seed, mask coverage, metrics, source URI) and, optionally, the source picture as
-  ``<key>.src.<ext>`` (its own bytes), so a shard holds complete training pairs. The ``webdataset`` package reads
+  ``<key>.src.<ext>`` (its own bytes, or a PNG of its pixels upright when EXIF rotates it), so a shard holds
+  complete training pairs. The ``webdataset`` package reads
   them.
 - ``parquet``: Parquet shards ``PREFIX/shards/<name>.parquet``, a row per edit with the edit, the mask and the
   source as image structs (``{bytes, path}``) and the same metadata; Hugging Face ``datasets`` loads them with

@@ -12,12 +12,14 @@ import datetime as dt
 import base64
 import hashlib
 import http.client
+import math
 import os
 import posixpath
 import re
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,9 @@ __all__ = [
 ]
 
 _MiB = 1024 * 1024
+# Bounds of the retry and timeout options: the backoff doubles per retry, so 16 retries already wait hours.
+_MAX_RETRIES = 16
+_MAX_SECONDS = 86_400.0
 _OBJECT_STORES = ("s3", "gs")
 _HTTP = ("http", "https")
 _T = TypeVar("_T")
@@ -89,9 +94,13 @@ class StorageOptions:
             "off by default: enabling them lets a manifest make the workers fetch URLs (read only)."
         },
     )
-    write_retries: int = field(default=4, metadata={"help": "Retries of a failed output write, after the first try."})
+    write_retries: int = field(
+        default=4,
+        metadata={"help": "Retries of a failed output write, and of an input read that failed transiently (a reset "
+                          "connection, an HTTP 5xx or 429), after the first try; at most 16."},
+    )
     retry_backoff_s: float = field(
-        default=0.5, metadata={"help": "Delay before the first write retry, in seconds; doubles on each further retry."}
+        default=0.5, metadata={"help": "Delay before the first retry, in seconds; doubles on each further retry."}
     )
     max_read_bytes: int = field(
         default=256 * _MiB, metadata={"help": "Largest input object read, in bytes; a larger one is that row's error."}
@@ -126,18 +135,23 @@ class StorageOptions:
             if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme):
                 raise ValueError(f"StorageOptions.allowed_schemes must hold URI schemes such as s3, got {scheme!r}")
         object.__setattr__(self, "allowed_schemes", schemes)
-        for name, low in (("write_retries", 0), ("max_read_bytes", 1)):
+        for name, low, high in (("write_retries", 0, _MAX_RETRIES), ("max_read_bytes", 1, 2**62)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"StorageOptions.{name} must be an integer, got {value!r}")
             if value < low:
                 raise ValueError(f"StorageOptions.{name} must be >= {low}, got {value!r}")
+            if value > high:
+                raise ValueError(f"StorageOptions.{name} must be <= {high}, got {value!r}")
         for name, positive in (("retry_backoff_s", False), ("http_timeout_s", True), ("timeout_s", True)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"StorageOptions.{name} must be a number, got {value!r}")
-            if value < 0 or (positive and value == 0):
-                raise ValueError(f"StorageOptions.{name} must be {'>' if positive else '>='} 0, got {value!r}")
+            # Finite and at most a day: an infinite timeout is no bound at all, and socket and thread waits
+            # overflow on huge ones.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"StorageOptions.{name} must be a finite number, got {value!r}")
+            if value < 0 or (positive and value == 0) or value > _MAX_SECONDS:
+                raise ValueError(f"StorageOptions.{name} must be in {'(' if positive else '['}0, {_MAX_SECONDS:g}] "
+                                 f"seconds, got {value!r}")
 
 
 # --- URIs -------------------------------------------------------------------------------------
@@ -342,13 +356,28 @@ def _http_request(uri: str) -> urllib.request.Request:
     return urllib.request.Request(uri, headers=headers)
 
 
+class _TransientRead(StorageError):
+    """A read that failed in a way a moment's wait may cure (a reset connection, a 503): `read_bytes` retries it."""
+
+
+# S3 errors that pyarrow raises as plain OSError but that no wait cures (its AWS error names).
+_PERMANENT_S3_ERRORS = ("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "NO_SUCH_BUCKET")
+# HTTP answers that say "later": timeouts of the request, throttling, and the server's own failures.
+_TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+
+
 def _read_http(uri: str, options: StorageOptions) -> bytes:
     try:
         request = _http_request(uri)
         with urllib.request.urlopen(request, timeout=options.http_timeout_s) as response:
             data = response.read(options.max_read_bytes + 1)
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # HTTPException: bad URL, cut-off response
+    except urllib.error.HTTPError as exc:
+        error = _TransientRead if exc.code in _TRANSIENT_HTTP else StorageError
+        raise error(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+    except (TimeoutError, ValueError, http.client.InvalidURL) as exc:  # waited http_timeout_s already; a bad URL
         raise StorageError(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:  # a refused or reset connection, a cut-off response
+        raise _TransientRead(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
     if len(data) > options.max_read_bytes:
         raise StorageError(
             f"{redact_uri(uri)} is over the {options.max_read_bytes} byte read limit (max_read_bytes)"
@@ -359,10 +388,24 @@ def _read_http(uri: str, options: StorageOptions) -> bytes:
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
     """The whole content of the object at ``uri``.
 
-    Raises StorageError if it is missing, unreadable, or larger than ``options.max_read_bytes``
-    (checked from its size before anything is downloaded).
+    A transient failure (a reset connection, an HTTP 5xx or 429, a store's I/O error) is retried as writes are:
+    ``options.write_retries`` times, after ``options.retry_backoff_s`` doubling. A missing object, a refused
+    permission and a timeout (it already waited ``timeout_s``) are not. Raises StorageError if it is missing,
+    unreadable, or larger than ``options.max_read_bytes`` (checked from its size before anything is downloaded).
     """
     options = options or StorageOptions()
+    attempts = options.write_retries + 1
+    for attempt in range(attempts):
+        try:
+            return _read_once(uri, options)
+        except _TransientRead as exc:
+            if attempt + 1 == attempts:
+                raise StorageError(f"{exc} (after {attempts} attempts)") from exc.__cause__
+            _backoff_sleep(options.retry_backoff_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _read_once(uri: str, options: StorageOptions) -> bytes:
     scheme, _ = _split_scheme(uri)
     if scheme in _HTTP:
         _check_scheme(scheme, uri, options)
@@ -384,7 +427,9 @@ def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
     except FileNotFoundError as exc:
         raise StorageError(f"cannot read {redact_uri(uri)}: not found") from exc
     except (OSError, pa.ArrowException) as exc:
-        raise StorageError(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
+        permanent = isinstance(exc, _NOT_RETRIED) or any(code in str(exc) for code in _PERMANENT_S3_ERRORS)
+        error = StorageError if permanent else _TransientRead
+        raise error(f"cannot read {redact_uri(uri)}: {type(exc).__name__}: {exc}") from exc
 
 
 def exists(uri: str, options: StorageOptions | None = None) -> bool:

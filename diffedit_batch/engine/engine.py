@@ -36,7 +36,9 @@ EMPTY_PROMPT = ""
 class EditResult:
     """One row's edit."""
 
-    image: PIL.Image.Image  # RGB, the size the model worked at (input size rounded down to a multiple of 8)
+    # RGB, the size the model worked at (input size rounded down to a multiple of 8); None when the edit came out
+    # NaN or Inf (float16 overflow): there is no picture to show, and the caller must treat the row as failed.
+    image: PIL.Image.Image | None
     mask: np.ndarray  # uint8 in {0, 1}, (H / 8, W / 8): 1 where the edit may change the image
     truncated_prompts: tuple[str, ...] = ()  # which of "source", "target", "inversion" were cut to the encoder's limit
 

@@ -82,10 +82,14 @@ class LatentCodec:
         return self.scaling_factor * (posterior.mean + posterior.std * standard_normal)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
-        images = []
+    def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image | None]:
+        """One picture per latent; None where the latent or its decoded pixels hold NaN or Inf (float16 overflow,
+        e.g. SDXL's VAE in half precision), which would otherwise come out as a black or white picture."""
+        images: list[PIL.Image.Image | None] = []
         for start in range(0, latents.shape[0], self.max_batch):
             chunk = latents[start : start + self.max_batch]
             decoded = self.vae.decode(chunk.to(self.vae.dtype) / self.scaling_factor, return_dict=False)[0]
-            images.extend(self.processor.postprocess(decoded, output_type="pil"))
+            finite = (torch.isfinite(chunk).flatten(1).all(1) & torch.isfinite(decoded).flatten(1).all(1)).tolist()
+            pictures = self.processor.postprocess(decoded if all(finite) else decoded.nan_to_num(), output_type="pil")
+            images.extend(picture if ok else None for picture, ok in zip(pictures, finite))
         return images

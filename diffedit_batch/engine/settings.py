@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
@@ -56,8 +57,9 @@ class EditSettings:
 
         def number(name: str, low: float | None = None, high: float | None = None, low_open: bool = False) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"EditSettings.{name} must be a number, got {value!r}")
+            # Finite too: an infinite guidance scale turns every edit black.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"EditSettings.{name} must be a finite number, got {value!r}")
             if low is not None and (value <= low if low_open else value < low):
                 bound = f"> {low}" if low_open else f">= {low}"
                 raise ValueError(f"EditSettings.{name} must be {bound}, got {value!r}")

@@ -310,6 +310,74 @@ def test_permanent_errors_are_not_retried(flaky):
     assert handler.attempts == 1 and sleeps == []
 
 
+class _FlakyReads(pafs.FSSpecHandler):
+    """An in-memory object store whose first ``failures`` reads fail (as ``error``)."""
+
+    def __init__(self, failures: int, error: type[OSError] = OSError):
+        super().__init__(fsspec.filesystem("memory"))
+        self.failures, self.error, self.attempts = failures, error, 0
+
+    def open_input_file(self, path):
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise self.error("connection reset by peer")
+        return super().open_input_file(path)
+
+
+@pytest.mark.parametrize("failures, error, attempts, sleeps", [
+    (2, OSError, 3, [0.5, 1.0]),  # a blip: read on the third try
+    (100, OSError, 5, [0.5, 1.0, 2.0, 4.0]),  # still failing after write_retries: the row's storage error
+    (100, PermissionError, 1, []),  # no wait cures a refusal
+])
+def test_a_transient_read_failure_is_retried_with_the_write_backoff(monkeypatch, failures, error, attempts, sleeps):
+    fsspec.filesystem("memory").store.clear()
+    fsspec.filesystem("memory").pipe("/bucket/obj", b"picture")
+    handler = _FlakyReads(failures, error)
+    filesystem = pafs.PyFileSystem(handler)
+    monkeypatch.setattr(storage, "resolve", lambda uri, options=None: (filesystem, "/bucket/obj"))
+    slept: list[float] = []
+    monkeypatch.setattr(storage, "_backoff_sleep", slept.append)
+    options = StorageOptions(write_retries=4, retry_backoff_s=0.5)
+    if failures < attempts:
+        assert read_bytes("s3://bucket/obj", options) == b"picture"
+    else:
+        with pytest.raises(StorageError, match=error.__name__):
+            read_bytes("s3://bucket/obj", options)
+    assert (handler.attempts, slept) == (attempts, sleeps)
+
+
+def test_an_http_503_is_retried_and_a_404_is_not(tmp_path, monkeypatch):
+    answers = iter([503, 503, 200])
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path)
+            status = 404 if self.path == "/missing" else next(answers)
+            self.send_response(status)
+            self.end_headers()
+            if status == 200:
+                self.wfile.write(b"picture")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setattr(storage, "_backoff_sleep", lambda s: None)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        options = StorageOptions(allowed_schemes=("http",), http_timeout_s=5)
+        assert read_bytes(f"{url}/p.png", options) == b"picture" and len(requests) == 3
+        with pytest.raises(StorageError, match="404"):
+            read_bytes(f"{url}/missing", options)
+        assert len(requests) == 4
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- options and http -------------------------------------------------------------------------
 
 

@@ -164,3 +164,52 @@ def test_the_edit_stage_reports_each_engine_calls_work_for_the_run_file():
     assert counts[0]["unet_calls"] == counts[2]["unet_calls"] == 1
     assert (counts[0]["unet_samples"], counts[2]["unet_samples"]) == (4, 2)
     assert counts[0]["unet_shapes"] == [[4, 4, 2, 3]] and counts[2]["unet_shapes"] == [[2, 4, 2, 3]]
+
+
+def test_an_edit_that_overflows_to_nan_is_an_engine_error_not_a_black_ok_edit(engine):
+    import torch
+
+    # A finite but absurd guidance scale overflows float32 as float16 overflows at ordinary ones (SDXL's VAE):
+    # every latent ends NaN/Inf, and the picture made of it would be black.
+    stage = EditStage(None, EditSettings(num_inference_steps=4, guidance_scale=1e30), engine=engine, batch_size=2)
+    picture = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8).tobytes()
+    rows = [{"edit_id": name, "row_index": k, "status": Status.PENDING, "model_width": 64, "model_height": 64,
+             "pixels": picture, "source_prompt": "a cat", "target_prompt": name, "seed": 1, "inversion_prompt": None}
+            for k, name in enumerate(("a dog", "a cow"))]
+    out = stage(to_table(rows)).to_pylist()
+    assert [row["status"] for row in out] == [Status.ERROR, Status.ERROR]
+    assert {row["error_class"] for row in out} == {ErrorClass.ENGINE}
+    assert all("NaN/Inf" in row["error"] and "model.dtype=float32" in row["error"] for row in out)
+    assert all(row["edited"] is None for row in out)
+
+    # Per latent: a finite one still decodes to its picture beside one that is not.
+    latents = torch.zeros((2, 4, 8, 8))
+    latents[1, 0, 0, 0] = float("nan")
+    decoded = engine.codec.decode(latents)
+    assert decoded[0] is not None and decoded[1] is None
+
+
+def test_a_shards_source_picture_is_stored_upright_when_exif_rotates_it(tmp_path):
+    import io
+
+    from PIL import ImageOps
+
+    from diffedit_batch.config import OutputConfig
+    from diffedit_batch.pipeline.stages.write import write_outputs
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display: the stored 32x16 shows as 16x32
+    Image.new("RGB", (32, 16), (200, 30, 30)).save(tmp_path / "rotated.jpg", exif=exif)
+    Image.new("RGB", (16, 32), (200, 30, 30)).save(tmp_path / "plain.jpg")
+    rows = [{"edit_id": name, "status": Status.PENDING, "width": 16, "height": 32, "model_width": 16,
+             "model_height": 32, "pixels": None, "edited": np.zeros((32, 16, 3), np.uint8).tobytes(),
+             "mask": np.ones((4, 2), np.uint8).tobytes(), "mask_width": 2, "mask_height": 4,
+             "source_image_uri": str(tmp_path / f"{name}.jpg")} for name in ("rotated", "plain")]
+    out = {row["edit_id"]: row for row in write_outputs(
+        to_table(rows), output_prefix=str(tmp_path / "out"), options=OPTIONS,
+        output=OutputConfig(format="webdataset"), background_metrics=False).to_pylist()}
+    rotated = Image.open(io.BytesIO(out["rotated"]["encoded_source"]))
+    assert out["rotated"]["encoded_source_ext"] == "png" and rotated.size == (16, 32)
+    assert ImageOps.exif_transpose(rotated).size == (16, 32)  # and no EXIF left to rotate it again
+    assert out["plain"]["encoded_source"] == (tmp_path / "plain.jpg").read_bytes()
+    assert out["plain"]["encoded_source_ext"] == "jpg"

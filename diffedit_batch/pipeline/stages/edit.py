@@ -30,6 +30,10 @@ ADDS = ("edited", "mask", "mask_width", "mask_height", "mask_coverage", "prompt_
         "node_id", "status", "error", "error_class", "engine_counts")
 
 
+NON_FINITE_EDIT = ("the edit came out NaN/Inf (numeric overflow, e.g. float16): no picture was made; set "
+                   "model.dtype=float32 (or bfloat16), or use a VAE that is stable in float16, and run again")
+
+
 def engine_calls(rows: list[dict], batch_size: int) -> list[list[dict]]:
     """The engine calls of a block: rows grouped by model-input shape; whole manifest rows (a picture's targets)
     packed in order into calls of at most `batch_size` rows (a row with more targets than that is a call of its
@@ -138,6 +142,9 @@ class EditStage:
             return
         seconds = (time.perf_counter() - started) / len(rows)
         for row, (edited, mask, truncated) in zip(rows, results):
+            if edited is None:  # the engine's latents or pixels were NaN/Inf: a black picture is not an edit
+                row.update(failed(row, ErrorClass.ENGINE, NON_FINITE_EDIT))
+                continue
             row.update(
                 edited=edited.tobytes(),
                 mask=np.ascontiguousarray(mask, dtype=np.uint8).tobytes(),

@@ -19,9 +19,9 @@ from diffedit_batch.data.images import (
     ImageDecodeError,
     encode_jpeg,
     encode_png,
-    image_extension,
     mask_to_png,
     restore_size,
+    upright_image_bytes,
 )
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.metrics import background_metrics
@@ -42,7 +42,7 @@ ADDS = ("image_uri", "mask_uri", "write_s", "background_psnr", "background_ssim"
 
 def write_outputs(
     batch: pa.Table, *, output_prefix: str, options: StorageOptions, output: OutputConfig = OutputConfig(),
-    background_metrics: bool = True,
+    background_metrics: bool = True, max_image_pixels: int = 40_000_000,
 ) -> pa.Table:
     """Each edited row's outputs: written (`files`) or encoded for its shard; the rows leave without their
     model-size pixel payloads.
@@ -57,7 +57,7 @@ def write_outputs(
     out = []
     for row in batch.to_pylist():
         if row["status"] == Status.PENDING:
-            row = _write_one(row, layout, options, output, background_metrics)
+            row = _write_one(row, layout, options, output, background_metrics, max_image_pixels)
         out.append({**row, "pixels": None, "edited": None, "mask": None})
     cpu = (time.process_time() - cpu_started) / max(1, len(out))
     for row in out:
@@ -66,7 +66,7 @@ def write_outputs(
 
 
 def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output: OutputConfig,
-               with_metrics: bool) -> dict:
+               with_metrics: bool, max_pixels: int) -> dict:
     started = time.perf_counter()
     size = (row["width"], row["height"])
     model_size = (row["model_width"], row["model_height"])
@@ -82,7 +82,7 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
             log.warning("no background metrics for %r: %s", row["edit_id"], error)
     mask_png = mask_to_png(mask, size, output.png_compress_level)
     if output.sharded:
-        return _encode_for_shard(row, edited, mask_png, options, output, started)
+        return _encode_for_shard(row, edited, mask_png, options, output, started, max_pixels)
     image_uri = layout.image(row["edit_id"])
     mask_uri = layout.mask(row["edit_id"])
     try:
@@ -95,7 +95,7 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
 
 
 def _encode_for_shard(row: dict, edited: Image.Image, mask_png: bytes, options: StorageOptions,
-                      output: OutputConfig, started: float) -> dict:
+                      output: OutputConfig, started: float, max_pixels: int) -> dict:
     if output.image_format == "jpg":
         row.update(encoded_edit=encode_jpeg(edited, output.jpeg_quality), encoded_edit_ext="jpg")
     else:
@@ -103,10 +103,11 @@ def _encode_for_shard(row: dict, edited: Image.Image, mask_png: bytes, options: 
     row["encoded_mask"] = mask_png
     if output.include_source:
         # The picture's own bytes, as the shard's training pair: read again rather than carried through the GPU
-        # stage, where a row travels at model size.
+        # stage, where a row travels at model size. Re-encoded only when EXIF rotates it, so that it stands upright
+        # beside its edit for readers that ignore EXIF.
         try:
-            source = read_bytes(row["source_image_uri"], options)
-            row.update(encoded_source=source, encoded_source_ext=image_extension(source))
+            source, extension = upright_image_bytes(read_bytes(row["source_image_uri"], options), max_pixels)
+            row.update(encoded_source=source, encoded_source_ext=extension)
         except (StorageError, ImageDecodeError) as error:
             return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again for its shard: {error}")
     row["write_s"] = time.perf_counter() - started
@@ -118,5 +119,5 @@ def write_stage(config: Config, output_prefix: str) -> Stage:
         name="write", run=write_outputs, reads=READS, adds=ADDS, cpus=config.job.write_cpus,
         batch_size=config.job.batch_size,
         kwargs={"output_prefix": output_prefix, "options": config.storage, "output": config.output,
-                "background_metrics": config.metrics.background},
+                "background_metrics": config.metrics.background, "max_image_pixels": config.job.max_image_pixels},
     )
