@@ -32,6 +32,24 @@ def engine(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory):
+    """A tiny random SDXL in the diffusers folder layout of stable-diffusion-xl-base-1.0 (built once per session)."""
+    from diffedit_batch.testing.tiny_sdxl import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def sdxl_engine(tiny_sdxl_dir):
+    """The tiny SDXL loaded into one DiffEditEngine on the CPU."""
+    import torch
+
+    from diffedit_batch import DiffEditEngine
+
+    return DiffEditEngine.from_pretrained(str(tiny_sdxl_dir), device="cpu", dtype=torch.float32, max_unet_batch=64)
+
+
+@pytest.fixture(scope="session")
 def ray_local(s3_server):  # noqa: F811 (the fixture imported above)
     """One in-process Ray for the whole session, started after the S3 server so that its workers inherit the
     server's (fake) credentials from the environment."""

@@ -1,10 +1,14 @@
 """DiffEditEngine: batched DiffEdit (mask, invert, edit) on diffusers' models and schedulers.
 
-One call edits many rows. Work is shared wherever the result cannot differ: one VAE encode per distinct
-picture, one text-encoder pass per distinct prompt, one set of mask predictions per (picture, seed, prompt),
-one inversion per (picture, seed, inversion prompt). Rows of equal latent size share UNet calls, up to
-`max_unet_batch` samples per call. Each row's result equals what the deprecated diffusers pipeline gives for
-that row alone with `torch.Generator().manual_seed(seed)`.
+One call edits many rows, each with its own settings. Work is shared wherever the result cannot differ: one VAE
+encode per distinct picture, one text-encoder pass per distinct prompt, one set of mask predictions per (picture,
+seed, prompt, mask settings) whatever each row's threshold, one inversion per (picture, seed, inversion prompt,
+inversion settings) walked to the highest inpaint strength that needs it (a lower strength's inversion is its
+prefix), and one denoising walk per latent size and step count, rows of lower strength joining it late. Rows of
+equal latent size share UNet calls, up to `max_unet_batch` samples per call. Each row's result equals what the
+deprecated diffusers pipeline gives for that row alone, with its own settings and
+`torch.Generator().manual_seed(seed)`. What differs between model families (SD 1.x/2.x, SDXL) is behind
+`families`; the math here is the same for all.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import torch
 
 from diffedit_batch.seeds import SEED_LIMIT
 
+from .conditioning import Conditioning
 from .denoise import denoise_with_mask
+from .families import SD, SDXL, StableDiffusionFamily, StableDiffusionXLFamily, UnsupportedModelError
 from .inversion import invert
 from .latents import LatentCodec, PreparedImage
 from .mask import noised_latents, threshold_mask
@@ -65,24 +71,54 @@ class EngineStats:
 
 @dataclass(frozen=True)
 class _Row:
+    """One row of a call, as keys of the work it needs: rows with equal keys share that work."""
+
     index: int
     image: str  # image key
     seed: int
     source: tuple  # prompt keys
     target: tuple
-    inversion: tuple  # the inversion's conditioning prompt key
+    inversion: tuple  # the inversion's conditioning prompt key (the empty prompt for the paper's inversion)
+    settings: EditSettings
 
     @property
-    def inversion_unit(self) -> tuple:
-        return (self.image, self.seed, self.inversion)
+    def noise_unit(self) -> tuple:
+        """The mask's noised latents: the draws depend on the seed and map count, the timestep on the steps."""
+        s = self.settings
+        return (self.image, self.seed, s.num_inference_steps, s.mask_encode_strength, s.num_maps_per_mask)
 
     @property
     def mask_unit(self) -> tuple:
-        return (self.image, self.seed, self.source, self.target)
+        """The mask's predictions: thresholding (`mask_thresholding_ratio`) is post-processing, not part of it."""
+        return (self.noise_unit, self.source, self.target)
+
+    @property
+    def mask_key(self) -> tuple:
+        return (self.mask_unit, self.settings.mask_thresholding_ratio)
+
+    @property
+    def inversion_unit(self) -> tuple:
+        """Not the strength: one inversion to the highest strength serves every lower one (its prefix)."""
+        s = self.settings
+        guidance = s.invert_guidance_scale if s.inversion_guided else None
+        return (self.image, self.seed, self.inversion, s.num_inference_steps, guidance)
+
+    @property
+    def edit_walk(self) -> tuple:
+        """Rows that can share one denoising walk: the same step count, guided or not, blend timing."""
+        s = self.settings
+        return (s.num_inference_steps, s.edit_guided, s.paper_blend_timing)
 
     @property
     def edit_unit(self) -> tuple:
-        return (self.inversion_unit, self.mask_unit)
+        s = self.settings
+        guidance = (self.source, s.guidance_scale) if s.edit_guided else None
+        return (self.inversion_unit, self.mask_key, self.target, guidance, s.edit_steps, self.edit_walk)
+
+
+def _by_steps(units: list[tuple], steps: dict[tuple, int]) -> list[tuple]:
+    """`units` sorted most steps first (stable), so the units still walking at any step are a prefix."""
+    return sorted(units, key=lambda unit: -steps[unit])
 
 
 class DiffEditEngine:
@@ -90,12 +126,15 @@ class DiffEditEngine:
 
     Args:
         unet, vae, text_encoder, tokenizer: Stable Diffusion components (diffusers / transformers modules).
-        scheduler: denoising scheduler; default DDIMScheduler from the UNet's training schedule is not
-            known here, so pass one or use `from_pretrained`.
+        scheduler: denoising scheduler (any diffusers scheduler: DiffEdit walks DDIM made from its config); pass
+            one or use `from_pretrained`.
         inverse_scheduler: inversion scheduler; defaults to DDIMInverseScheduler built from `scheduler`'s config.
         max_unet_batch: most UNet samples per forward call (bounds activation memory).
         prompt_cache_size: prompt embeddings kept across calls.
         static_unet_batches: every UNet call has exactly `max_unet_batch` samples (padded), for a compiled UNet.
+        text_encoder_2, tokenizer_2: SDXL's second text encoder (`CLIPTextModelWithProjection`) and tokenizer; with
+            them the engine drives SDXL (the UNet must take SDXL's `text_time` conditioning), without them SD 1.x/2.x.
+        force_zeros_for_empty_prompt: SDXL's `model_index.json` flag: guidance's unconditional side is zeros.
     """
 
     def __init__(
@@ -109,6 +148,9 @@ class DiffEditEngine:
         max_unet_batch: int = 16,
         prompt_cache_size: int = 256,
         static_unet_batches: bool = False,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        force_zeros_for_empty_prompt: bool = True,
     ):
         from diffusers import DDIMScheduler
 
@@ -119,21 +161,46 @@ class DiffEditEngine:
         if inverse_scheduler is None:
             inverse_scheduler = inverse_scheduler_from(scheduler.config)
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.device = unet.device
         self.dtype = unet.dtype
-        self.schedules = Schedules(scheduler, inverse_scheduler, self.device)
-        self.run_unet = UNetRunner(unet, max_unet_batch, static_shapes=static_unet_batches)
         self.codec = LatentCodec(vae, self.device, max_batch=max(1, max_unet_batch // 2))
-        self.prompts = PromptEncoder(text_encoder, tokenizer, self.device, self.dtype, prompt_cache_size)
+        self.family = self._family(force_zeros_for_empty_prompt)
+        self.schedules = Schedules(scheduler, inverse_scheduler, self.device)
+        self.run_unet = UNetRunner(unet, max_unet_batch, static_shapes=static_unet_batches,
+                                   unet_inputs=self.family.unet_inputs)
+        self.prompts = PromptEncoder(self.family, self.device, self.dtype, prompt_cache_size)
         self.stats = EngineStats()
-        for module in (unet, vae, text_encoder):
+        for module in (unet, vae, *self.family.text_encoders):
             module.requires_grad_(False)
             module.eval()
+
+    def _family(self, force_zeros_for_empty_prompt: bool) -> StableDiffusionFamily:
+        takes_sdxl_conditioning = getattr(self.unet.config, "addition_embed_type", None) == "text_time"
+        if (self.text_encoder_2 is None) != (self.tokenizer_2 is None):
+            raise ValueError("SDXL needs both text_encoder_2 and tokenizer_2")
+        if self.text_encoder_2 is None:
+            if takes_sdxl_conditioning:
+                raise UnsupportedModelError("the UNet takes SDXL's text_time conditioning, but no text_encoder_2 and "
+                                            "tokenizer_2 were given")
+            return StableDiffusionFamily(self.text_encoder, self.tokenizer)
+        if not takes_sdxl_conditioning:
+            raise UnsupportedModelError(
+                "text_encoder_2 was given, but the UNet does not take SDXL's text_time conditioning "
+                f"(addition_embed_type {getattr(self.unet.config, 'addition_embed_type', None)!r})")
+        return StableDiffusionXLFamily(self.text_encoder, self.tokenizer, self.text_encoder_2, self.tokenizer_2,
+                                       vae_scale_factor=self.codec.scale_factor,
+                                       force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
 
     @property
     def vae_scale_factor(self) -> int:
         return self.codec.scale_factor
+
+    @property
+    def family_name(self) -> str:
+        """`sd` (Stable Diffusion 1.x/2.x) or `sdxl`."""
+        return self.family.name
 
     @classmethod
     def from_pretrained(
@@ -145,11 +212,11 @@ class DiffEditEngine:
         max_unet_batch: int = 16,
         **options,
     ) -> "DiffEditEngine":
-        """Load a Stable Diffusion folder or hub id (safetensors only) onto `device` in `dtype`.
+        """Load a Stable Diffusion 1.x/2.x or SDXL folder or hub id (safetensors only) onto `device` in `dtype`.
 
-        `device` defaults to CUDA when available; `dtype` to float16 on CUDA, float32 on CPU. Further
-        `options` (compile_unet, channels_last, vae_slicing, vae_tiling, prompt_cache_size) are described in
-        `diffedit_batch.engine.loading.load_components`.
+        The family is read from the folder's `model_index.json`. `device` defaults to CUDA when available; `dtype`
+        to float16 on CUDA, float32 on CPU. Further `options` (vae, compile_unet, channels_last, vae_slicing,
+        vae_tiling, prompt_cache_size) are described in `diffedit_batch.engine.loading.load_components`.
         """
         from .loading import load_components
 
@@ -167,19 +234,20 @@ class DiffEditEngine:
         source_prompts: Sequence[Prompt],
         target_prompts: Sequence[Prompt],
         seeds: Sequence[int],
-        settings: EditSettings | None = None,
+        settings: EditSettings | Sequence[EditSettings] | None = None,
         inversion_prompts: Sequence[Prompt | None] | None = None,
     ) -> list[EditResult]:
         """Edit row i of `images` from `source_prompts[i]` to `target_prompts[i]`, seeded by `seeds[i]`.
 
-        Prompts are strings or precomputed embeddings ((seq, dim) or (1, seq, dim) tensors).
-        `inversion_prompts[i]` (e.g. an image caption) conditions the inversion; None falls back to the source.
-        Images may differ in size. Raises ValueError/TypeError naming the row for malformed input.
+        Prompts are strings or precomputed embeddings (SD 1.x/2.x: (seq, dim) or (1, seq, dim) tensors; SDXL: a
+        `Conditioning` with pooled embeddings). `settings` is one `EditSettings` for every row or one per row
+        (e.g. a picture's candidates with different thresholds, strengths and guidance scales, which share its mask
+        predictions and inversion). `inversion_prompts[i]` (e.g. an image caption) conditions the inversion; None
+        falls back to the source. Images may differ in size. Raises ValueError/TypeError naming the row for
+        malformed input.
         """
-        settings = settings or EditSettings()
-        if not isinstance(settings, EditSettings):
-            raise TypeError(f"settings must be EditSettings, got {type(settings).__name__}")
         n = len(images)
+        row_settings = self._row_settings(settings, n)
         if inversion_prompts is None:
             inversion_prompts = [None] * n
         for name, values in (("source_prompts", source_prompts), ("target_prompts", target_prompts),
@@ -197,8 +265,9 @@ class DiffEditEngine:
         ]
         for name, values in (("source", source_prompts), ("target", target_prompts), ("inversion", inversion_prompts)):
             for i, prompt in enumerate(values):
-                if not isinstance(prompt, (str, torch.Tensor)):
-                    raise TypeError(f"row {i}: {name} prompt must be a string or a tensor, got {type(prompt).__name__}")
+                if not isinstance(prompt, (str, torch.Tensor, Conditioning)):
+                    raise TypeError(f"row {i}: {name} prompt must be a string, a tensor or a Conditioning, "
+                                    f"got {type(prompt).__name__}")
         self._stage("prepare", started)
 
         started = time.perf_counter()
@@ -212,7 +281,8 @@ class DiffEditEngine:
                 seed=seeds[i],
                 source=prompt_key(source_prompts[i]),
                 target=prompt_key(target_prompts[i]),
-                inversion=empty if settings.paper_unconditional_inversion else prompt_key(inversion_prompts[i]),
+                inversion=empty if row_settings[i].paper_unconditional_inversion else prompt_key(inversion_prompts[i]),
+                settings=row_settings[i],
             )
             for i in range(n)
         ]
@@ -227,7 +297,7 @@ class DiffEditEngine:
             by_shape[posteriors[row.image].latent_shape].append(row)
         results: dict[int, EditResult] = {}
         for group in by_shape.values():
-            results.update(self._edit_group(group, posteriors, encoded, settings))
+            results.update(self._edit_group(group, posteriors, encoded))
         for row in rows:
             truncated = []
             for name, key in (("source", row.source), ("target", row.target),
@@ -240,100 +310,154 @@ class DiffEditEngine:
 
     # ------------------------------------------------------------------ stages of one same-size group
 
-    def _edit_group(self, rows, posteriors, encoded, settings) -> dict[int, EditResult]:
+    def _edit_group(self, rows: list[_Row], posteriors, encoded) -> dict[int, EditResult]:
         started = time.perf_counter()
-        masks = self._masks(rows, posteriors, encoded, settings)
+        masks = self._masks(rows, posteriors, encoded)
         self._stage("mask", started)
 
         started = time.perf_counter()
-        inversions = self._inversions(rows, posteriors, encoded, settings)
+        inversions = self._inversions(rows, posteriors, encoded)
         self._stage("invert", started)
 
         started = time.perf_counter()
-        edit_units = list(dict.fromkeys(row.edit_unit for row in rows))
-        first_row = {}
+        first_row: dict[tuple, _Row] = {}
         for row in rows:
             first_row.setdefault(row.edit_unit, row)
-        schedule = self.schedules.denoise(settings.num_inference_steps, settings.inpaint_strength)
-        trajectories = [inversions[unit[0]][1] for unit in edit_units]
-        trajectory = [torch.cat(step) for step in zip(*trajectories)]
-        clean = torch.cat([inversions[unit[0]][0] for unit in edit_units])
-        mask_batch = torch.stack([torch.from_numpy(masks[unit[1]]) for unit in edit_units]).unsqueeze(1)
-        target = torch.cat([encoded[first_row[unit].target].embedding for unit in edit_units])
-        negative = None
-        if settings.edit_guided:
-            negative = torch.cat([encoded[first_row[unit].source].embedding for unit in edit_units])
-        latents = denoise_with_mask(
-            self.run_unet, schedule, trajectory, clean, mask_batch.to(self.device), target, negative,
-            settings.guidance_scale, settings.paper_blend_timing,
-        )
+        walks: dict[tuple, list[tuple]] = defaultdict(list)
+        for unit, row in first_row.items():
+            walks[row.edit_walk].append(unit)
+        latents_of: dict[tuple, torch.Tensor] = {}
+        for units in walks.values():
+            latents_of.update(self._edit_walk([first_row[unit] for unit in units], masks, inversions, encoded))
         self._stage("edit", started)
 
         started = time.perf_counter()
-        images = dict(zip(edit_units, self.codec.decode(latents)))
-        self.stats.vae_decodes += len(edit_units)
+        units = list(first_row)
+        images = dict(zip(units, self.codec.decode(torch.cat([latents_of[unit] for unit in units]))))
+        self.stats.vae_decodes += len(units)
         self._stage("vae_decode", started)
-        return {row.index: EditResult(image=images[row.edit_unit], mask=masks[row.mask_unit]) for row in rows}
+        return {row.index: EditResult(image=images[row.edit_unit], mask=masks[row.mask_key]) for row in rows}
 
-    def _masks(self, rows, posteriors, encoded, settings) -> dict[tuple, np.ndarray]:
-        """Per (image, seed, source, target): the binary mask. One UNet prediction set per (image, seed, prompt)."""
+    def _masks(self, rows: list[_Row], posteriors, encoded) -> dict[tuple, np.ndarray]:
+        """Per (mask unit, threshold): the binary mask. One UNet prediction set per (image, seed, mask settings,
+        prompt), thresholded once per ratio that a row asks for."""
         scheduler = self.scheduler  # add_noise only reads its training schedule
-        encode_timestep = torch.tensor(
-            self.schedules.mask_timestep(settings.num_inference_steps, settings.mask_encode_strength),
-            device=self.device,
-        )
-        maps = settings.num_maps_per_mask
         noisy: dict[tuple, torch.Tensor] = {}
+        timestep_of: dict[tuple, int] = {}
         for row in rows:
-            if (row.image, row.seed) in noisy:
+            if row.noise_unit in noisy:
                 continue
+            s = row.settings
             posterior = posteriors[row.image]
+            timestep = self.schedules.mask_timestep(s.num_inference_steps, s.mask_encode_strength)
             # The reference samples the posterior of `maps` copies, then draws the noise, from one generator.
             generator = torch.Generator().manual_seed(row.seed)
-            shape = (maps, *posterior.latent_shape)
+            shape = (s.num_maps_per_mask, *posterior.latent_shape)
             latents = self.codec.sample(posterior, self.codec.draw(generator, shape))
             noise = self.codec.draw(generator, shape)
-            noisy[(row.image, row.seed)] = noised_latents(latents, noise, scheduler, encode_timestep)
+            noisy[row.noise_unit] = noised_latents(latents, noise, scheduler, torch.tensor(timestep, device=self.device))
+            timestep_of[row.noise_unit] = timestep
 
         evaluations = list(dict.fromkeys(
-            key for row in rows for key in ((row.image, row.seed, row.source), (row.image, row.seed, row.target))
+            key for row in rows for key in ((row.noise_unit, row.source), (row.noise_unit, row.target))
         ))
-        latents = torch.cat([noisy[(image, seed)] for image, seed, _ in evaluations])
-        embeddings = torch.cat([encoded[prompt].embedding.expand(maps, -1, -1) for _, _, prompt in evaluations])
-        predictions = self.run_unet(latents, encode_timestep, embeddings).split(maps)
-        prediction_of = dict(zip(evaluations, predictions))
+        by_timestep: dict[int, list[tuple]] = defaultdict(list)
+        for evaluation in evaluations:
+            by_timestep[timestep_of[evaluation[0]]].append(evaluation)
+        prediction_of: dict[tuple, torch.Tensor] = {}
+        for timestep, batch in by_timestep.items():
+            latents = torch.cat([noisy[unit] for unit, _ in batch])
+            conditioning = Conditioning.cat([encoded[prompt].conditioning.repeat(len(noisy[unit])) for unit, prompt in batch])
+            predictions = self.run_unet(latents, torch.tensor(timestep, device=self.device), conditioning)
+            prediction_of.update(zip(batch, predictions.split([len(noisy[unit]) for unit, _ in batch])))
 
         masks = {}
         for row in rows:
-            if row.mask_unit not in masks:
-                source = prediction_of[(row.image, row.seed, row.source)]
-                target = prediction_of[(row.image, row.seed, row.target)]
-                masks[row.mask_unit] = threshold_mask(source, target, settings.mask_thresholding_ratio).cpu().numpy()
+            if row.mask_key not in masks:
+                source = prediction_of[(row.noise_unit, row.source)]
+                target = prediction_of[(row.noise_unit, row.target)]
+                ratio = row.settings.mask_thresholding_ratio
+                masks[row.mask_key] = threshold_mask(source, target, ratio).cpu().numpy()
         return masks
 
-    def _inversions(self, rows, posteriors, encoded, settings) -> dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]]:
-        """Per (image, seed, inversion prompt): (clean latent, inverted latents lowest noise first)."""
-        units = list(dict.fromkeys(row.inversion_unit for row in rows))
-        clean = []
-        for image, seed, _ in units:
-            posterior = posteriors[image]
-            generator = torch.Generator().manual_seed(seed)
-            clean.append(self.codec.sample(posterior, self.codec.draw(generator, (1, *posterior.latent_shape))))
-        clean_latents = torch.cat(clean)
-        conditional = torch.cat([encoded[prompt].embedding for _, _, prompt in units])
-        unconditional = None
-        if settings.inversion_guided:
-            unconditional = encoded[prompt_key(EMPTY_PROMPT)].embedding.expand(len(units), -1, -1)
-        schedule = self.schedules.invert(settings.num_inference_steps, settings.inpaint_strength)
-        trajectory = invert(
-            self.run_unet, schedule, clean_latents.to(self.dtype), conditional, unconditional,
-            settings.invert_guidance_scale,
+    def _inversions(self, rows: list[_Row], posteriors, encoded) -> dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Per inversion unit: (clean latent, inverted latents lowest noise first, as many as its rows' highest
+        strength needs). Units of equal step count and guidance share one walk."""
+        steps: dict[tuple, int] = {}
+        strength: dict[tuple, float] = {}
+        for row in rows:
+            unit = row.inversion_unit
+            if row.settings.edit_steps > steps.get(unit, 0):
+                steps[unit], strength[unit] = row.settings.edit_steps, row.settings.inpaint_strength
+        clean_of: dict[tuple, torch.Tensor] = {}
+        walks: dict[tuple, list[tuple]] = defaultdict(list)
+        for unit in steps:
+            image, seed, _, num_steps, guidance = unit
+            if (image, seed) not in clean_of:
+                posterior = posteriors[image]
+                generator = torch.Generator().manual_seed(seed)
+                clean_of[(image, seed)] = self.codec.sample(
+                    posterior, self.codec.draw(generator, (1, *posterior.latent_shape)))
+            walks[(num_steps, guidance)].append(unit)
+
+        inversions = {}
+        for (num_steps, guidance), units in walks.items():
+            units = _by_steps(units, steps)
+            clean = torch.cat([clean_of[(unit[0], unit[1])] for unit in units])
+            conditional = Conditioning.cat([encoded[unit[2]].conditioning for unit in units])
+            unconditional = None
+            if guidance is not None:
+                empty = encoded[prompt_key(EMPTY_PROMPT)].conditioning
+                unconditional = self.family.unconditional(empty).repeat(len(units))
+            schedule = self.schedules.invert(num_steps, strength[units[0]])
+            trajectory = invert(
+                self.run_unet, schedule, clean.to(self.dtype), conditional, unconditional, guidance or 1.0,
+                steps_per_row=[steps[unit] for unit in units],
+            )
+            for i, unit in enumerate(units):
+                inversions[unit] = (clean[i : i + 1], [step[i : i + 1] for step in trajectory[: steps[unit]]])
+        return inversions
+
+    def _edit_walk(self, rows: list[_Row], masks, inversions, encoded) -> dict[tuple, torch.Tensor]:
+        """One denoising walk for edit units of equal step count, guidance on or off and blend timing (`rows` holds
+        one row per unit); lower strengths join it late. Returns each unit's final latent (1, C, h, w)."""
+        rows = sorted(rows, key=lambda row: -row.settings.edit_steps)
+        steps = [row.settings.edit_steps for row in rows]
+        longest = rows[0].settings
+        schedule = self.schedules.denoise(longest.num_inference_steps, longest.inpaint_strength)
+        # trajectory[m]: the m-th inverted latent of every row that has one (rows are sorted, so a prefix).
+        trajectory = [
+            torch.cat([inversions[row.inversion_unit][1][m] for row in rows if row.settings.edit_steps > m])
+            for m in range(steps[0])
+        ]
+        clean = torch.cat([inversions[row.inversion_unit][0] for row in rows])
+        mask_batch = torch.stack([torch.from_numpy(masks[row.mask_key]) for row in rows]).unsqueeze(1)
+        target = Conditioning.cat([encoded[row.target].conditioning for row in rows])
+        negative, guidance = None, 1.0
+        if longest.edit_guided:
+            negative = Conditioning.cat([encoded[row.source].conditioning for row in rows])
+            scales = [row.settings.guidance_scale for row in rows]
+            guidance = scales[0] if len(set(scales)) == 1 else torch.tensor(scales, device=self.device)
+        latents = denoise_with_mask(
+            self.run_unet, schedule, trajectory, clean, mask_batch.to(self.device), target, negative, guidance,
+            longest.paper_blend_timing, steps_per_row=steps,
         )
-        return {
-            unit: (clean_latents[i : i + 1], [step[i : i + 1] for step in trajectory]) for i, unit in enumerate(units)
-        }
+        return {row.edit_unit: latents[i : i + 1] for i, row in enumerate(rows)}
 
     # ------------------------------------------------------------------ helpers of the call
+
+    @staticmethod
+    def _row_settings(settings, n: int) -> list[EditSettings]:
+        if settings is None or isinstance(settings, EditSettings):
+            return [settings or EditSettings()] * n
+        if isinstance(settings, (str, bytes)) or not isinstance(settings, Sequence):
+            raise TypeError(f"settings must be EditSettings or a list of them, got {type(settings).__name__}")
+        if len(settings) != n:
+            raise ValueError(f"settings has {len(settings)} entries for {n} images")
+        for i, each in enumerate(settings):
+            if not isinstance(each, EditSettings):
+                raise TypeError(f"row {i}: settings must be EditSettings, got {type(each).__name__}")
+        return list(settings)
 
     def _prepare(self, index: int, image) -> PreparedImage:
         try:
@@ -361,3 +485,6 @@ class DiffEditEngine:
         self.stats.unet_samples = self.run_unet.samples_evaluated
         self.stats.unet_calls = self.run_unet.calls
         self.stats.unet_shapes = self.run_unet.shapes
+
+
+__all__ = ["DiffEditEngine", "EditResult", "EngineStats", "SD", "SDXL"]

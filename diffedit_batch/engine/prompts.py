@@ -1,8 +1,10 @@
-"""Text conditioning: each distinct prompt runs through the text encoder once.
+"""Text conditioning: each distinct prompt runs through the text encoder(s) once.
 
-A prompt is a string or a precomputed embedding (a tensor of shape (seq_len, dim) or (1, seq_len, dim), e.g.
-the mean embedding of many Flan-T5 captions). Both are keyed by content, so rows that repeat a prompt share
-its encoding, and a small LRU keeps recent embeddings across calls (an actor sees the same prompts often).
+A prompt is a string or a precomputed embedding: a tensor of shape (seq_len, dim) or (1, seq_len, dim) for
+Stable Diffusion 1.x/2.x, or a `Conditioning` (tokens and, for SDXL, pooled), e.g. the mean embedding of many
+Flan-T5 captions. Both are keyed by content, so rows that repeat a prompt share its encoding, and a small LRU
+keeps recent embeddings across calls (an actor sees the same prompts often). How a text is encoded is the model
+family's (`families`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,22 @@ from typing import Union
 
 import torch
 
-Prompt = Union[str, torch.Tensor]
+from .conditioning import Conditioning
+
+Prompt = Union[str, torch.Tensor, Conditioning]
+
+
+def _digest(*tensors: torch.Tensor | None) -> tuple:
+    digest = hashlib.blake2b(digest_size=16)
+    shapes = []
+    for tensor in tensors:
+        if tensor is None:
+            shapes.append(None)
+            continue
+        values = tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(values.numpy().tobytes())
+        shapes.append(tuple(values.shape))
+    return (*shapes, digest.hexdigest())
 
 
 def prompt_key(prompt: Prompt) -> tuple:
@@ -22,29 +39,33 @@ def prompt_key(prompt: Prompt) -> tuple:
     if isinstance(prompt, str):
         return ("text", prompt)
     if isinstance(prompt, torch.Tensor):
-        values = prompt.detach().to("cpu", torch.float32).contiguous()
-        digest = hashlib.blake2b(values.numpy().tobytes(), digest_size=16).hexdigest()
-        return ("embedding", tuple(values.shape), digest)
-    raise TypeError(f"a prompt must be a string or a torch.Tensor embedding, got {type(prompt).__name__}")
+        return ("embedding", *_digest(prompt))
+    if isinstance(prompt, Conditioning):
+        if prompt.pooled is None:
+            return ("embedding", *_digest(prompt.tokens))  # the same key as its bare tensor
+        return ("embedding", *_digest(prompt.tokens, prompt.pooled))
+    raise TypeError(
+        f"a prompt must be a string, a torch.Tensor embedding or a Conditioning, got {type(prompt).__name__}"
+    )
 
 
 @dataclass
 class EncodedPrompt:
-    embedding: torch.Tensor  # (1, seq_len, dim) on the engine's device and dtype
+    conditioning: Conditioning  # one sample, on the engine's device and dtype
     truncated: bool  # the text was longer than the tokenizer's model_max_length and was cut
 
 
 class PromptEncoder:
-    """Encodes prompts exactly as diffusers' `encode_prompt` does (max-length padding, truncation, no clip_skip)."""
+    """Encodes prompts exactly as the family's diffusers `encode_prompt` does (max-length padding, truncation, no
+    clip_skip)."""
 
-    def __init__(self, text_encoder, tokenizer, device: torch.device, dtype: torch.dtype, cache_size: int = 256):
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
+    def __init__(self, family, device: torch.device, dtype: torch.dtype, cache_size: int = 256):
+        self.family = family
         self.device = device
         self.dtype = dtype
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, EncodedPrompt] = OrderedDict()
-        self.texts_encoded = 0  # prompts that went through the text encoder since construction
+        self.texts_encoded = 0  # prompts that went through the text encoder(s) since construction
 
     def encode(self, prompts: list[Prompt], max_batch: int = 64) -> dict[tuple, EncodedPrompt]:
         """Encode the distinct prompts among `prompts`; returns {prompt_key: EncodedPrompt}."""
@@ -60,12 +81,16 @@ class PromptEncoder:
             elif isinstance(prompt, str):
                 texts.append((key, prompt))
             else:
-                found[key] = self._remember(key, EncodedPrompt(self._check_embedding(prompt), truncated=False))
+                conditioning = prompt if isinstance(prompt, Conditioning) else Conditioning(prompt)
+                checked = self.family.check_embedding(conditioning).to(self.device, self.dtype)
+                found[key] = self._remember(key, EncodedPrompt(checked, truncated=False))
         for start in range(0, len(texts), max_batch):
-            chunk = texts[start : start + max_batch]
-            embeddings, truncated = self._encode_texts([text for _, text in chunk])
-            for (key, _), embedding, cut in zip(chunk, embeddings, truncated):
-                found[key] = self._remember(key, EncodedPrompt(embedding.unsqueeze(0), cut))
+            chunk = [text for _, text in texts[start : start + max_batch]]
+            self.texts_encoded += len(chunk)
+            encoded = self.family.encode_texts(chunk, self.device, self.dtype)
+            truncated = self.family.truncated(chunk)
+            for i, (key, _) in enumerate(texts[start : start + max_batch]):
+                found[key] = self._remember(key, EncodedPrompt(encoded[i : i + 1], truncated[i]))
         return found
 
     def _remember(self, key: tuple, encoded: EncodedPrompt) -> EncodedPrompt:
@@ -74,29 +99,3 @@ class PromptEncoder:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return encoded
-
-    def _check_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
-        if embedding.ndim == 2:
-            embedding = embedding.unsqueeze(0)
-        hidden = self.text_encoder.config.hidden_size
-        if embedding.ndim != 3 or embedding.shape[0] != 1 or embedding.shape[-1] != hidden:
-            raise ValueError(
-                f"a prompt embedding must have shape (seq_len, {hidden}) or (1, seq_len, {hidden}), "
-                f"got {tuple(embedding.shape)}"
-            )
-        return embedding.to(self.device, self.dtype)
-
-    @torch.no_grad()
-    def _encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, list[bool]]:
-        self.texts_encoded += len(texts)
-        max_length = self.tokenizer.model_max_length
-        tokens = self.tokenizer(
-            texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-        )
-        full_lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False).input_ids]
-        attention_mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            attention_mask = tokens.attention_mask.to(self.device)
-        output = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=attention_mask)
-        embeddings = output[0].to(self.device, self.dtype)
-        return embeddings, [length > max_length for length in full_lengths]

@@ -49,6 +49,7 @@ class Schedules:
     def __init__(self, scheduler, inverse_scheduler, device):
         self.scheduler, self.inverse_scheduler, self.device = scheduler, inverse_scheduler, device
         self._walks: dict[tuple, DDIMSchedule] = {}
+        self._mask_timesteps: dict[tuple, int] = {}
 
     def denoise(self, num_inference_steps: int, strength: float) -> DDIMSchedule:
         key = ("denoise", num_inference_steps, strength)
@@ -68,4 +69,7 @@ class Schedules:
 
     def mask_timestep(self, num_inference_steps: int, strength: float) -> int:
         """The timestep at which the mask is estimated: the first of the partial denoising schedule."""
-        return forward_timesteps(private_copy(self.scheduler), num_inference_steps, strength)[0]
+        key = ("mask", num_inference_steps, strength)
+        if key not in self._mask_timesteps:
+            self._mask_timesteps[key] = forward_timesteps(private_copy(self.scheduler), num_inference_steps, strength)[0]
+        return self._mask_timesteps[key]

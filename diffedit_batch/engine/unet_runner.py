@@ -13,16 +13,35 @@ from __future__ import annotations
 
 import logging
 
+from typing import Callable
+
 import torch
+
+from .conditioning import Conditioning
 
 log = logging.getLogger(__name__)
 
 
+def _plain_inputs(latents: torch.Tensor, conditioning: Conditioning) -> dict:
+    return {"encoder_hidden_states": conditioning.tokens}
+
+
 class UNetRunner:
-    def __init__(self, unet, max_batch: int = 16, static_shapes: bool = False):
+    """Args:
+        unet: the diffusers UNet.
+        max_batch: most samples per forward call.
+        static_shapes: pad every call to `max_batch` samples (for a compiled UNet).
+        unet_inputs: `(latents, conditioning) -> keyword inputs` of the UNet call: the model family's
+            (`families`); default per-token conditioning only.
+    """
+
+    def __init__(self, unet, max_batch: int = 16, static_shapes: bool = False,
+                 unet_inputs: Callable[[torch.Tensor, Conditioning], dict] = _plain_inputs):
         if max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch}")
         self.unet = unet
+        self.unet_inputs = unet_inputs
+        self.dtype = getattr(unet, "dtype", None)  # a stand-in module in tests may have none
         self.max_batch = max_batch
         self.static_shapes = static_shapes
         self.samples_evaluated = 0  # UNet sample-evaluations since construction (padding not included)
@@ -30,14 +49,15 @@ class UNetRunner:
         self.shapes: set[tuple[int, ...]] = set()  # distinct input shapes (B, C, h, w) seen
 
     @torch.no_grad()
-    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """Predict the model output for `latents` (B, C, h, w) at one `timestep` with `embeddings` (B, seq, dim)."""
+    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+        """Predict the model output for `latents` (B, C, h, w) at one `timestep` with `conditioning` (B samples),
+        in the UNet's dtype (latents in another, e.g. from an upcast VAE, are cast)."""
         outputs = []
         start = 0
         while start < latents.shape[0]:
             size = min(self.max_batch, latents.shape[0] - start)
             try:
-                outputs.append(self._forward(latents[start : start + size], timestep, embeddings[start : start + size]))
+                outputs.append(self._forward(latents[start : start + size], timestep, conditioning[start : start + size]))
             except torch.OutOfMemoryError:
                 if size == 1:
                     raise
@@ -49,14 +69,17 @@ class UNetRunner:
             start += size
         return torch.cat(outputs)
 
-    def _forward(self, latents: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    def _forward(self, latents: torch.Tensor, timestep: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         samples = latents.shape[0]
         self.samples_evaluated += samples
         self.calls += 1
+        if self.dtype is not None:
+            latents = latents.to(self.dtype)
         if self.static_shapes:
-            latents, embeddings = (self._padded(tensor, self.max_batch - samples) for tensor in (latents, embeddings))
+            latents = self._padded(latents, self.max_batch - samples)
+            conditioning = conditioning.padded(self.max_batch - samples)
         self.shapes.add(tuple(latents.shape))
-        return self.unet(latents, timestep, encoder_hidden_states=embeddings).sample[:samples]
+        return self.unet(latents, timestep, **self.unet_inputs(latents, conditioning)).sample[:samples]
 
     @staticmethod
     def _padded(tensor: torch.Tensor, padding: int) -> torch.Tensor:

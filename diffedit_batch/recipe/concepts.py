@@ -2,11 +2,12 @@
 
 The DiffEdit guide's recipe for editing towards a concept ("bowl" -> "basket") rather than a single phrase:
 sample N captions of images containing the concept from an instruction-tuned seq2seq model, embed each with
-Stable Diffusion's text encoder exactly as `encode_prompt` does, and use the mean embedding as the prompt.
+Stable Diffusion's text encoder(s) exactly as `encode_prompt` does, and use the mean embedding as the prompt (on SDXL
+the pooled embeddings are averaged too).
 
     generator = ConceptPromptGenerator.from_pretrained("google/flan-t5-large", device="cuda")
     captions = generator.generate_concept_prompts(["bowl", "basket"], num_captions=16, seed=0)
-    source = concept_embedding(engine, captions["bowl"])    # (1, 77, dim): a prompt for DiffEditEngine.edit
+    source = concept_embedding(engine, captions["bowl"])    # a Conditioning: a prompt for DiffEditEngine.edit
     target = concept_embedding(engine, captions["basket"])
 
 Captions are a pure function of (model, concept, instruction, sampling settings, seed) on a given device: each
@@ -20,7 +21,9 @@ from typing import Sequence
 
 import torch
 
+from diffedit_batch.engine.conditioning import Conditioning
 from diffedit_batch.engine.devices import resolve_device, resolve_dtype
+from diffedit_batch.engine.families import StableDiffusionFamily
 from diffedit_batch.engine.prompts import PromptEncoder, prompt_key
 from diffedit_batch.seeds import concept_seed
 
@@ -153,7 +156,7 @@ class ConceptPromptGenerator:
         return [caption.strip() for caption in self.tokenizer.batch_decode(outputs, skip_special_tokens=True)]
 
 
-def _mean_embedding(encoder: PromptEncoder, captions: Sequence[str]) -> torch.Tensor:
+def _mean_embedding(encoder: PromptEncoder, captions: Sequence[str]) -> Conditioning:
     if isinstance(captions, str):
         raise TypeError("captions must be a list of strings, not one string")
     captions = list(captions)
@@ -164,26 +167,35 @@ def _mean_embedding(encoder: PromptEncoder, captions: Sequence[str]) -> torch.Te
             raise TypeError(f"caption {i} must be a string, got {type(caption).__name__}")
     encoded = encoder.encode(captions)
     # Every caption counts, repeats included, as in the guide's mean over its list of sentences.
-    stacked = torch.cat([encoded[prompt_key(caption)].embedding for caption in captions])
-    return stacked.float().mean(dim=0, keepdim=True).to(stacked.dtype)
+    stacked = Conditioning.cat([encoded[prompt_key(caption)].conditioning for caption in captions])
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        return values.float().mean(dim=0, keepdim=True).to(values.dtype)
+
+    return Conditioning(mean(stacked.tokens), None if stacked.pooled is None else mean(stacked.pooled))
 
 
 @torch.no_grad()
 def embed_prompts(captions: Sequence[str], text_encoder, tokenizer) -> torch.Tensor:
-    """Mean Stable Diffusion prompt embedding of `captions`: (1, seq_len, dim), e.g. (1, 77, 1024) for SD 2.1.
+    """Mean Stable Diffusion 1.x/2.x prompt embedding of `captions`: (1, seq_len, dim), e.g. (1, 77, 1024) for SD 2.1.
 
     Each caption is embedded exactly as diffusers' `encode_prompt` does (max-length padding, truncation, the
     last hidden state), then the embeddings are averaged (repeats count). On the text encoder's device and
     dtype; usable directly as a prompt in `DiffEditEngine.edit`. Raises ValueError for an empty list.
+    For SDXL (two encoders, pooled embeddings) use `concept_embedding` with an SDXL engine.
     """
-    encoder = PromptEncoder(text_encoder, tokenizer, text_encoder.device, text_encoder.dtype, cache_size=0)
-    return _mean_embedding(encoder, captions)
+    family = StableDiffusionFamily(text_encoder, tokenizer)
+    encoder = PromptEncoder(family, text_encoder.device, text_encoder.dtype, cache_size=0)
+    return _mean_embedding(encoder, captions).tokens
 
 
 @torch.no_grad()
-def concept_embedding(engine, captions: Sequence[str]) -> torch.Tensor:
-    """`embed_prompts` with a `DiffEditEngine`'s text encoder, through its prompt cache: (1, seq_len, dim).
+def concept_embedding(engine, captions: Sequence[str]) -> Conditioning:
+    """The mean prompt embedding of `captions` under a `DiffEditEngine`'s text encoder(s), through its prompt cache.
 
-    On the engine's device and dtype. Captions already in the engine's prompt cache are not encoded again.
+    SD 1.x/2.x: tokens (1, seq_len, dim), as `embed_prompts`. SDXL: each caption embedded by both encoders as
+    `StableDiffusionXLPipeline.encode_prompt` does; the per-token embeddings and the pooled embeddings are both
+    averaged. On the engine's device and dtype; a prompt for `engine.edit`. Captions already in the engine's prompt
+    cache are not encoded again.
     """
     return _mean_embedding(engine.prompts, captions)

@@ -61,8 +61,7 @@ def build_tiny_stable_diffusion(
         raise ValueError(f"cross_attention_dim must be a positive multiple of 4, got {cross_attention_dim}")
     if layers_per_block < 1:
         raise ValueError(f"layers_per_block must be at least 1, got {layers_per_block}")
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,34 +81,8 @@ def build_tiny_stable_diffusion(
         use_linear_projection=True,
         norm_num_groups=8,
     )
-    torch.manual_seed(seed + 1)
-    # Four blocks: three downsamplings, i.e. the real 8x latent resolution.
-    vae = AutoencoderKL(
-        block_out_channels=tuple(vae_channels),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=cross_attention_dim,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=1000,
-            max_position_embeddings=MODEL_MAX_LENGTH,
-        )
-    )
+    vae = tiny_vae(vae_channels, seed + 1)
+    text_encoder = tiny_clip_text_encoder(cross_attention_dim, seed + 2)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
@@ -129,3 +102,44 @@ def build_tiny_stable_diffusion(
     }
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2), encoding="utf-8")
     return folder
+
+
+def tiny_vae(channels: tuple[int, int, int, int], seed: int, **config):
+    """A random `AutoencoderKL` with four blocks, i.e. the real 8x latent downsampling and 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=tuple(channels),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        **config,
+    )
+
+
+def tiny_clip_text_encoder(hidden_size: int, seed: int, projection_dim: int | None = None):
+    """A random CLIP text encoder over the tiny tokenizer's ids; with `projection_dim` a
+    `CLIPTextModelWithProjection` (SDXL's second encoder), else a `CLIPTextModel`."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_size=hidden_size,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        **({} if projection_dim is None else {"projection_dim": projection_dim}),
+    )
+    return CLIPTextModel(config) if projection_dim is None else CLIPTextModelWithProjection(config)

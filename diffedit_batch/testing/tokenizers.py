@@ -22,11 +22,11 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars)))
 
 
-def write_clip_tokenizer(folder: Path) -> None:
+def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> None:
     """A byte-level CLIP BPE tokenizer over the 256 byte symbols plus a few common merges.
 
     Every string tokenizes (unknown words fall back to bytes), and long prompts exceed 77 tokens exactly as
-    with the real tokenizer, so truncation paths are exercised.
+    with the real tokenizer, so truncation paths are exercised. `pad_token`: SDXL's second tokenizer pads with "!".
     """
     from transformers import CLIPTokenizer
 
@@ -50,6 +50,6 @@ def write_clip_tokenizer(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), pad_token=pad_token)
     tokenizer.model_max_length = MODEL_MAX_LENGTH
     tokenizer.save_pretrained(folder)

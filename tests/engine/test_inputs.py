@@ -54,7 +54,7 @@ def test_malformed_calls_name_the_row(engine):
         engine.edit([image, image], ["a", "b"], ["c", "d"], [1, "2"], settings)
     with pytest.raises(ValueError, match=r"row 0: seed must be in \[0, 2\*\*63\)"):  # the one seed range
         engine.edit([image], ["a"], ["b"], [2**63], settings)
-    with pytest.raises(TypeError, match="row 0: target prompt must be a string or a tensor"):
+    with pytest.raises(TypeError, match="row 0: target prompt must be a string, a tensor or a Conditioning"):
         engine.edit([image], ["a"], [None], [1], settings)
     with pytest.raises(ValueError, match="row 0: image of 4x40 px is smaller"):
         engine.edit([photo(4, 40, 0)], ["a"], ["b"], [1], settings)

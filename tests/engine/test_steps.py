@@ -57,8 +57,8 @@ def test_no_host_sync_inside_an_inversion_or_denoising_step(engine):
     denoising = engine.schedules.denoise(6, settings.inpaint_strength)
     latents = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     text = engine.prompts.encode(["a cat", ""])
-    conditional = next(iter(text.values())).embedding.expand(2, -1, -1)
-    unconditional = list(text.values())[1].embedding.expand(2, -1, -1)
+    conditional = next(iter(text.values())).conditioning.repeat(2)
+    unconditional = list(text.values())[1].conditioning.repeat(2)
     with HostSyncs() as syncs:
         trajectory = invert(engine.run_unet, inversion, latents, conditional, unconditional, 7.5)
         denoise_with_mask(engine.run_unet, denoising, trajectory, latents, torch.ones(2, 1, 4, 4), conditional,

@@ -124,6 +124,7 @@ def test_never_more_unet_samples_than_the_reference(engine):
 def test_out_of_memory_splits_the_batch_instead_of_failing(engine):
     import torch
 
+    from diffedit_batch.engine.conditioning import Conditioning
     from diffedit_batch.engine.unet_runner import UNetRunner
 
     calls = []
@@ -137,6 +138,6 @@ def test_out_of_memory_splits_the_batch_instead_of_failing(engine):
 
     runner = UNetRunner(FlakyUNet(), max_batch=8)
     latents = torch.arange(7.0).reshape(7, 1, 1, 1)
-    out = runner(latents, torch.tensor(1), torch.zeros(7, 1, 1))
+    out = runner(latents, torch.tensor(1), Conditioning(torch.zeros(7, 1, 1)))
     assert torch.equal(out, latents * 2)
     assert runner.max_batch <= 2 and max(calls) == 7 and calls[-1] <= 2

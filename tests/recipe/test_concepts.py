@@ -151,7 +151,7 @@ CAPTIONS = [
 def test_mean_embedding_matches_the_guide(engine):
     expected = guide_embed_prompts(CAPTIONS, engine.tokenizer, engine.text_encoder)
     standalone = embed_prompts(CAPTIONS, engine.text_encoder, engine.tokenizer)
-    through_engine = concept_embedding(engine, CAPTIONS)
+    through_engine = concept_embedding(engine, CAPTIONS).tokens
     hidden = engine.text_encoder.config.hidden_size
     assert standalone.shape == through_engine.shape == (1, engine.tokenizer.model_max_length, hidden)
     torch.testing.assert_close(standalone, expected, rtol=0, atol=1e-6)
@@ -163,7 +163,7 @@ def test_mean_embedding_matches_the_guide(engine):
 def test_generated_captions_embed(generator, engine):
     captions = generator.generate_concept_prompts(["bowl"], **FAST)["bowl"]
     torch.testing.assert_close(
-        concept_embedding(engine, captions),
+        concept_embedding(engine, captions).tokens,
         guide_embed_prompts(captions, engine.tokenizer, engine.text_encoder),
         rtol=0,
         atol=1e-6,
