@@ -122,13 +122,15 @@ def _export(args: argparse.Namespace) -> int:
     try:
         result = export_dataset(
             args.prefix, args.output, _storage_options(args), part_bytes=int(args.part_mb * 1024 * 1024),
-            include_source=not args.no_source, export_format=args.format,
+            include_source=not args.no_source, export_format=args.format, settings=args.settings,
         )
     except (ConfigError, StorageError, ValueError) as error:
         print(f"export error: {error}", file=sys.stderr)
         return 2
     print(f"exported {result.rows} edits in {len(result.parts)} parts ({result.skipped} skipped for unreadable "
-          f"outputs, {result.sources_missing} without their source picture)")
+          f"outputs, {result.sources_missing} without their source picture"
+          + (f", {result.other_settings} made under other settings left out: --settings all includes them"
+             if result.other_settings else "") + ")")
     return 0
 
 
@@ -236,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="diffedit", choices=["diffedit", "instruct-pix2pix"],
                         help="diffedit: edit, mask, source and metadata; instruct-pix2pix: input_image, edit_prompt, "
                         "edited_image, as the diffusers InstructPix2Pix trainer reads them (default diffedit)")
+    export.add_argument("--settings", default="current", choices=["current", "all"],
+                        help="current: only the edits made under the newest run's settings (its settings "
+                        "fingerprints); all: every ok edit, whatever settings made it (default current)")
     export.set_defaults(handler=_export)
 
     compact = commands.add_parser(

@@ -67,7 +67,8 @@ SCRIPT = r"""
     return chunks.get(n);
   }
 
-  const defaults = { status: "all", error_class: "all", sort: "", dir: "asc", page: "1", size: String(I.pageSize) };
+  const defaults = { status: "all", error_class: "all", settings: "all", sort: "", dir: "asc", page: "1",
+                     size: String(I.pageSize) };
   let state = {};
   function readHash() {
     const params = new URLSearchParams(location.hash.slice(1));
@@ -90,14 +91,16 @@ SCRIPT = r"""
 
   let order = null, orderKey = null;
   function computeOrder() {
-    const key = [state.status, state.error_class, state.sort, state.dir].join("\u0000");
+    const key = [state.status, state.error_class, state.settings, state.sort, state.dir].join("\u0000");
     if (key === orderKey) return order;
     const status = state.status === "all" ? null : I.statuses.indexOf(state.status);
     const errorClass = state.error_class === "all" ? null : I.errorClasses.indexOf(state.error_class);
+    const settings = state.settings === "all" ? null : I.settingsPrints.indexOf(state.settings);
     const rows = [];
     for (let i = 0; i < I.count; i++) {
       if (status !== null && I.status[i] !== status) continue;
       if (errorClass !== null && I.errorClass[i] !== errorClass) continue;
+      if (settings !== null && I.settings[i] !== settings) continue;
       rows.push(i);
     }
     if (state.sort) {
@@ -197,6 +200,7 @@ SCRIPT = r"""
   function syncControls(page, pages, matches) {
     $("status").value = state.status;
     $("error_class").value = state.error_class;
+    $("settings").value = state.settings;
     $("sort").value = state.sort;
     $("dir").value = state.dir;
     $("page").value = String(page);
@@ -225,6 +229,7 @@ SCRIPT = r"""
   function setup() {
     fill($("status"), I.statuses, count(I.status, I.statuses));
     fill($("error_class"), I.errorClasses, count(I.errorClass, I.errorClasses));
+    fill($("settings"), I.settingsPrints, count(I.settings, I.settingsPrints));
     for (const name in I.metrics) {
       const option = el("option", null, I.metricLabels[name]);
       option.value = name;
@@ -232,6 +237,7 @@ SCRIPT = r"""
     }
     $("status").onchange = function () { go({ status: this.value, page: 1 }); };
     $("error_class").onchange = function () { go({ error_class: this.value, page: 1 }); };
+    $("settings").onchange = function () { go({ settings: this.value, page: 1 }); };
     $("sort").onchange = function () { go({ sort: this.value, page: 1 }); };
     $("dir").onchange = function () { go({ dir: this.value, page: 1 }); };
     $("page").onchange = function () { go({ page: Math.max(1, parseInt(this.value, 10) || 1) }); };

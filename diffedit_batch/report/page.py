@@ -6,8 +6,10 @@ import datetime as dt
 import html
 import json
 
+from diffedit_batch.data.run_metadata import settings_described
+
 from .assets import SCRIPT, STYLE
-from .summary import Summary, run_throughput
+from .summary import RunSpan, Summary, run_throughput
 
 
 def _e(value) -> str:
@@ -24,6 +26,19 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _settings_of(span: RunSpan) -> str:
+    """The settings fingerprints of a run's records, most used first."""
+    return ", ".join(f"{fingerprint} ({records})" for fingerprint, records in span.settings.most_common())
+
+
+def _settings_text(settings: dict | None) -> str:
+    """Pixel settings as `section.key=value` pairs; a fingerprint no run file describes is unknown."""
+    if settings is None:
+        return "(no run file describes them)"
+    return "; ".join(f"{section}.{key}={json.dumps(value)}" for section, values in settings.items()
+                     if isinstance(values, dict) for key, value in values.items())
+
+
 def _number(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}g}"
 
@@ -33,6 +48,7 @@ def render_page(
 ) -> str:
     """The whole index.html. ``runs`` are the job's run files (oldest first), ``histograms`` SVG figures."""
     by_id = {str(run.get("run_id")): run for run in runs}
+    described = settings_described(runs)
     throughput = [run_throughput(run_id, span, by_id.get(run_id)) for run_id, span in sorted(summary.runs.items())]
     timed = [row for row in throughput if row["seconds"]]
     total_rate = sum(row["ok"] for row in timed) / sum(row["seconds"] for row in timed) if timed else None
@@ -68,10 +84,15 @@ def render_page(
     parts += [
         "<h2>Runs</h2>",
         _table(
-            ["run", "started", "ok", "not ok", "wall s", "edits/s", "timed by"],
+            ["run", "started", "ok", "not ok", "wall s", "edits/s", "timed by", "settings of its records"],
             [[r["run_id"], r["started_at"], r["ok"], r["failed"], _number(r["seconds"], 4),
-              _number(r["edits_per_s"]), r["source"]] for r in throughput],
+              _number(r["edits_per_s"]), r["source"], _settings_of(summary.runs[r["run_id"]])] for r in throughput],
         ),
+        "<h3>Settings fingerprints</h3>",
+        '<p class="muted">What changes pixels, by fingerprint (from the run files); filter the edits by it below.</p>',
+        _table(["settings fingerprint", "records", "settings"],
+               [[fingerprint, records, _settings_text(described.get(fingerprint))]
+                for fingerprint, records in summary.settings.most_common()]),
         "<h2>Model and settings</h2>",
         _table(["model", "records"], summary.models.most_common()),
         f"<details><summary>Settings</summary>{settings}</details>",
@@ -82,6 +103,7 @@ def render_page(
         '<section id="edits"><h2>Edits</h2><div class="controls">',
         '<label>status <select id="status"><option value="all">all</option></select></label>',
         '<label>error class <select id="error_class"><option value="all">all</option></select></label>',
+        '<label>settings <select id="settings"><option value="all">all</option></select></label>',
         '<label>sort by <select id="sort"><option value="">manifest order</option></select></label>',
         '<select id="dir" aria-label="direction"><option value="asc">ascending</option>'
         '<option value="desc">descending</option></select>',

@@ -1,6 +1,7 @@
 """The report's data files, written while the records stream by.
 
-- ``data/index.js``: one compact entry per record (status, error class, metrics), as columns, so the
+- ``data/index.js``: one compact entry per record (status, error class, settings fingerprint, metrics), as
+  columns, so the
   browser filters and sorts every record without loading any text. About 40 bytes a record: 4 MB for 100k.
 - ``data/rows-<n>.js``: the records' display fields (id, prompts, error, thumbnail stem), ``chunk_rows``
   per file in record order, loaded only when a page shows one of their rows.
@@ -53,6 +54,8 @@ class PageData:
         self.error_classes: dict[str, int] = {}
         self.status = array("b")
         self.error_class = array("h")
+        self.settings_prints: dict[str, int] = {}  # a record's settings fingerprint ("unknown" before they existed)
+        self.settings = array("h")
         self.metrics = {name: array("d") for name in METRICS}  # NaN = null
         self._chunk: list[dict] = []
         self.chunks = 0
@@ -67,6 +70,8 @@ class PageData:
         self.error_class.append(
             -1 if error_class is None else self.error_classes.setdefault(error_class, len(self.error_classes))
         )
+        settings = record.get("settings_fingerprint") or "unknown"
+        self.settings.append(self.settings_prints.setdefault(settings, len(self.settings_prints)))
         for name, values in self.metrics.items():
             value = record.get(name)
             values.append(float("nan") if value is None else float(value))
@@ -102,6 +107,8 @@ class PageData:
             "errorClasses": list(self.error_classes),
             "status": list(self.status),
             "errorClass": list(self.error_class),
+            "settingsPrints": list(self.settings_prints),
+            "settings": list(self.settings),
             "metricLabels": {name: label for name, (label, _) in METRICS.items()},
             "metrics": {
                 name: [None if value != value else round(value, METRICS[name][1]) for value in values]

@@ -12,6 +12,7 @@ from diffedit_batch.data.status import ErrorClass, Status
 # written block: only worth showing over enough records.
 MIN_RECORDS_FOR_SPAN = 100
 MAX_ERROR_CLASSES = 50  # distinct classes kept; the rest are counted under "other" (a capped counter)
+MAX_SETTINGS = 50  # distinct settings fingerprints counted (a capped counter)
 
 
 @dataclass
@@ -22,8 +23,11 @@ class RunSpan:
     failed: int = 0
     first: dt.datetime | None = None
     last: dt.datetime | None = None
+    settings: Counter = field(default_factory=Counter)  # its records' settings fingerprints
 
-    def add(self, ok: bool, finished_at: dt.datetime | None) -> None:
+    def add(self, ok: bool, finished_at: dt.datetime | None, settings: str = "unknown") -> None:
+        if settings in self.settings or len(self.settings) < MAX_SETTINGS:
+            self.settings[settings] += 1
         if ok:
             self.ok += 1
         else:
@@ -43,6 +47,7 @@ class Summary:
     error_classes: Counter = field(default_factory=Counter)
     models: Counter = field(default_factory=Counter)
     runs: dict[str, RunSpan] = field(default_factory=dict)
+    settings: Counter = field(default_factory=Counter)  # records by settings fingerprint ("unknown": none)
     edit_seconds: float = 0.0  # summed per-edit engine time of ok records (a batch's time split over its rows)
     timed_edits: int = 0
 
@@ -68,8 +73,11 @@ class Summary:
             self.error_classes[name] += 1
         if record.get("model_id"):
             self.models[record["model_id"]] += 1
+        settings = record.get("settings_fingerprint") or "unknown"
+        if settings in self.settings or len(self.settings) < MAX_SETTINGS:
+            self.settings[settings] += 1
         run_id = record.get("run_id") or "unknown"
-        self.runs.setdefault(run_id, RunSpan()).add(status == Status.OK, record.get("finished_at"))
+        self.runs.setdefault(run_id, RunSpan()).add(status == Status.OK, record.get("finished_at"), settings)
 
 
 def run_throughput(run_id: str, span: RunSpan, metadata: dict | None) -> dict:

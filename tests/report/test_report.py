@@ -74,3 +74,22 @@ def test_report_and_export_of_an_s3_prefix(report_job, s3_server):
     assert list_files(f"{prefix}/report/data", ".js", options)[0].startswith(f"{prefix}/report/data/")
     exported = export_dataset(prefix, options=options)
     assert exported.rows == 3 and exported.parts[0].startswith(f"{prefix}/export/part-")
+
+
+def test_runs_table_and_settings_filter_name_each_records_settings(tmp_path):
+    prefix = tmp_path / "job"
+    (prefix / "runs").mkdir(parents=True)
+    (prefix / "runs" / "r1.json").write_text(json.dumps({
+        "run_id": "r1", "seconds": 3.0, "settings": {"aaaa": {"edit": {"guidance_scale": 7.5}}}}))
+    write_record_part(str(prefix), [
+        {"id": "x", "status": "ok", "run_id": "r1", "settings_fingerprint": "aaaa"},
+        {"id": "y", "status": "ok", "run_id": "r1", "settings_fingerprint": "aaaa"},
+        {"id": "z", "status": "ok", "run_id": "r0"},  # written before fingerprints existed
+    ], part_name="r-1")
+    build_report(str(prefix), thumbnails=False)
+    page = (prefix / "report" / "index.html").read_text()
+    assert "<td>aaaa (2)</td>" in page and "<td>unknown (1)</td>" in page  # the runs table
+    assert "<td>aaaa</td><td>2</td><td>edit.guidance_scale=7.5</td>" in page
+    assert '<select id="settings">' in page
+    index = _index(prefix / "report")
+    assert index["settingsPrints"] == ["aaaa", "unknown"] and index["settings"] == [0, 0, 1]
