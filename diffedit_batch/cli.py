@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,12 +32,13 @@ def _run(args: argparse.Namespace) -> int:
     from diffedit_batch.data.manifest import ManifestError
     from diffedit_batch.data.storage import redact_uri
     from diffedit_batch.pipeline import JobSetupError, SettingsChanged, run_job
-    from diffedit_batch.pipeline.preflight import PreflightError, check_models, check_output_prefix
+    from diffedit_batch.pipeline.preflight import PreflightError, check_devices, check_models, check_output_prefix
 
     try:
         config = load_config(args.config, args.set or ())
         check_output_prefix(args.output, config.storage)
         check_models(config)
+        check_devices(config, local=not (args.address or os.environ.get("RAY_ADDRESS")))
     except ConfigError as error:
         _say(f"config error: {error}")
         return EXIT_BAD_INPUT
@@ -73,8 +75,10 @@ def _run(args: argparse.Namespace) -> int:
             import traceback
 
             _say("".join(traceback.format_exception(error)).rstrip())
-        _say(f"run failed: {type(error).__name__}: {error}; run the same command again once it is fixed"
-             + ("" if args.verbose else " (--verbose shows the traceback)"))
+        from diffedit_batch.pipeline.task_errors import one_line
+
+        _say(f"run failed: {one_line(f'{type(error).__name__}: {error}')}; run the same command again once it is "
+             "fixed" + ("" if args.verbose else " (--verbose shows the traceback)"))
         return EXIT_FAILED
     print(summary.line())
     if summary.status == "failed":
@@ -96,18 +100,32 @@ def _storage_options(args: argparse.Namespace):
     return load_config(args.config, args.set or ()).storage
 
 
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    """ValueError naming the first of the numeric options `names` that is not a positive, finite number."""
+    import math
+
+    for name in names:
+        value = getattr(args, name)
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+
+
 def _report(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError
+    from diffedit_batch.data.results import check_job_output
     from diffedit_batch.data.storage import StorageError
     from diffedit_batch.report import build_report
 
     try:
+        _positive(args, "thumb_size", "page_size", "workers")
+        options = _storage_options(args)
+        check_job_output(args.prefix, options)  # before anything is written: a wrong prefix creates nothing
         result = build_report(
-            args.prefix, _storage_options(args), output=args.output, thumb_size=args.thumb_size,
+            args.prefix, options, output=args.output, thumb_size=args.thumb_size,
             page_size=args.page_size, workers=args.workers, thumbnails=not args.no_thumbnails,
         )
-    except (ConfigError, StorageError) as error:
-        print(f"report error: {error}", file=sys.stderr)
+    except (ConfigError, StorageError, ValueError) as error:
+        _say(f"report error: {error}")
         return 2
     print(f"report of {result.records} records: {result.index_uri} ({result.thumbnails_made} thumbnails made, "
           f"{result.thumbnails_reused} reused, {result.thumbnails_failed} failed; {result.seconds:.1f} s)")
@@ -117,15 +135,19 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError
     from diffedit_batch.data.export import export_dataset
+    from diffedit_batch.data.results import check_job_output
     from diffedit_batch.data.storage import StorageError
 
     try:
+        _positive(args, "part_mb")
+        options = _storage_options(args)
+        check_job_output(args.prefix, options)  # before anything is written: a wrong prefix creates nothing
         result = export_dataset(
-            args.prefix, args.output, _storage_options(args), part_bytes=int(args.part_mb * 1024 * 1024),
+            args.prefix, args.output, options, part_bytes=max(1, int(args.part_mb * 1024 * 1024)),
             include_source=not args.no_source, export_format=args.format, settings=args.settings,
         )
     except (ConfigError, StorageError, ValueError) as error:
-        print(f"export error: {error}", file=sys.stderr)
+        _say(f"export error: {error}")
         return 2
     print(f"exported {result.rows} edits in {len(result.parts)} parts ({result.skipped} skipped for unreadable "
           f"outputs, {result.sources_missing} without their source picture"
@@ -138,11 +160,15 @@ def _compact(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError, load_config
     from diffedit_batch.data.compaction import compact_records
     from diffedit_batch.data.lease import LeaseError, LeaseHeld, acquire_lease
+    from diffedit_batch.data.results import check_job_output
     from diffedit_batch.data.storage import StorageError
     from diffedit_batch.data.run_metadata import new_run_id
 
     try:
         config = load_config(args.config, args.set or ())
+        if args.records_per_file <= 0:
+            raise ValueError(f"records_per_file must be a positive integer, got {args.records_per_file}")
+        check_job_output(args.prefix, config.storage)  # before the lease, which would create the folder
         # The run lease: a compaction must not merge record files under a run that is writing them.
         with acquire_lease(args.prefix.rstrip("/") or args.prefix, f"compact-{new_run_id()}", config.storage,
                            config.job.lease_timeout_s, break_lease=args.break_lease):

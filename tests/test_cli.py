@@ -52,6 +52,7 @@ def test_the_global_options_go_before_or_after_the_command():
 
 def test_compact_waits_for_no_run_it_takes_the_output_lease(tmp_path, capsys):
     prefix = str(tmp_path / "job")
+    write_record_part(prefix, [{"id": "a", "status": "ok", "run_id": "old"}], part_name="old-000")
     running = acquire_lease(prefix, "a-run", StorageOptions(), timeout_s=600)
     try:
         assert main(["compact", prefix]) == 3
@@ -112,6 +113,7 @@ def test_compact_loads_no_ray(tmp_path):
     import subprocess
     import sys
 
+    write_record_part(str(tmp_path / "job"), [{"id": "a", "status": "ok", "run_id": "old"}], part_name="old-000")
     code = ("import sys; from diffedit_batch.cli import main; "
             f"assert main(['compact', {str(tmp_path / 'job')!r}]) == 0; "
             "assert 'ray' not in sys.modules, 'compact imported Ray'")
@@ -178,3 +180,62 @@ def test_waiting_for_a_cluster_that_comes_up_late_joins_it():
     finally:
         timer.join()
         server.close()
+
+
+@pytest.mark.parametrize("sets, cuda, expected", [
+    (["model.device=cuda"], (False, 0), "model.device: 'cuda', but this machine has no CUDA device"),
+    (["model.device=cuda:3"], (True, 2), "model.device: 'cuda:3', but this machine has 2 CUDA device(s)"),
+    (["captions.caption_inversion=true", "captions.device=cuda"], (False, 0), "captions.device: 'cuda'"),
+])
+def test_a_cuda_device_this_machine_lacks_is_refused_in_the_preflight(tmp_path, monkeypatch, capsys, no_model_check,
+                                                                       sets, cuda, expected):
+    monkeypatch.setattr(preflight, "_cuda_devices", lambda: cuda)
+    monkeypatch.setattr(pipeline, "run_job", lambda *a, **k: pytest.fail("the run must not start"))
+    args = [*RUN, "--output", str(tmp_path / "out")]
+    for value in sets:
+        args += ["--set", value]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cannot run: ") and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_device_check_leaves_cluster_runs_and_unused_models_alone(monkeypatch):
+    from diffedit_batch.config import load_config
+
+    monkeypatch.setattr(preflight, "_cuda_devices", lambda: (False, 0))
+    config = load_config("configs/tiny.yaml", ["model.device=cuda", "concepts.device=cuda"])
+    preflight.check_devices(config, local=False)  # a cluster's workers may have the GPUs this driver lacks
+    preflight.check_devices(load_config("configs/tiny.yaml", ["concepts.device=cuda"]), local=True)  # no concept rows
+    with pytest.raises(preflight.PreflightError, match="concepts.device"):
+        preflight.check_devices(load_config("configs/tiny.yaml", ["concepts.device=cuda"]), local=True,
+                                concepts=True)
+    preflight.check_devices(load_config("configs/tiny.yaml", ["model.device=cuda", "job.mode=noop"]), local=True)
+
+
+@pytest.mark.parametrize("command", ["report", "export", "compact"])
+@pytest.mark.parametrize("where", ["missing", "a file", "another folder"])
+def test_a_command_on_a_prefix_that_is_no_job_output_is_one_line_exit_2_creating_nothing(tmp_path, capsys, command,
+                                                                                         where):
+    (tmp_path / "notes.txt").write_text("not a job")
+    (tmp_path / "photos").mkdir()
+    prefix = {"missing": tmp_path / "no-such-job", "a file": tmp_path / "notes.txt",
+              "another folder": tmp_path / "photos"}[where]
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    assert main([command, str(prefix)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{command} error: {prefix}") and "Errno" not in err, err
+    assert sorted(str(path) for path in tmp_path.rglob("*")) == before  # nothing created
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "--workers", "0"], "--workers must be a positive number, got 0"),
+    (["report", "--thumb-size", "-5"], "--thumb-size must be a positive number, got -5"),
+    (["export", "--part-mb", "inf"], "--part-mb must be a positive number, got inf"),
+    (["export", "--part-mb", "nan"], "--part-mb must be a positive number, got nan"),
+])
+def test_numeric_options_of_the_storage_commands_are_checked_in_one_line(tmp_path, capsys, args, message):
+    write_record_part(str(tmp_path / "job"), [{"id": "a", "status": "ok", "run_id": "r"}], part_name="r-000")
+    assert main([args[0], str(tmp_path / "job"), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err == f"{args[0]} error: {message}\n"

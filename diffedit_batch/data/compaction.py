@@ -13,8 +13,9 @@ Each merged output carries, in its footer (``records.REPLACES_KEY``), the names 
 output exists those files are dead to every reader (``records.list_record_files``) even if the compaction is
 killed before deleting them, so a record is never read twice. Every write is atomic (temp name + rename, or one
 upload): a crash at any moment leaves whole files and a readable manifest, and the next compaction finishes the
-job. Memory is the records of the merged files being written (`MERGE_THREADS` at a time), plus the superseded
-keys.
+job. Memory is flat in the size of the manifest: a merged file is written streaming, one source file's records at
+a time, into its compressed bytes (`MERGE_THREADS` at a time), and a file rewritten without its superseded records
+is streamed a batch at a time; plus the superseded keys.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .layout import OutputLayout
-from .records import REPLACES_KEY, RecordFile, conform_records, list_record_files, parquet_bytes
+from .records import REPLACES_KEY, RecordFile, conform_records, list_record_files
 from .storage import StorageError, StorageOptions, delete, join, redact_uri, resolve, write_bytes_atomic
 
 __all__ = ["DEFAULT_RECORDS_PER_FILE", "SUPERSEDED_SCHEMA", "CompactionResult", "compact_records", "compaction_id"]
@@ -98,7 +99,8 @@ def compact_records(
     if superseded is not None and superseded.num_rows:
         keys = _superseded_keys(superseded)
         targets = [file for file in live if file.name in keys]
-        rewritten = _map(threads, lambda file: _drop_superseded(file, keys[file.name], options), targets)
+        rewritten = _map(min(threads, MERGE_THREADS), lambda file: _drop_superseded(file, keys[file.name], options),
+                         targets)
         after = {file.name: file for file in rewritten}
         result.rewritten = sum(file.rows != before.rows for file, before in zip(rewritten, targets))
         result.superseded = sum(before.rows - file.rows for file, before in zip(rewritten, targets))
@@ -135,28 +137,51 @@ def _superseded_keys(superseded: pa.Table) -> dict[str, set[tuple[str | None, st
     return keys
 
 
-def _read_all(file: RecordFile, options: StorageOptions | None) -> pa.Table:
+# Records read at once while a file is streamed into a merged or rewritten file: a row group of the output.
+STREAM_ROWS = 4096
+
+
+def _parquet_file(file: RecordFile, options: StorageOptions | None) -> pq.ParquetFile:
     filesystem, path = resolve(file.uri, options)
     try:
-        return pq.read_table(path, filesystem=filesystem)
+        return pq.ParquetFile(filesystem.open_input_file(path))
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"cannot read record file {redact_uri(file.uri)}: {exc}") from exc
 
 
+def _batches(file: RecordFile, options: StorageOptions | None, columns: list[str] | None = None):
+    """The file's records, `STREAM_ROWS` at a time."""
+    parquet = _parquet_file(file, options)
+    try:
+        for batch in parquet.iter_batches(batch_size=STREAM_ROWS, columns=columns):
+            yield pa.Table.from_batches([batch])
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot read record file {redact_uri(file.uri)}: {exc}") from exc
+    finally:
+        parquet.close()
+
+
 def _drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> RecordFile:
     """Rewrite ``file`` without the records ``keys`` name (in place, atomically; its footer metadata kept), or
-    delete it when nothing is left. Returns the file with its new row count."""
-    table = _read_all(file, options)
-    ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
-    keep = [(edit_id, status) not in keys for edit_id, status in zip(ids, statuses)]
-    if all(keep):
+    delete it when nothing is left. Returns the file with its new row count. Streams: two passes over the file, the
+    first reading only ids and statuses."""
+    drop = 0
+    for table in _batches(file, options, ["id", "status"]):
+        ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
+        drop += sum((edit_id, status) in keys for edit_id, status in zip(ids, statuses))
+    if not drop:
         return file
-    kept = table.filter(pa.array(keep))
-    if kept.num_rows == 0:
+    if drop == file.rows:
         delete(file.uri, options)
-    else:
-        write_bytes_atomic(file.uri, parquet_bytes(kept), options)
-    return dataclasses.replace(file, rows=kept.num_rows)
+        return dataclasses.replace(file, rows=0)
+    schema = _parquet_file(file, options).schema_arrow
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for table in _batches(file, options):
+            ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
+            writer.write_table(table.filter(pa.array([(i, s) not in keys for i, s in zip(ids, statuses)])))
+    write_bytes_atomic(file.uri, sink.getvalue(), options)
+    return dataclasses.replace(file, rows=file.rows - drop)
 
 
 def _groups(small: list[RecordFile], records_per_file: int) -> list[list[RecordFile]]:
@@ -175,19 +200,28 @@ def _groups(small: list[RecordFile], records_per_file: int) -> list[list[RecordF
 
 
 def _merge(group: list[RecordFile], folder: str, name: str, options: StorageOptions | None) -> str:
-    """Write the records of ``group`` as one file naming them as replaced, then delete them."""
-    tables = [_read_all(file, options) for file in group]
-    try:
-        schema = pa.unify_schemas([table.schema.remove_metadata() for table in tables], promote_options="permissive")
-        merged = pa.concat_tables([conform_records(table, schema) for table in tables])
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise StorageError(f"record files {', '.join(f.name for f in group)} cannot be merged: {exc}") from exc
+    """Write the records of ``group`` as one file naming them as replaced, then delete them. Streams: the output is
+    built as compressed Parquet one source batch at a time, so memory is the output's bytes, not its records."""
     # Transitively: a source that is itself a merged file passes on what it replaced, so nothing it replaced can
     # come back to life when the source is deleted.
     replaces = sorted({file.name for file in group} | {name for file in group for name in file.replaces})
-    merged = merged.replace_schema_metadata({REPLACES_KEY: json.dumps(replaces).encode()})
+    sink = pa.BufferOutputStream()
+    try:
+        schemas = []
+        for file in group:
+            parquet = _parquet_file(file, options)
+            schemas.append(parquet.schema_arrow.remove_metadata())
+            parquet.close()
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        schema = schema.with_metadata({REPLACES_KEY: json.dumps(replaces).encode()})
+        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+            for file in group:
+                for table in _batches(file, options):
+                    writer.write_table(conform_records(table, schema).replace_schema_metadata(schema.metadata))
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise StorageError(f"record files {', '.join(f.name for f in group)} cannot be merged: {exc}") from exc
     uri = join(folder, f"{name}.parquet")
-    write_bytes_atomic(uri, parquet_bytes(merged), options)
+    write_bytes_atomic(uri, sink.getvalue(), options)
     for file in group:
         delete(file.uri, options)
     return uri

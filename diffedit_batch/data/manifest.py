@@ -49,7 +49,9 @@ __all__ = [
     "manifest_reference_markdown",
     "needs_caption",
     "is_reserved_id",
+    "manifest_file_error",
     "read_manifest_schema",
+    "resolve_images",
     "row_id_of",
     "target_edit_id",
     "validate_request",
@@ -78,7 +80,8 @@ MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
     ),
     ManifestColumn(
         "image", "string", True,
-        "URI of the input image: absolute (s3://, gs://, /path) or relative to the manifest's folder.",
+        "URI of the input image: absolute (s3://, gs://, /path) or relative to the folder of the manifest file "
+        "that holds the row (in a folder of files, each file's own folder).",
     ),
     ManifestColumn("source_prompt", "string", False, "What the image shows now (e.g. 'a bowl of fruits')."),
     ManifestColumn("target_prompt", "string", False, "What the edited image should show (e.g. 'a bowl of pears')."),
@@ -187,7 +190,9 @@ def _manifest_type(uri: str, options: StorageOptions | None) -> pafs.FileType:
 def manifest_files(uri: str, options: StorageOptions | None = None) -> list[str]:
     """The Parquet files of a manifest: ``[uri]`` for a file, the sorted ``*.parquet`` under a folder.
 
-    Files whose name starts with ``.`` or ``_`` (temp files, ``_SUCCESS``) are skipped.
+    Files and folders whose name starts with ``.`` or ``_`` are skipped at any depth, as the result manifest's
+    reader skips them: temp files, ``_SUCCESS``, and the attempts of Spark's and Hadoop's committers
+    (``_temporary/0/...``), which hold rows no writer committed.
     Raises ManifestError when the manifest is missing or the folder holds no Parquet file.
     """
     kind = _manifest_type(uri, options)
@@ -195,13 +200,21 @@ def manifest_files(uri: str, options: StorageOptions | None = None) -> list[str]
         return [uri]
     if kind == pafs.FileType.NotFound:
         raise ManifestError(f"manifest not found: {redact_uri(uri)}")
-    files = [
-        f for f in list_files(uri, ".parquet", options)
-        if not posixpath.basename(f).startswith((".", "_"))
-    ]
+    try:
+        _, base = resolve(uri, options)
+        base = base.rstrip("/")
+        files = [f for f in list_files(uri, ".parquet", options)
+                 if not _uncommitted(resolve(f, options)[1][len(base):].strip("/"))]
+    except StorageError as exc:
+        raise ManifestError(f"cannot list manifest folder {redact_uri(uri)}: {exc}") from exc
     if not files:
         raise ManifestError(f"manifest folder {redact_uri(uri)} holds no .parquet file")
     return files
+
+
+def _uncommitted(relative_path: str) -> bool:
+    """Whether a path under a manifest folder is no part of it: any of its names starts with ``.`` or ``_``."""
+    return any(name.startswith((".", "_")) for name in relative_path.split("/"))
 
 
 def manifest_base_dir(uri: str, options: StorageOptions | None = None) -> str:
@@ -273,6 +286,33 @@ def inspect_manifest(uri: str, options: StorageOptions | None = None, threads: i
         files.append(ManifestFile(file_uri, rows, first_row))
         first_row += rows
     return Manifest(tuple(files), schema, manifest_base_dir(uri, options))
+
+
+def resolve_images(table: pa.Table, file_uri: str) -> pa.Table:
+    """``table`` (rows of the manifest file at ``file_uri``) with each relative ``image`` resolved against that
+    file's own folder, so a file reads the same given alone or within a folder of files. One that cannot be
+    resolved (it climbs out of its bucket) stays as it is: reading it fails as that row's storage error."""
+    if "image" not in table.column_names:
+        return table
+    base_dir = parent_uri(file_uri)
+
+    def resolved(image: Any) -> Any:
+        if not isinstance(image, str) or not image.strip():
+            return image
+        try:
+            return resolve_relative(image.strip(), base_dir)
+        except StorageError:
+            return image
+
+    images = pa.array([resolved(image) for image in table.column("image").to_pylist()], pa.string())
+    return table.set_column(table.column_names.index("image"), "image", images)
+
+
+def manifest_file_error(file_uri: str, error: BaseException) -> ManifestError:
+    """The ManifestError of a manifest file whose rows cannot be read (a corrupt page behind an intact footer)."""
+    detail = " ".join(str(error).split())[:300]
+    return ManifestError(f"manifest file {redact_uri(file_uri)} cannot be read ({type(error).__name__}: {detail}); "
+                         "write it again, or move it out of the manifest folder")
 
 
 def read_manifest_schema(uri: str, options: StorageOptions | None = None) -> pa.Schema:
@@ -436,9 +476,34 @@ def validate_request(req: EditRequest, caption_available: bool = False) -> str |
             "no source: source_prompt and source_concept are missing or empty, "
             "and no captioner is configured to supply one"
         )
+    same = _same_target_as_source(req)
+    if same is not None:
+        return same
     if req.seed is not None:
         return seed_problem(req.seed)
     return None
+
+
+def _same_target_as_source(req: EditRequest) -> str | None:
+    """Why an edit has nothing to edit, or None: its target (prompt or concept, whichever the edit uses) says what
+    its source says, up to case and spacing. DiffEdit's mask is where the two disagree; with nothing to disagree on
+    it covers the whole picture, and the 'edit' is a new picture."""
+    target_name = f"target_prompts[{req.target_index}]" if req.target_index is not None else "target_prompt"
+    if req.target_prompt is not None and req.source_prompt is not None:
+        pair = (target_name, req.target_prompt, "source_prompt", req.source_prompt)
+    elif req.target_prompt is None and req.source_prompt is None and req.source_concept is not None:
+        pair = ("target_concept", req.target_concept, "source_concept", req.source_concept)
+    else:
+        return None  # a prompt against a concept's captions: different texts, whatever they say
+    target_key, target, source_key, source = pair
+    if target is None or " ".join(target.split()).casefold() != " ".join(source.split()).casefold():
+        return None
+    return (f"{target_key} equals {source_key} ({_short(source)}): nothing to edit, the mask would cover the whole "
+            "picture; give a target that differs from the source")
+
+
+def _short(text: str, most: int = 80) -> str:
+    return repr(text) if len(text) <= most else repr(text[:most]) + "..."
 
 
 def has_source(source_prompt: str | None, source_concept: str | None) -> bool:

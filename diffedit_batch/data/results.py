@@ -14,13 +14,35 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .layout import OutputLayout
 from .records import RecordFile, list_record_files, read_record_file
 from .status import Status
-from .storage import StorageError, StorageOptions, redact_uri, resolve
+from .storage import StorageError, StorageOptions, file_type, redact_uri, resolve
 
-__all__ = ["iter_result_records"]
+__all__ = ["NotAJobOutput", "check_job_output", "iter_result_records"]
+
+
+class NotAJobOutput(StorageError):
+    """A prefix given to report, export or compact that holds no job's output (missing, a file, another folder)."""
+
+
+def check_job_output(prefix: str, options: StorageOptions | None = None) -> None:
+    """Raise NotAJobOutput unless ``prefix`` is a folder (an object-store prefix) holding a job's output: its result
+    manifest, its run files or its lease. Checked before anything is written, so a mistyped prefix creates nothing
+    (report and export used to create PREFIX/report or PREFIX/export there and exit 0)."""
+    where = redact_uri(prefix)
+    kind = file_type(prefix, options)
+    if kind == pafs.FileType.NotFound:
+        raise NotAJobOutput(f"{where} does not exist; give the --output prefix of a run")
+    if kind == pafs.FileType.File:
+        raise NotAJobOutput(f"{where} is a file, not a job's output folder; give the --output prefix of a run")
+    layout = OutputLayout(prefix)
+    if all(file_type(uri, options) == pafs.FileType.NotFound for uri in (layout.records, layout.runs, layout.lease)):
+        raise NotAJobOutput(f"{where} holds no job output (no manifest/, runs/ or lease.json); give the --output "
+                            "prefix of a run")
 
 
 def _winning_files(files: list[RecordFile], options: StorageOptions | None) -> dict[str, int]:

@@ -77,6 +77,8 @@ def configure_ray_output(verbose: bool) -> None:
     context.enable_progress_bars = verbose
     context.print_on_execution_start = verbose
     # Ray Data's logger writes to the session's ray-data.log (kept in full) and to the console: quiet the console.
+    # Its errors too: a failed task's are a traceback of a screen or more, and the run ends with one line of its own
+    # saying what failed (the traceback with --verbose, and in ray-data.log).
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.INFO if verbose else logging.ERROR)
+            handler.setLevel(logging.INFO if verbose else logging.CRITICAL)

@@ -20,7 +20,7 @@ from diffedit_batch.config import Config
 from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, compact_records
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
-from diffedit_batch.data.manifest import inspect_manifest
+from diffedit_batch.data.manifest import ManifestError, inspect_manifest
 from diffedit_batch.data.records import list_record_files
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.run_metadata import (
@@ -42,6 +42,7 @@ from diffedit_batch.data.storage import (
 from diffedit_batch.redaction import redact_text, redact_values
 
 from .connection import connect
+from .task_errors import one_line, original_error
 from .placement import check_placement
 from .plan import edit_pass, edit_pass_stages, generate_concept_captions
 from .planning import (
@@ -52,7 +53,7 @@ from .planning import (
     settings_change_message,
     settings_policies,
 )
-from .preflight import check_models
+from .preflight import check_devices, check_models
 from .progress import ProgressReporter
 from .summary import JobSummary
 
@@ -177,8 +178,20 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         log.error("run %s failed: %s", run_id, error)
     except Exception as error:  # the caller reports it; the run file says the run failed and why
         stop.armed = False
-        summary.status, summary.error = "failed", redact_text(f"{type(error).__name__}: {error}")
-        raise
+        # A Ray task's error arrives wrapped, its text a remote traceback: what it means is the error inside (a
+        # manifest file that cannot be read is bad input; the run's own files failing to write fails the run).
+        cause = original_error(error, (ManifestError, StorageError))
+        if isinstance(cause, StorageError):
+            summary.status, summary.error = "failed", redact_text(one_line(str(cause)))
+            log.error("run %s failed: %s", run_id, summary.error)
+        elif isinstance(cause, ManifestError):
+            # Our messages are one line; Ray Data appends its retry advice to the text of what it re-raises.
+            cause = ManifestError(one_line(str(cause).splitlines()[0]))
+            summary.status, summary.error = "failed", redact_text(f"ManifestError: {cause}")
+            raise cause from None
+        else:
+            summary.status, summary.error = "failed", redact_text(one_line(f"{type(error).__name__}: {error}"))
+            raise
     finally:
         stop.armed = False
         summary.seconds = time.perf_counter() - started
@@ -233,8 +246,10 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                  summary.planned_s)
         concepts = plan.concepts if config.job.mode == "edit" else []
         # The helper models the rows turned out to need, checked before an actor tries to load them.
-        check_models(config, stable_diffusion=False, clip=False, concepts=bool(concepts),
+        needs = dict(stable_diffusion=False, clip=False, concepts=bool(concepts),
                      captions=plan.captions_needed > 0 and not config.captions.caption_inversion)
+        check_models(config, **needs)
+        check_devices(config, local=not elastic, **needs)
         concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
         stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
                                   concept_captions=concept_captions)

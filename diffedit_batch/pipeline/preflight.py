@@ -30,6 +30,7 @@ __all__ = [
     "HUB_REQUEST_TIMEOUT_S",
     "HubModel",
     "PreflightError",
+    "check_devices",
     "check_models",
     "check_output_prefix",
     "is_hub_id",
@@ -312,6 +313,51 @@ def _token() -> str | None:
     from huggingface_hub import get_token
 
     return get_token()
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+def check_devices(config: Config, *, local: bool, stable_diffusion: bool = True, concepts: bool = False,
+                  captions: bool | None = None, clip: bool = True) -> None:
+    """Raise PreflightError (one line naming each key) when a model is set to a CUDA device this run cannot have.
+
+    Only for a `local` run (Ray in this process, so its actors see this machine's devices): a driver that joins a
+    cluster cannot see its workers' GPUs, and the placement check covers those. The flags select the models as in
+    `check_models`. `auto` always passes; torch is imported only when some key names CUDA.
+    """
+    if not local:
+        return
+    if captions is None:
+        captions = config.captions.caption_inversion
+    edit = config.job.mode == "edit"
+    keys = [("model.device", config.model.device, edit and stable_diffusion),
+            ("concepts.device", config.concepts.device, edit and concepts),
+            ("captions.device", config.captions.device, edit and captions),
+            ("metrics.clip_device", config.metrics.clip_device, clip and config.metrics.clip_model is not None)]
+    wanted = [(key, device) for key, device, used in keys if used and device.startswith("cuda")]
+    if not wanted:
+        return
+    available, count = _cuda_devices()
+    problems = []
+    for key, device in wanted:
+        index = int(device.partition(":")[2] or 0)
+        if not available:
+            problems.append(f"{key}: {device!r}, but this machine has no CUDA device (torch sees none); set {key}=auto "
+                            "(or cpu), or run where a GPU is")
+        elif index >= count:
+            problems.append(f"{key}: {device!r}, but this machine has {count} CUDA device(s) (cuda:0 to "
+                            f"cuda:{count - 1}); set {key}=cuda or auto")
+    if problems:
+        raise PreflightError(_one_line("; ".join(problems)))
+
+
+def _cuda_devices() -> tuple[bool, int]:
+    """(whether CUDA is available, how many devices), as torch sees them here."""
+    import torch
+
+    available = torch.cuda.is_available()
+    return available, torch.cuda.device_count() if available else 0
 
 
 # --- the output prefix -------------------------------------------------------------------------

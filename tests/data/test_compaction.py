@@ -123,3 +123,32 @@ def test_a_merged_file_merged_again_passes_on_what_it_replaced(tmp_path, monkeyp
 def test_records_per_file_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="records_per_file"):
         compact_records(str(tmp_path), records_per_file=0)
+
+
+def test_merging_streams_batches_of_files_from_before_and_after_a_column_was_added(tmp_path, monkeypatch):
+    """A merged file is written a few records at a time (memory is the output's bytes, not its records); records
+    from before the fingerprint columns read as nulls beside records that have them."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(compaction, "STREAM_ROWS", 3)
+    prefix = str(tmp_path)
+    old = write_record_part(prefix, [{"id": f"old-{k}", "status": "ok", "run_id": "r0"} for k in range(7)],
+                            part_name="a-old")
+    table = pq.read_table(old)
+    pq.write_table(table.drop_columns(["request_fingerprint", "settings_fingerprint"]), old)
+    write_record_part(prefix, [{"id": f"new-{k}", "status": "ok", "run_id": "r1", "settings_fingerprint": "s1"}
+                               for k in range(5)], part_name="b-new")
+    batches = []
+    real = compaction._batches
+    monkeypatch.setattr(compaction, "_batches", lambda *a, **k: (batches.append(t.num_rows) or t for t in real(*a, **k)))
+    result = compact_records(prefix, records_per_file=10)
+    assert (result.merged, result.written) == (2, 1) and max(batches) == 3
+    [merged] = list_record_files(prefix).live
+    records = {r["id"]: r for r in pq.read_table(merged.uri).to_pylist()}
+    assert len(records) == 12 and records["old-0"]["settings_fingerprint"] is None
+    assert records["new-4"]["settings_fingerprint"] == "s1" and sorted(merged.replaces) == ["part-a-old.parquet",
+                                                                                            "part-b-new.parquet"]
+    # a file rewritten without its superseded records streams too
+    superseded = pa.table({"file": [merged.name], "id": ["old-1"], "status": ["ok"]}, schema=SUPERSEDED_SCHEMA)
+    again = compact_records(prefix, records_per_file=10, superseded=superseded)
+    assert again.superseded == 1 and len(pq.read_table(merged.uri)) == 11

@@ -215,3 +215,40 @@ def test_validate_request(row, caption_available, message):
         assert result is None
     else:
         assert message in result
+
+
+# --- folders as Spark and Hadoop leave them (issue 27) ------------------------------------------
+
+
+def test_folders_of_uncommitted_attempts_are_not_manifest_parts(tmp_path):
+    folder = tmp_path / "manifest"
+    _write(folder / "part-0.parquet", _table(["a"]))
+    _write(folder / "nested" / "part-1.parquet", _table(["b"]))
+    _write(folder / "_temporary" / "0" / "task_1" / "part-0.parquet", _table(["stale"]))  # Spark's attempt
+    _write(folder / ".staging" / "part-9.parquet", _table(["hidden"]))
+    _write(folder / "nested" / "_attempt" / "part-2.parquet", _table(["deeper"]))
+    assert manifest_files(str(folder)) == [str(folder / "nested" / "part-1.parquet"), str(folder / "part-0.parquet")]
+
+
+# --- nothing to edit (issue 27) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row, index, message", [
+    ({"source_prompt": "a cat", "target_prompt": "A  cat "}, 0, "target_prompt equals source_prompt ('a cat')"),
+    ({"source_prompt": "a cat", "target_prompts": ["a dog", "a cat"]}, 1, "target_prompts[1] equals source_prompt"),
+    ({"source_concept": "fruits", "target_concept": "Fruits"}, 0, "target_concept equals source_concept"),
+])
+def test_a_target_that_equals_its_source_is_an_invalid_row_saying_why(row, index, message):
+    requests = expand_edits({"id": "r", "image": "/x.png", **row})
+    problem = validate_request(requests[index])
+    assert problem.startswith(message) and "nothing to edit" in problem
+    assert all(validate_request(other) is None for k, other in enumerate(requests) if k != index)
+
+
+def test_a_target_that_only_resembles_its_source_or_is_of_another_kind_is_an_edit():
+    for row in ({"source_prompt": "a cat", "target_prompt": "a cat."},  # punctuation: a (tiny) edit
+                {"source_prompt": "fruits", "target_concept": "fruits"},  # a prompt against a concept's captions
+                {"source_concept": "cat", "target_prompt": "cat"},
+                {"target_prompt": "a cat"}):  # the source comes from a caption
+        [request] = expand_edits({"id": "r", "image": "/x.png", **row})
+        assert validate_request(request, caption_available=True) is None, row

@@ -163,6 +163,26 @@ def test_an_output_prefix_that_is_a_file_is_a_clear_error(run_args, photos, tmp_
     assert result.returncode == 2 and "--output" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_manifest_part_with_a_corrupt_data_page_is_one_line_exit_2_naming_it(run_args, photos, tmp_path):
+    manifest = tmp_path / "parts"
+    manifest.mkdir()
+    photos(3).rename(manifest / "a.parquet")
+    rows = [{"id": f"b{k}", "image": "p.png", "source_prompt": "a photo", "target_prompt": f"a painting {k}"}
+            for k in range(500)]
+    pq.write_table(pa.Table.from_pylist(rows), manifest / "b.parquet", compression="none", use_dictionary=False)
+    data = bytearray((manifest / "b.parquet").read_bytes())
+    page = pq.ParquetFile(manifest / "b.parquet").metadata.row_group(0).column(3).data_page_offset
+    data[page:page + 32] = b"\xff" * 32  # the footer intact: the preflight's footer read passes
+    (manifest / "b.parquet").write_bytes(bytes(data))
+    result = cli(*run_args(manifest, tmp_path / "out", *NOOP))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    assert len(errors) == 1 and errors[0].startswith("manifest error: manifest file ") and "b.parquet" in errors[0]
+    assert "Traceback" not in result.stderr and "\x1b[" not in result.stderr
+    assert read_records(tmp_path / "out") == []  # before any edit
+    assert "\x1b" not in run_file(tmp_path / "out")["error"] and "b.parquet" in run_file(tmp_path / "out")["error"]
+
+
 @pytest.mark.parametrize("layout", ["empty file", "folder with an empty part"])
 def test_a_manifest_without_rows_is_zero_edits(run_args, photos, tmp_path, layout):
     if layout == "empty file":

@@ -14,7 +14,8 @@ from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.engine.settings import EditSettings
 from diffedit_batch.pipeline.rows import WORK_SCHEMA, to_table
 from diffedit_batch.pipeline.stages.edit import EditStage
-from diffedit_batch.pipeline.stages.read import read_work_rows, work_slices
+from diffedit_batch.data.manifest import ManifestError, inspect_manifest, manifest_files
+from diffedit_batch.pipeline.stages.read import read_manifest_rows, read_work_rows, work_slices
 from diffedit_batch.pipeline.stages.spec import Stage, check_chain
 
 from .conftest import REPO
@@ -213,3 +214,71 @@ def test_a_shards_source_picture_is_stored_upright_when_exif_rotates_it(tmp_path
     assert ImageOps.exif_transpose(rotated).size == (16, 32)  # and no EXIF left to rotate it again
     assert out["plain"]["encoded_source"] == (tmp_path / "plain.jpg").read_bytes()
     assert out["plain"]["encoded_source_ext"] == "jpg"
+
+
+# --- reading the manifest (issue 27) ------------------------------------------------------------
+
+
+def _write_manifest(path, ids):
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": ids, "image": [f"{i}.png" for i in ids], "target_prompt": ["a cat"] * len(ids)}),
+                   path)
+
+
+def test_a_relative_image_resolves_against_the_folder_of_its_own_file(tmp_path):
+    folder = tmp_path / "manifest"
+    _write_manifest(folder / "top.parquet", ["a"])
+    _write_manifest(folder / "cats" / "more.parquet", ["b"])
+    files = manifest_files(str(folder))
+    batch = pa.table({"file": files, "first_row": [0, 1]})
+    rows = [row for table in read_manifest_rows(batch, options=OPTIONS) for row in table.to_pylist()]
+    assert {row["id"]: row["image"] for row in rows} == {
+        "a": str(folder / "a.png"), "b": str(folder / "cats" / "b.png")}
+    # Given directly, the same file reads the same.
+    [alone] = read_manifest_rows(pa.table({"file": [str(folder / "cats" / "more.parquet")], "first_row": [0]}),
+                                 options=OPTIONS)
+    assert alone.column("image").to_pylist() == [str(folder / "cats" / "b.png")]
+
+
+def test_a_manifest_file_with_a_corrupt_data_page_is_a_manifest_error_naming_it(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "bad.parquet"
+    table = pa.table({"id": [f"r{k}" for k in range(500)], "image": ["a.png"] * 500,
+                      "target_prompt": [f"a cat {k}" for k in range(500)]})
+    pq.write_table(table, path, compression="none", use_dictionary=False)
+    data = bytearray(path.read_bytes())
+    page = pq.ParquetFile(path).metadata.row_group(0).column(2).data_page_offset
+    data[page:page + 32] = b"\xff" * 32  # the footer stays intact: only reading the rows finds it
+    path.write_bytes(bytes(data))
+    assert inspect_manifest(str(path)).rows == 500
+    with pytest.raises(ManifestError, match=r"manifest file .*bad\.parquet cannot be read .*write it again"):
+        list(read_manifest_rows(pa.table({"file": [str(path)], "first_row": [0]}), options=OPTIONS))
+
+
+def test_a_ray_wrapped_error_is_found_under_its_wrappers_and_printed_on_one_line():
+    from diffedit_batch.data.storage import StorageError
+    from diffedit_batch.pipeline.task_errors import one_line, original_error
+
+    inner = ManifestError("manifest file m/bad.parquet cannot be read")
+
+    class UserCodeException(Exception):
+        pass
+
+    class RayTaskError(UserCodeException):  # as Ray builds it: the remote traceback as its text
+        def __init__(self, cause):
+            super().__init__("\x1b[36mray::MapBatches(read)()\x1b[39m\n  File x, line 1\n" + str(cause))
+            self.cause = cause
+
+    try:
+        try:
+            raise inner
+        except ManifestError as error:
+            raise UserCodeException("UDF failed") from error
+    except UserCodeException as wrapped:
+        outer = RayTaskError(wrapped)
+    assert original_error(outer, (ManifestError, StorageError)) is inner
+    assert original_error(RuntimeError("x"), (ManifestError,)) is None
+    assert one_line(str(outer)) == "ray::MapBatches(read)() File x, line 1 UDF failed"

@@ -64,6 +64,10 @@ def commit_records(batch: pa.Table, *, output_prefix: str, options: StorageOptio
             log.warning("cannot write the records of %d edits: %s", len(records), error)
             for row in summary:
                 row.update(status=Status.ERROR, error_class=ErrorClass.STORAGE, recorded=False)
+    del rows, records
+    # Arrow's allocator keeps freed pages for reuse; a long-lived worker that handles a batch of shard images and
+    # long prompts at a time would otherwise hold its largest batch's worth for good.
+    pa.default_memory_pool().release_unused()
     return to_table(summary, SUMMARY_SCHEMA)
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
-from diffedit_batch.data.manifest import MANIFEST_COLUMNS
+from diffedit_batch.data.manifest import MANIFEST_COLUMNS, manifest_file_error, resolve_images
 from diffedit_batch.data.storage import StorageOptions, resolve
 from diffedit_batch.data.worklist import REQUEST_SCHEMA, WORK_ROW_GROUP
 
@@ -24,18 +24,24 @@ ROWS_PER_BLOCK = 1024
 
 def read_manifest_rows(batch: pa.Table, *, options: StorageOptions, rows_per_block: int = ROWS_PER_BLOCK):
     """Yield the manifest columns of each file named in `batch` (`file`, `first_row`), `rows_per_block` at a
-    time, each row with its `row_index`: its place in the manifest (files in sorted order, then row order)."""
+    time, each row with its `row_index`: its place in the manifest (files in sorted order, then row order), and
+    its relative `image` resolved against its file's folder. Raises ManifestError naming a file that cannot be
+    read."""
     columns = [column.name for column in MANIFEST_COLUMNS]
     for uri, first_row in zip(batch.column("file").to_pylist(), batch.column("first_row").to_pylist()):
         filesystem, path = resolve(uri, options)
-        with filesystem.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            present = [name for name in columns if name in parquet.schema_arrow.names]
-            for record_batch in parquet.iter_batches(batch_size=rows_per_block, columns=present):
-                table = pa.Table.from_batches([record_batch])
-                row_index = pa.array(range(first_row, first_row + table.num_rows), pa.int64())
-                first_row += table.num_rows
-                yield table.append_column("row_index", row_index)
+        try:
+            with filesystem.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                present = [name for name in columns if name in parquet.schema_arrow.names]
+                for record_batch in parquet.iter_batches(batch_size=rows_per_block, columns=present):
+                    table = resolve_images(pa.Table.from_batches([record_batch]), uri)
+                    row_index = pa.array(range(first_row, first_row + table.num_rows), pa.int64())
+                    first_row += table.num_rows
+                    yield table.append_column("row_index", row_index)
+        except (OSError, pa.ArrowException) as error:
+            # The footers were read before the run; a page behind them can still be corrupt. Bad input, named.
+            raise manifest_file_error(uri, error) from None
 
 
 def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.Table]:
