@@ -1,4 +1,5 @@
-"""Scale benchmark: a re-run over a large manifest whose rows but the last few are done, in noop mode.
+"""Scale benchmark: a re-run over a large manifest whose rows but the last few are done, and a fresh run with long
+prompts, in noop mode.
 
 For each size N it synthesizes N earlier ok records with the project's own writer (in files of
 `job.records_per_file` records, as a compacted earlier run leaves them) and a manifest of N + `--new` rows whose
@@ -6,14 +7,17 @@ first N are those edits, then re-runs the job (`diffedit-batch run`, job.mode=no
 fresh process and prints:
 
 - the re-run's wall time, Ray's start-up included, and its time before the first edit (the plan pass);
-- the peak RSS of the largest single process of the run (the driver, Ray's GCS and raylet, any worker),
-  sampled every 0.2 s over the whole process tree;
+- the peak RSS and USS of the driver and of the largest other process of the run (Ray's GCS and raylet, any
+  worker), sampled every 0.25 s over the whole process tree (USS every 2 s), and how they grow per million rows;
 - the record files before and after the run;
+- with `--fresh N`, a fresh run (no earlier records) of N rows whose prompts are `--prompt-bytes` long (2 KB):
+  what the writers and the end-of-run compaction hold;
 - with `--s3`, the same re-run against a local S3 server (moto, started here) for the smallest size, and the
   storage requests it answered by kind, per earlier record file.
 
     .venv/bin/python benchmarks/scale_benchmark.py                          # 10^5 and 10^6 rows
     .venv/bin/python benchmarks/scale_benchmark.py --rows 100000 1000000 10000000 --s3 --json scale.json
+    .venv/bin/python benchmarks/scale_benchmark.py --rows --fresh 200000 1000000     # fresh runs, 2 KB prompts
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ LABEL = "scale benchmark: a noop re-run over N done rows plus new ones"
 MANIFEST_FILE_ROWS = 250_000
 
 
-def synthesize(folder: Path, done: int, new: int, records_per_file: int, output: str, options=None) -> int:
+def synthesize(folder: Path, done: int, new: int, records_per_file: int, output: str, options=None,
+               prompt_bytes: int = 0, settings_print: str | None = None) -> int:
     """The manifest (N + new rows over one small PNG) under `folder`, and N earlier ok records under `output`
     (in the job's result schema and with its writer, `records_per_file` to a file). Returns the number of record
-    files."""
+    files. `prompt_bytes`: source and target prompts of about that many characters (each row's own). The records
+    carry the request fingerprints the run computes and `settings_print`, so the re-run compares both."""
     import datetime as dt
 
     import numpy as np
@@ -49,6 +55,7 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
     import pyarrow.parquet as pq
     from PIL import Image
 
+    from diffedit_batch.data.fingerprints import request_fingerprint
     from diffedit_batch.data.layout import OutputLayout
     from diffedit_batch.data.records import conform_records, parquet_bytes
     from diffedit_batch.data.storage import write_bytes_atomic
@@ -60,19 +67,28 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
     manifest = folder / "manifest"
     manifest.mkdir()
     total = done + new
+    filler = "".join(chr(97 + (k * 7) % 26) for k in range(prompt_bytes))  # long prompts: each row its own
     for start in range(0, total, MANIFEST_FILE_ROWS):
         ids = [f"row-{i:09d}" for i in range(start, min(total, start + MANIFEST_FILE_ROWS))]
         pq.write_table(pa.table({
-            "id": ids, "image": ["../images/one.png"] * len(ids), "source_prompt": ["a photo of a thing"] * len(ids),
-            "target_prompt": [f"a painting of thing {i[-3:]}" for i in ids],
+            "id": ids, "image": ["../images/one.png"] * len(ids),
+            "source_prompt": [f"a photo of a thing {i} {filler}"[:max(prompt_bytes, 18)] if prompt_bytes
+                              else "a photo of a thing" for i in ids],
+            "target_prompt": [f"a painting of thing {i[-3:]} {filler}"[:max(prompt_bytes, 24)] if prompt_bytes
+                              else f"a painting of thing {i[-3:]}" for i in ids],
         }), manifest / f"part-{start // MANIFEST_FILE_ROWS:05d}.parquet")
     when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     layout = OutputLayout(output)
     files = 0
+    source = str(folder / "images" / "one.png")
     for start in range(0, done, records_per_file):
         ids = [f"row-{i:09d}" for i in range(start, min(done, start + records_per_file))]
         n = len(ids)
+        requests = [{"source_image_uri": source, "source_prompt": "a photo of a thing",
+                     "target_prompt": f"a painting of thing {i[-3:]}", "seed": derive_seed(0, i)} for i in ids]
         table = conform_records(pa.table({
+            "request_fingerprint": [request_fingerprint(request) for request in requests],
+            "settings_fingerprint": [settings_print] * n,
             "id": ids, "row_id": ids, "status": ["ok"] * n, "run_id": ["20260101T000000Z-earlier"] * n,
             "image_uri": [f"{output}/images/{i}.png" for i in ids], "mask_uri": [f"{output}/masks/{i}.png" for i in ids],
             "source_image_uri": [str(folder / "images" / "one.png")] * n, "source_prompt": ["a photo of a thing"] * n,
@@ -89,7 +105,7 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
 
 
 class PeakRss:
-    """Samples the RSS and USS of every process under a root process; keeps each one's peaks.
+    """Samples the RSS and USS of every process under a root process (the driver); keeps each one's peaks.
 
     RSS counts the pages of Ray's shared object store that a worker has touched (they are the same physical pages
     in every process); USS is the memory the process alone holds.
@@ -118,19 +134,29 @@ class PeakRss:
                     rss = process.memory_info().rss / 2**20
                     if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
                         self.peaks[process.pid] = (rss, " ".join(process.cmdline()[:3])[:80] or process.name())
-                    if samples % self.unique_every == 0:
+                    if samples % self.unique_every == 0 or process.pid == self.pid:
                         uss = process.memory_full_info().uss / 2**20
                         self.unique[process.pid] = max(self.unique.get(process.pid, 0.0), uss)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             time.sleep(self.interval)
 
-    def stop(self) -> tuple[float, str, float]:
-        """(the largest peak RSS, its process, the largest peak USS of any process)."""
+    def stop(self) -> dict:
+        """The driver's peak RSS and USS, the largest peaks of any other process (and which process: its command)."""
         self._stop.set()
         self._thread.join()
-        rss, name = max(self.peaks.values(), default=(0.0, ""))
-        return rss, name, max(self.unique.values(), default=0.0)
+        others = {pid: peak for pid, peak in self.peaks.items() if pid != self.pid}
+        other_pid = max(others, key=lambda pid: others[pid][0], default=None)
+        return {
+            "driver_rss_mib": self.peaks.get(self.pid, (0.0, ""))[0],
+            "driver_uss_mib": self.unique.get(self.pid, 0.0),
+            "other_rss_mib": others[other_pid][0] if other_pid else 0.0,
+            "other_process": others[other_pid][1] if other_pid else "",
+            "other_uss_mib": max((uss for pid, uss in self.unique.items() if pid != self.pid), default=0.0),
+            # the largest single process, whichever it is
+            "peak_rss_mib": max((rss for rss, _ in self.peaks.values()), default=0.0),
+            "peak_uss_mib": max(self.unique.values(), default=0.0),
+        }
 
 
 def count_record_files(output: str, options=None) -> int:
@@ -139,42 +165,81 @@ def count_record_files(output: str, options=None) -> int:
     return len(record_files(output, options))
 
 
+RUN_SETTINGS = ("job.mode=noop", "model.resolution=64", "job.batch_size=32", "job.decode_cpus=0.5",
+                "job.write_cpus=0.5", "job.progress_interval_s=3600")
+
+
+def settings_print(extra: list[str] = ()) -> str:
+    """The settings fingerprint the measured run computes for these rows (no concepts, no captions)."""
+    from diffedit_batch.config import load_config
+    from diffedit_batch.config.fingerprint import run_settings
+
+    return run_settings(load_config(ROOT / "configs" / "tiny.yaml", [*RUN_SETTINGS, *extra])).by_use[0]
+
+
 def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str], extra: list[str]) -> dict:
-    """The measured re-run, as a fresh `diffedit-batch run` process."""
+    """The measured run, as a fresh `diffedit-batch run` process."""
     command = [sys.executable, "-m", "diffedit_batch.cli", "run", "--config", str(ROOT / "configs" / "tiny.yaml"),
                "--input", str(folder / "manifest"), "--output", output]
-    for setting in ("job.mode=noop", "model.resolution=64", "job.batch_size=32", "job.decode_cpus=0.5",
-                    "job.write_cpus=0.5", "job.progress_interval_s=3600", f"job.records_per_file={records_per_file}",
-                    *extra):
+    for setting in (*RUN_SETTINGS, f"job.records_per_file={records_per_file}", *extra):
         command += ["--set", setting]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     sampler = PeakRss(process.pid)
     log, _ = process.communicate()
     wall = time.perf_counter() - started
-    peak, name, unique = sampler.stop()
+    peaks = sampler.stop()
     if process.returncode != 0:
         raise RuntimeError(f"the run failed ({process.returncode}):\n{log[-4000:]}")
     plan = re.search(r"plan: (\d+) edits to do, (\d+) done earlier.*?, ([\d.]+) s\)", log)
-    summary = re.search(r"edits ok (\d+), failed (\d+), duplicates (\d+), skipped (\d+)", log)
+    summary = re.search(r"edits ok (\d+), failed (\d+), duplicates (\d+), skipped (\d+) \(done earlier\), "
+                        r"changed (\d+)", log)
     return {"wall_s": wall, "plan_s": float(plan.group(3)), "pending": int(plan.group(1)),
-            "ok": int(summary.group(1)), "skipped": int(summary.group(4)), "peak_rss_mib": peak,
-            "peak_process": name, "peak_uss_mib": unique}
+            "ok": int(summary.group(1)), "skipped": int(summary.group(4)), "changed": int(summary.group(5)),
+            "unknown_settings": "recorded before fingerprints" in log, **peaks}
 
 
 def measure_local(rows: int, new: int, records_per_file: int, workdir: Path) -> dict:
+    """A re-run over `rows` done rows (fingerprints compared) and `new` new ones."""
     folder = workdir / f"local-{rows}"
     output = str(folder / "out")
     started = time.perf_counter()
-    files = synthesize(folder, rows, new, records_per_file, output)
+    files = synthesize(folder, rows, new, records_per_file, output, settings_print=settings_print())
     made = time.perf_counter() - started
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     result = rerun(folder, output, records_per_file, env, [])
     result.update(rows=rows, new=new, record_files_before=files, record_files_after=count_record_files(output),
                   synthesized_s=made)
-    assert result["ok"] == new and result["skipped"] == rows, result
+    # every done row matched on both fingerprints: nothing changed, nothing made under unknown settings
+    assert result["ok"] == new and result["skipped"] == rows and not result["changed"], result
+    assert not result["unknown_settings"], result
     shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def measure_fresh(rows: int, prompt_bytes: int, records_per_file: int, workdir: Path) -> dict:
+    """A fresh run of `rows` rows with long prompts: the writers, the records and the end-of-run compaction."""
+    folder = workdir / f"fresh-{rows}"
+    output = str(folder / "out")
+    synthesize(folder, 0, rows, records_per_file, output, prompt_bytes=prompt_bytes)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = rerun(folder, output, records_per_file, env, [])
+    result.update(rows=rows, new=rows, prompt_bytes=prompt_bytes, record_files_after=count_record_files(output),
+                  kind="fresh")
+    assert result["ok"] == rows, result
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def _peaks(result: dict) -> str:
+    return (f"driver peak {result['driver_rss_mib']:.0f} MiB RSS / {result['driver_uss_mib']:.0f} MiB USS; largest "
+            f"other process {result['other_rss_mib']:.0f} MiB RSS ({result['other_process'].strip()}), largest other "
+            f"USS {result['other_uss_mib']:.0f} MiB")
+
+
+def _slope(small: dict, large: dict, name: str) -> float:
+    """MiB per million rows between two sizes."""
+    return (large[name] - small[name]) / ((large["rows"] - small["rows"]) / 1e6)
 
 
 def measure_s3(rows: int, new: int, records_per_file: int, workdir: Path) -> dict:
@@ -206,7 +271,7 @@ def measure_s3(rows: int, new: int, records_per_file: int, workdir: Path) -> dic
         options = StorageOptions(s3_endpoint_url=endpoint, s3_region="us-east-1")
         folder = workdir / f"s3-{rows}"
         output = "s3://bench/out"
-        files = synthesize(folder, rows, new, records_per_file, output, options)
+        files = synthesize(folder, rows, new, records_per_file, output, options, settings_print=settings_print())
         requests.clear()
         result = rerun(folder, output, records_per_file, env,
                        [f"storage.s3_endpoint_url={endpoint}", "storage.s3_region=us-east-1"])
@@ -240,8 +305,10 @@ def _free_port() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=LABEL)
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="done rows N")
+    parser.add_argument("--rows", type=int, nargs="*", default=[100_000, 1_000_000], help="done rows N of re-runs")
     parser.add_argument("--new", type=int, default=1000, help="rows not done yet")
+    parser.add_argument("--fresh", type=int, nargs="*", default=[], help="rows of fresh runs with long prompts")
+    parser.add_argument("--prompt-bytes", type=int, default=2048, help="prompt length of the fresh runs")
     parser.add_argument("--records-per-file", type=int, default=10_000)
     parser.add_argument("--s3", action="store_true", help="also re-run the smallest size against a local S3 server")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -249,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
 
     print(LABEL)
-    print(f"{os.cpu_count()} CPUs; each re-run a fresh `diffedit-batch run` process with an in-process Ray; "
+    print(f"{os.cpu_count()} CPUs; each run a fresh `diffedit-batch run` process with an in-process Ray; "
           f"load average before: {os.getloadavg()[0]:.1f}")
     figures = []
     with tempfile.TemporaryDirectory(prefix="scale-") as workdir:
@@ -257,10 +324,14 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_local(rows, args.new, args.records_per_file, Path(workdir))
             figures.append(result)
             print(f"{rows:>9} done + {args.new} new rows: re-run {result['wall_s']:6.1f} s (plan {result['plan_s']:.1f} s "
-                  f"before the first edit), largest process peak RSS {result['peak_rss_mib']:.0f} MiB "
-                  f"({result['peak_process'].strip()}; largest USS {result['peak_uss_mib']:.0f} MiB); record files {result['record_files_before']} -> "
+                  f"before the first edit); {_peaks(result)}; record files {result['record_files_before']} -> "
                   f"{result['record_files_after']}", flush=True)
-        if args.s3:
+        for rows in args.fresh:
+            result = measure_fresh(rows, args.prompt_bytes, args.records_per_file, Path(workdir))
+            figures.append(result)
+            print(f"{rows:>9} fresh rows, {args.prompt_bytes} B prompts: run {result['wall_s']:6.1f} s; "
+                  f"{_peaks(result)}; record files -> {result['record_files_after']}", flush=True)
+        if args.s3 and args.rows:
             rows = min(args.rows)
             result = measure_s3(rows, args.new, args.records_per_file, Path(workdir))
             result["storage"] = "s3"
@@ -272,18 +343,25 @@ def main(argv: list[str] | None = None) -> int:
                   "files: " + ", ".join(f"{kind} {value:.2f}" for kind, value in sorted(per_file.items()))
                   + f" per file, and {result['manifest_listings']} listings of manifest/; record files -> "
                   f"{result['record_files_after']}", flush=True)
-    local = [r for r in figures if "storage" not in r]
-    if len(local) > 1:
-        small, large = local[0], local[-1]
-        print(f"largest process grows {large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB RSS "
-              f"({large['peak_uss_mib'] - small['peak_uss_mib']:+.0f} MiB USS) from {small['rows']} "
-              f"to {large['rows']} rows; re-run time grows {large['wall_s'] / small['wall_s']:.1f}x for "
-              f"{large['rows'] / small['rows']:.0f}x the rows")
-        from diffedit_batch.pipeline.planning import bucket_count
+    for kind, label in (("rerun", "re-runs"), ("fresh", "fresh runs")):
+        runs = [r for r in figures if "storage" not in r and r.get("kind", "rerun") == kind]
+        if len(runs) < 2:
+            continue
+        small, large = runs[0], runs[-1]
+        print(f"{label}: from {small['rows']} to {large['rows']} rows the largest process grows "
+              f"{large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB RSS "
+              f"({large['peak_uss_mib'] - small['peak_uss_mib']:+.0f} MiB USS), the driver "
+              f"{large['driver_rss_mib'] - small['driver_rss_mib']:+.0f} MiB RSS: slopes "
+              f"{_slope(small, large, 'driver_rss_mib'):.1f} MiB (driver RSS), "
+              f"{_slope(small, large, 'peak_uss_mib'):.1f} MiB (largest USS) per million rows; time grows "
+              f"{large['wall_s'] / small['wall_s']:.1f}x for {large['rows'] / small['rows']:.0f}x the rows")
+        if kind == "rerun":
+            from diffedit_batch.pipeline.planning import bucket_count
 
-        rate = (large["wall_s"] - small["wall_s"]) / (large["rows"] - small["rows"])
-        print(f"extrapolated to 10^8 rows at this machine's rate (two cores): about {rate * 1e8 / 60:.0f} minutes "
-              f"({bucket_count(10**8, 10**8)} plan buckets of about the same rows each)")
+            rate = (large["wall_s"] - small["wall_s"]) / (large["rows"] - small["rows"])
+            print(f"extrapolated to 10^8 rows at this machine's rate (two cores): about {rate * 1e8 / 60:.0f} "
+                  f"minutes ({bucket_count(10**8, 10**8)} plan buckets of about the same rows each); driver RSS "
+                  f"about {large['driver_rss_mib'] + _slope(small, large, 'driver_rss_mib') * (100 - large['rows'] / 1e6):.0f} MiB")
     if args.json:
         args.json.write_text(json.dumps({"label": LABEL, "figures": figures}, indent=1))
     return 0
