@@ -150,7 +150,7 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         # the two never write the same edits; the run then ends "failed" with the reason.
         lease = acquire_lease(output_prefix, run_id, options, config.job.lease_timeout_s, break_lease=break_lease,
                               on_lost=lambda message: _thread.interrupt_main(signal.SIGINT))
-        elastic = connect(address, verbose=verbose)
+        elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
         _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file,
              settings, on_settings_change)
