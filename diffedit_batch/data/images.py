@@ -24,6 +24,7 @@ __all__ = [
     "mask_coverage",
     "mask_to_png",
     "restore_size",
+    "sdxl_buckets",
     "upright_image_bytes",
     "upsample_mask",
 ]
@@ -187,14 +188,42 @@ def default_buckets(resolution: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(shapes))
 
 
-def parse_buckets(spec: str, resolution: int) -> tuple[tuple[int, int], ...] | None:
-    """`off` -> None (keep aspect ratios: `fit_to_resolution`); `auto` -> `default_buckets(resolution)`;
-    `WxH,WxH,...` -> those shapes, each side a positive multiple of 8. Raises ValueError naming a bad entry."""
+# The SDXL paper's multi-aspect training resolutions (Podell et al. 2023, appendix: height x width, about 1024^2
+# px each, aspect 1:4 to 4:1), as (width, height). An SDXL model edits best at the shapes it was trained at.
+SDXL_TRAINING_SHAPES: tuple[tuple[int, int], ...] = tuple(sorted({
+    (width, height) for height, width in (
+        (512, 2048), (512, 1984), (512, 1920), (512, 1856), (576, 1792), (576, 1728), (576, 1664), (640, 1600),
+        (640, 1536), (704, 1472), (704, 1408), (704, 1344), (768, 1344), (768, 1280), (832, 1216), (832, 1152),
+        (896, 1152), (896, 1088), (960, 1088), (960, 1024), (1024, 1024), (1024, 960), (1088, 960), (1088, 896),
+        (1152, 896), (1152, 832), (1216, 832), (1280, 768), (1344, 768), (1344, 704), (1408, 704), (1472, 704),
+        (1536, 640), (1600, 640), (1664, 576), (1728, 576), (1792, 576), (1856, 512), (1920, 512), (1984, 512),
+        (2048, 512),
+    )
+}))
+
+
+def sdxl_buckets(resolution: int) -> tuple[tuple[int, int], ...]:
+    """SDXL's training shapes at 1024 px; at another resolution each scaled by resolution / 1024 to multiples of
+    `bucket_step` (so a smaller SDXL-family model keeps SDXL's set of aspect ratios)."""
+    if resolution == 1024:
+        return SDXL_TRAINING_SHAPES
+    step = bucket_step(resolution)
+
+    def side(length: int) -> int:
+        return max(step, round(length * resolution / 1024 / step) * step)
+
+    return tuple(sorted({(side(width), side(height)) for width, height in SDXL_TRAINING_SHAPES}))
+
+
+def parse_buckets(spec: str, resolution: int, family: str | None = None) -> tuple[tuple[int, int], ...] | None:
+    """`off` -> None (keep aspect ratios: `fit_to_resolution`); `auto` -> `sdxl_buckets(resolution)` for an SDXL
+    model (`family` "sdxl"), else `default_buckets(resolution)`; `WxH,WxH,...` -> those shapes, each side a
+    positive multiple of 8. Raises ValueError naming a bad entry."""
     spec = spec.strip().lower()
     if spec == "off":
         return None
     if spec == "auto":
-        return default_buckets(resolution)
+        return sdxl_buckets(resolution) if family == "sdxl" else default_buckets(resolution)
     shapes = []
     for entry in spec.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", entry)

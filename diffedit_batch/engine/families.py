@@ -6,49 +6,19 @@ A family owns three things and nothing else (ComfyUI keeps one sampler for every
   unconditional side of guidance is when no negative prompt is given;
 - the UNet call's extra inputs (SDXL: pooled text embeddings and size micro-conditioning);
 - the VAE's precision (SDXL's VAE overflows in float16 and is run in float32 where its config asks).
-Which family a model folder holds is read from its `model_index.json` (`family_of`).
+Which family a model folder holds is read from its `model_index.json` (`model_index.family_of`).
 """
 
 from __future__ import annotations
-
-from typing import Mapping
 
 import torch
 
 from .conditioning import Conditioning
 
-SD = "sd"
-SDXL = "sdxl"
-FAMILIES = (SD, SDXL)
-FAMILY_NAMES = {SD: "Stable Diffusion 1.x/2.x", SDXL: "Stable Diffusion XL"}
+from .model_index import FAMILIES, FAMILY_NAMES, SD, SDXL, UnsupportedModelError, family_of
 
-_SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-_SDXL_COMPONENTS = _SD_COMPONENTS + ("text_encoder_2", "tokenizer_2")
-
-
-class UnsupportedModelError(ValueError):
-    """The model folder holds an architecture the engine does not drive."""
-
-
-def family_of(model_index: Mapping, where: str = "the model") -> str:
-    """`sd` or `sdxl` from a diffusers `model_index.json`; UnsupportedModelError naming what was found otherwise."""
-    components = sorted(
-        name for name, value in model_index.items()
-        if not name.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2 and value[1] is not None
-    )
-    present = set(components)
-    if set(_SDXL_COMPONENTS) <= present:
-        return SDXL
-    if set(_SD_COMPONENTS) <= present and "text_encoder_2" not in present:
-        return SD
-    pipeline = model_index.get("_class_name", "an unnamed pipeline")
-    hint = ""
-    if "text_encoder_2" in present and "text_encoder" not in present:
-        hint = " (an SDXL refiner has only the second text encoder: use the SDXL base model)"
-    raise UnsupportedModelError(
-        f"{where} is a {pipeline} with components {', '.join(components) or 'none'}{hint}; diffedit-batch edits with "
-        f"Stable Diffusion 1.x/2.x ({', '.join(_SD_COMPONENTS)}) or SDXL base (those and text_encoder_2, tokenizer_2)"
-    )
+__all__ = ["FAMILIES", "FAMILY_NAMES", "SD", "SDXL", "StableDiffusionFamily", "StableDiffusionXLFamily",
+           "UnsupportedModelError", "family_of"]
 
 
 class StableDiffusionFamily:

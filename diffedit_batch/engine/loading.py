@@ -3,7 +3,6 @@ code. The family comes from the folder's `model_index.json` (`families.family_of
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -11,29 +10,10 @@ import torch
 
 from .devices import resolve_device, resolve_dtype
 from .families import SDXL, StableDiffusionXLFamily, UnsupportedModelError, family_of
+from .model_index import read_model_index
 from .schedule import inverse_scheduler_from
 
 log = logging.getLogger(__name__)
-
-
-def read_model_index(pretrained: str, revision: str | None = None) -> dict:
-    """The diffusers `model_index.json` of a local folder or hub id (the hub answers from its cache or fetches that
-    one small file). Raises UnsupportedModelError when there is none: not a diffusers pipeline folder."""
-    folder = os.path.expanduser(pretrained)
-    if os.path.isdir(folder):
-        path = os.path.join(folder, "model_index.json")
-        if not os.path.isfile(path):
-            raise UnsupportedModelError(f"{pretrained} has no model_index.json: not a diffusers pipeline folder")
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    from diffusers import DiffusionPipeline
-
-    return DiffusionPipeline.load_config(pretrained, revision=revision)
-
-
-def model_family(pretrained: str, revision: str | None = None) -> str:
-    """`sd` or `sdxl`: which family the model folder or hub id holds."""
-    return family_of(read_model_index(pretrained, revision), where=pretrained)
 
 
 def _vae_location(pretrained: str, vae: str | None, revision: str | None) -> dict:
@@ -80,6 +60,8 @@ def load_components(
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     model_index = read_model_index(pretrained, revision)
+    if model_index is None:
+        raise UnsupportedModelError(f"{pretrained} is neither a local folder nor a Hugging Face hub id")
     family = family_of(model_index, where=pretrained)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)

@@ -53,7 +53,7 @@ from .planning import (
     settings_change_message,
     settings_policies,
 )
-from .preflight import check_devices, check_models
+from .preflight import check_devices, check_models, resolve_model_family
 from .progress import ProgressReporter
 from .summary import JobSummary
 
@@ -118,6 +118,7 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     """
     output_prefix = output_prefix.rstrip("/") or output_prefix
     settings_policies(on_settings_change)  # a wrong value is the caller's error, before anything starts
+    config = resolve_model_family(config)  # SD or SDXL: the aspect buckets and the settings depend on it
     stop = _StopSignals()
     with stop.installed():
         return _run_under_lease(config, manifest_uri, output_prefix, address, break_lease, verbose, stop,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from diffedit_batch.config import Config
+from diffedit_batch.engine.model_index import SDXL, UnsupportedModelError, family_of, read_model_index
+from diffedit_batch.recipe.defaults import DEFAULT_MODEL, SD15_MODEL, SDXL_MODEL, WITHDRAWN_MODELS
 from diffedit_batch.data.storage import StorageError, StorageOptions, file_type, redact_uri, resolve
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "check_output_prefix",
     "is_hub_id",
     "lookup_hub_model",
+    "resolve_model_family",
 ]
 
 HUB_REQUEST_TIMEOUT_S = 5.0
@@ -78,12 +81,19 @@ class _Layout:
         return needs + [(path,) for path in self.files]
 
 
-# What engine/loading.py reads (model_index.json is not read: the components load one by one).
+# What engine/loading.py reads: model_index.json names the family, then each component loads on its own.
 _STABLE_DIFFUSION = _Layout(
     "diffusers Stable Diffusion",
     weights=(("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")),
-    files=("scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt"),
+    files=("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt"),
 )
+# SDXL's second text encoder and tokenizer, besides the above.
+_SDXL_EXTRA = _Layout(
+    "diffusers SDXL", weights=(("text_encoder_2", "model"),),
+    files=("tokenizer_2/vocab.json", "tokenizer_2/merges.txt"),
+)
+# A separate VAE (`model.vae`): a VAE folder, or a pipeline folder with vae/.
+_VAE = _Layout("diffusers VAE", weights=(("", "diffusion_pytorch_model"),))
 # What the recipe's Flan-T5, BLIP and CLIP loaders read (their tokenizer and processor files vary by model).
 _TRANSFORMERS = _Layout("transformers", weights=(("", "model"),))
 
@@ -132,6 +142,8 @@ def check_models(config: Config, *, stable_diffusion: bool = True, concepts: boo
     if edit and stable_diffusion:
         models.append(_Model("model.pretrained", config.model.pretrained, config.model.revision, _STABLE_DIFFUSION,
                              tiny=True))
+        if config.model.vae is not None:
+            models.append(_Model("model.vae", config.model.vae, None, _VAE, tiny=False))
     if edit and concepts:
         models.append(_Model("concepts.model", config.concepts.model, None, _TRANSFORMERS, tiny=True))
     if edit and captions:
@@ -146,8 +158,80 @@ def check_models(config: Config, *, stable_diffusion: bool = True, concepts: boo
 def _problem(model: _Model, hub_lookup: HubLookup) -> str | None:
     path = os.path.expanduser(model.value)
     if os.path.exists(path) or not is_hub_id(model.value):
-        return _local_problem(model, path)
-    return _hub_problem(model, hub_lookup)
+        if model.layout is _VAE and os.path.isdir(os.path.join(path, "vae")):
+            path = os.path.join(path, "vae")
+        problem = _local_problem(model, path)
+        if problem is None and model.layout is _STABLE_DIFFUSION:
+            return _family_problem(model, path)
+        return problem
+    if model.value in WITHDRAWN_MODELS and _missing_from_cache(model):
+        return withdrawn_problem(model.key, model.value)
+    problem = _hub_problem(model, hub_lookup)
+    if problem is None and model.layout is _STABLE_DIFFUSION:
+        return _family_problem(model, None)
+    return problem
+
+
+def withdrawn_problem(key: str, value: str) -> str:
+    """The one line for a hub id that was withdrawn from the hub: which id to use instead."""
+    instead = WITHDRAWN_MODELS[value]
+    mirror = " (an unofficial community mirror of SD 2.1 with the same files)" if instead == DEFAULT_MODEL else ""
+    return (f"{key}: {value!r} was withdrawn from the Hugging Face hub (it answers 404); set {key} to "
+            f"{instead}{mirror}, or to {SD15_MODEL} (512 px) or {SDXL_MODEL} (1024 px)")
+
+
+def _family_problem(model: _Model, folder: str | None) -> str | None:
+    """A Stable Diffusion folder or cached hub id must be SD 1.x/2.x or SDXL base; SDXL's extra files must be there.
+    A hub id whose model_index.json is not cached was listed by the hub: its family is read when the run starts."""
+    try:
+        index = read_model_index(folder or model.value, model.revision, download=False)
+        if index is None:
+            return None
+        family = family_of(index, where=model.where)
+    except UnsupportedModelError as error:
+        return f"{error}; " + model.fix(f"set {model.key} to a Stable Diffusion 1.x/2.x or SDXL base model")
+    if family != SDXL:
+        return None
+    extra = _Model(model.key, model.value, model.revision, _SDXL_EXTRA, model.tiny)
+    if folder is not None:
+        return _local_problem(extra, folder)
+    missing = _missing_from_cache(extra)
+    if missing:
+        return (f"{model.where} is an SDXL model whose {_listing(missing)} the Hugging Face cache lacks; "
+                f"download it whole (`hf download {model.value}`) or point {model.key} at a local folder")
+    return None
+
+
+def resolve_model_family(config: Config) -> Config:
+    """`config` with `model.family` read from the model's model_index.json when it is `auto` (the model's aspect
+    buckets and settings depend on it). In `edit` mode an unreadable or unsupported model, or a set family that
+    disagrees with the model, is a PreflightError naming `model.pretrained` or `model.family`; in `noop` mode (no
+    model loads) a family that cannot be read without a download stays `auto`."""
+    import dataclasses
+
+    model = config.model
+    edit = config.job.mode == "edit"
+    where = f"model.pretrained: {model.pretrained!r}"
+    try:
+        index = read_model_index(model.pretrained, model.revision, download=edit)
+        family = family_of(index, where=where) if index is not None else None
+    except UnsupportedModelError as error:
+        if not edit:
+            return config
+        raise PreflightError(_one_line(f"{error}; set model.pretrained to a Stable Diffusion 1.x/2.x or SDXL base "
+                                       "model")) from None
+    except Exception as error:  # noqa: BLE001 (the hub client's failures: one line, the fix)
+        if not edit or model.family != "auto":  # a family set by hand stands when the model cannot tell
+            return config
+        raise PreflightError(_one_line(
+            f"{where}: its model_index.json cannot be read ({type(error).__name__}: {error}); run where the hub is "
+            "reachable, or set model.family (sd or sdxl) and have the model in the Hugging Face cache")) from None
+    if family is None:
+        return config
+    if model.family not in ("auto", family):
+        raise PreflightError(f"model.family is {model.family!r} but {model.pretrained} is an {family} model; set "
+                             f"model.family to {family} or auto")
+    return dataclasses.replace(config, model=dataclasses.replace(model, family=family))
 
 
 # --- local folders ----------------------------------------------------------------------------

@@ -178,3 +178,19 @@ def test_a_separate_vae_replaces_the_models(tiny_sdxl_dir, tmp_path):
     separate, _ = load_components(str(tiny_sdxl_dir), device="cpu", dtype="float32", vae=str(fixed))
     first = next(iter(own["vae"].state_dict().values()))
     assert not torch.equal(first, next(iter(separate["vae"].state_dict().values())))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_float16_sdxl_on_cuda_upcasts_its_vae_and_makes_finite_edits_close_to_float32(tiny_sdxl_dir):
+    exact = DiffEditEngine.from_pretrained(str(tiny_sdxl_dir), device="cuda", dtype=torch.float32)
+    half = DiffEditEngine.from_pretrained(str(tiny_sdxl_dir), device="cuda", dtype=torch.float16)
+    assert half.unet.dtype == torch.float16 and half.vae.dtype == torch.float32  # force_upcast
+    images = [photo(64, 48, 0), photo(48, 64, 1)]
+    settings = EditSettings(num_inference_steps=10, num_maps_per_mask=4)
+    reference = exact.edit(images, ["a cat"] * 2, ["a dog"] * 2, [1, 2], settings)
+    results = half.edit(images, ["a cat"] * 2, ["a dog"] * 2, [1, 2], settings)
+    for r, h in zip(reference, results):
+        assert h.image is not None and np.isfinite(np.asarray(h.image, float)).all()
+        assert (r.mask == h.mask).mean() >= 0.9
+        assert np.abs(np.asarray(r.image, float) - np.asarray(h.image, float)).mean() <= 8.0

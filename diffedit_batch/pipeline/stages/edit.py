@@ -89,7 +89,11 @@ class EditStage:
                 channels_last=None if model_config.channels_last else False,  # None: on for CUDA only
                 vae_slicing=model_config.vae_slicing,
                 vae_tiling=model_config.vae_tiling,
+                vae=model_config.vae,
             )
+            if model_config.family not in ("auto", self.engine.family_name):
+                raise ValueError(f"model.family is {model_config.family!r} but {model_config.pretrained} loaded as an "
+                                 f"{self.engine.family_name} model")
         if mode == "noop":
             self.engine = None
         self.latent_cell = self.engine.vae_scale_factor if self.engine is not None else 8

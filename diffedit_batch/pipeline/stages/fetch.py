@@ -25,18 +25,19 @@ _last: tuple[tuple, dict] | None = None
 
 
 def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, max_pixels: int,
-                 aspect_buckets: str = "off") -> pa.Table:
+                 aspect_buckets: str = "off", family: str | None = None) -> pa.Table:
     """Add each pending row's original size (`width`, `height`) and its model input (`model_width`,
     `model_height`, `pixels`: RGB bytes); a row whose picture cannot be read or decoded becomes an error row.
 
     The model input keeps the picture's aspect ratio (longer side `resolution`), or with `aspect_buckets` is the
-    nearest bucket shape (`data.images.parse_buckets`). Rows of one picture (a manifest row's targets, next to
+    nearest bucket shape (`data.images.parse_buckets`; `auto` on an SDXL model (`family`): SDXL's training shapes).
+    Rows of one picture (a manifest row's targets, next to
     each other) share one read and one decode, even across batches, and each carries its share of the time.
     """
     global _last
     require(batch, READS, "fetch")
     cpu_started = time.process_time()
-    buckets = parse_buckets(aspect_buckets, resolution)
+    buckets = parse_buckets(aspect_buckets, resolution, family)
     rows = batch.to_pylist()
     sharing: dict[str, list[dict]] = {}
     for row in rows:
@@ -93,5 +94,6 @@ def fetch_stage(config: Config) -> Stage:
         name="fetch", run=fetch_images, reads=READS, adds=ADDS, cpus=config.job.decode_cpus,
         batch_size=config.job.batch_size,
         kwargs={"options": config.storage, "resolution": config.model.resolution,
-                "max_pixels": config.job.max_image_pixels, "aspect_buckets": config.model.aspect_buckets},
+                "max_pixels": config.job.max_image_pixels, "aspect_buckets": config.model.aspect_buckets,
+                "family": config.model.family},
     )
