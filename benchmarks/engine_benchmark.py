@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from diffedit_batch import DiffEditEngine, EditSettings  # noqa: E402
 from diffedit_batch.testing.reference import reference_edit, reference_pipeline  # noqa: E402
+from diffedit_batch.testing.reference_sdxl import reference_sdxl_pipeline  # noqa: E402
 from diffedit_batch.testing.pictures import synthetic_photo  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -106,13 +107,20 @@ def scenario_edits(images: int, targets: int, size: int, synthetic: bool) -> lis
 
 
 def build_model(folder: Path, sizes: dict) -> Path:
-    """Build the random model into `folder` unless it already holds one of the same sizes."""
+    """Build the random model (SD, or SDXL with `sizes["family"]`) into `folder` unless it already holds one of the
+    same sizes."""
     from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
+    from diffedit_batch.testing.tiny_sdxl import build_tiny_sdxl
 
     stamp = folder / "benchmark_sizes.json"
     if (folder / "model_index.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == sizes:
         return folder
     print(f"building the benchmark model in {folder} ...", flush=True)
+    if sizes.get("family") == "sdxl":  # SDXL's text widths are its own (two encoders, pooled projection)
+        build_tiny_sdxl(folder, seed=sizes["seed"], unet_channels=tuple(sizes["unet_channels"]),
+                        vae_channels=tuple(sizes["vae_channels"]))
+        stamp.write_text(json.dumps(sizes))
+        return folder
     build_tiny_stable_diffusion(
         folder,
         seed=sizes["seed"],
@@ -327,7 +335,10 @@ def unit_costs(engine: DiffEditEngine, size: int, max_other_load: float, batches
 
 def parameter_counts(engine: DiffEditEngine) -> dict:
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    return {"unet": count(engine.unet), "vae": count(engine.vae), "text_encoder": count(engine.text_encoder)}
+    counts = {"unet": count(engine.unet), "vae": count(engine.vae), "text_encoder": count(engine.text_encoder)}
+    if engine.text_encoder_2 is not None:
+        counts["text_encoder_2"] = count(engine.text_encoder_2)
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------- the benchmark
@@ -436,12 +447,16 @@ def run(options: argparse.Namespace) -> dict:
             "cross_attention_dim": options.cross_attention_dim,
             "vae_channels": list(options.vae_channels),
         }
-        folder = build_model(Path(options.model_dir), sizes)
+        if options.family == "sdxl":
+            sizes["family"] = "sdxl"
+        model_dir = options.model_dir or str(ROOT / ".cache" / ("bench-sdxl" if options.family == "sdxl" else "bench-sd"))
+        folder = build_model(Path(model_dir), sizes)
     # No prompt cache across calls: each timed engine run encodes its prompts like the reference does.
     engine = DiffEditEngine.from_pretrained(
         str(folder), device="cpu", dtype=torch.float32, max_unet_batch=options.max_unet_batch, prompt_cache_size=0
     )
-    pipe = reference_pipeline(engine)
+    # SDXL's reference: the deprecated DiffEdit loops with SDXL conditioning (testing/reference_sdxl.py).
+    pipe = reference_sdxl_pipeline(engine) if engine.family_name == "sdxl" else reference_pipeline(engine)
     scenarios = {
         "one_target": scenario_edits(options.images, 1, options.size, options.synthetic),
         "multi_target": scenario_edits(options.multi_images, options.targets, options.size, options.synthetic),
@@ -464,7 +479,8 @@ def run(options: argparse.Namespace) -> dict:
             "diffusers": _version("diffusers"),
             "transformers": _version("transformers"),
         },
-        "model": {"folder": str(folder), "sizes": sizes, "image_px": options.size, "parameters": parameter_counts(engine)},
+        "model": {"folder": str(folder), "family": engine.family_name, "sizes": sizes, "image_px": options.size,
+                  "parameters": parameter_counts(engine)},
         "settings": {**dataclasses.asdict(settings), "edit_steps": settings.edit_steps},
         "engine_options": {"max_unet_batch": options.max_unet_batch, "rows_per_call": options.rows_per_call or "all",
                            "prompt_cache_size": 0},
@@ -515,8 +531,8 @@ def report(figures: dict) -> str:
         f"DiffEdit engine benchmark, {figures['date']}",
         f"machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} with {m['torch_threads']} threads "
         f"({m['torch_interop_threads']} inter-op), diffusers {m['diffusers']}, transformers {m['transformers']}",
-        f"model: UNet {params['unet'] / 1e6:.2f}M, VAE {params['vae'] / 1e6:.2f}M, text encoder "
-        f"{params['text_encoder'] / 1e6:.2f}M parameters; sizes {model['sizes'] or model['folder']}; "
+        f"model ({model['family']}): UNet {params['unet'] / 1e6:.2f}M, VAE {params['vae'] / 1e6:.2f}M, text encoder "
+        f"{(params['text_encoder'] + params.get('text_encoder_2', 0)) / 1e6:.2f}M parameters; sizes {model['sizes'] or model['folder']}; "
         f"images {model['image_px']} px",
         f"settings: {s['num_inference_steps']} steps ({s['edit_steps']} inverted/edited), {s['num_maps_per_mask']} maps, "
         f"inpaint {s['inpaint_strength']}, guidance {s['guidance_scale']}, inversion guidance "
@@ -597,7 +613,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-unet-batch", type=int, default=16, help="engine: most UNet samples per call")
     parser.add_argument("--rows-per-call", type=int, default=0, help="engine: rows per edit() call (0: all)")
     parser.add_argument("--model", help="an existing diffusers folder to benchmark instead of the built random model")
-    parser.add_argument("--model-dir", default=str(ROOT / ".cache" / "bench-sd"), help="where the random model is cached")
+    parser.add_argument("--model-dir", default=None,
+                        help="where the random model is cached (default .cache/bench-sd, or .cache/bench-sdxl)")
+    parser.add_argument("--family", choices=["sd", "sdxl"], default="sd",
+                        help="the random model's family: SD 2.1's layout, or SDXL's (two text encoders, pooled "
+                        "embeddings, time ids), whose work per edit is then reported against the SDXL reference")
     parser.add_argument("--unet-channels", type=_channels, default=(32, 64, 128))
     parser.add_argument("--layers-per-block", type=int, default=1)
     parser.add_argument("--cross-attention-dim", type=int, default=96)
