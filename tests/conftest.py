@@ -80,3 +80,22 @@ def tiny_config_overrides(tiny_model_dir, tiny_helper_models):
     """--set overrides that point configs/tiny.yaml at the session's tiny models."""
     flan_t5, blip = tiny_helper_models
     return [f"model.pretrained={tiny_model_dir}", f"concepts.model={flan_t5}", f"captions.model={blip}"]
+
+
+@pytest.fixture
+def transformers_warnings():
+    """What transformers logs during the test. Its library logger writes to the stderr it found at import and does
+    not propagate, so neither capfd nor caplog sees it: a handler of our own does."""
+    import logging
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)

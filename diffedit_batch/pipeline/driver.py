@@ -22,6 +22,7 @@ from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
 from diffedit_batch.data.records import list_record_files
+from diffedit_batch.data.status import ErrorClass
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.run_metadata import (
     delete_run_metadata,
@@ -42,7 +43,7 @@ from diffedit_batch.data.storage import (
 from diffedit_batch.redaction import redact_text, redact_values
 
 from .connection import connect
-from .task_errors import one_line, original_error
+from .task_errors import one_line, original_error, task_message
 from .placement import check_placement
 from .plan import edit_pass, edit_pass_stages, generate_concept_captions
 from .planning import (
@@ -173,21 +174,22 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
             summary.status = "interrupted"
             interrupt.summary = summary  # what the run had counted, for the caller's last line
             raise
-    except StorageError as error:
-        stop.armed = False
-        summary.status, summary.error = "failed", redact_text(str(error))
-        log.error("run %s failed: %s", run_id, error)
     except Exception as error:  # the caller reports it; the run file says the run failed and why
         stop.armed = False
-        # A Ray task's error arrives wrapped, its text a remote traceback: what it means is the error inside (a
-        # manifest file that cannot be read is bad input; the run's own files failing to write fails the run).
+        # A Ray task's error arrives wrapped (its class derived from the original's too), its text a remote traceback:
+        # what it means is the error inside. A manifest file that cannot be read is bad input; the run's own files
+        # (its plan, records, run file) failing to write fail the run, with its summary.
         cause = original_error(error, (ManifestError, StorageError))
         if isinstance(cause, StorageError):
-            summary.status, summary.error = "failed", redact_text(one_line(str(cause)))
+            summary.status, summary.error = "failed", redact_text(task_message(cause))
+            # The edits the plan left to do that did not end here were not recorded: failed, as the README says.
+            unrecorded = max(0, summary.pending - summary.tallied)
+            summary.failed += unrecorded
+            if unrecorded:
+                summary.error_classes[ErrorClass.STORAGE] += unrecorded
             log.error("run %s failed: %s", run_id, summary.error)
         elif isinstance(cause, ManifestError):
-            # Our messages are one line; Ray Data appends its retry advice to the text of what it re-raises.
-            cause = ManifestError(one_line(str(cause).splitlines()[0]))
+            cause = ManifestError(task_message(cause))
             summary.status, summary.error = "failed", redact_text(f"ManifestError: {cause}")
             raise cause from None
         else:

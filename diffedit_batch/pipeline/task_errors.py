@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# Ray Data appends "\nFailed to <what> after <n>/<m> attempts (total backoff <s>s)." and its advice to the message.
+_RAY_DATA_ADVICE = re.compile(r"\nFailed to .{0,200}? after \d+/\d+ attempts \(total backoff")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # all but the newline, which one_line joins
 
 
@@ -28,6 +30,11 @@ def original_error(error: BaseException, types: tuple[type[BaseException], ...])
         cause = getattr(error, "cause", None)
         current += [error.__cause__, cause if isinstance(cause, BaseException) else None, error.__context__]
     return found
+
+
+def task_message(error: BaseException) -> str:
+    """`error`'s own message on one line, without the retry advice Ray Data appends to what a task raised."""
+    return one_line(_RAY_DATA_ADVICE.split(str(error), maxsplit=1)[0])
 
 
 def one_line(text: str, limit: int = 500) -> str:

@@ -139,7 +139,9 @@ class ConceptPromptGenerator:
         }
 
     def _sample(self, text: str, seed: int, **settings) -> list[str]:
-        inputs = self.tokenizer(text, return_tensors="pt").to(self.device)
+        # verbose=False: T5's attention is relative, so a concept longer than the tokenizer's 512 tokens is no "indexing
+        # error" as transformers warns (from every actor, on the driver's console); it is read whole.
+        inputs = self.tokenizer(text, return_tensors="pt", verbose=False).to(self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)

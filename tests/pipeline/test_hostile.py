@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zlib
@@ -128,3 +129,32 @@ def test_hostile_rows_each_get_a_clear_record(ray_local, job_config, hostile_inp
         for key in ("image_uri", "mask_uri"):
             if record[key]:
                 assert Path(record[key]).resolve().is_relative_to(output.resolve())
+
+
+def test_a_storage_failure_of_the_runs_own_files_mid_pass_counts_what_it_could_not_record(
+        ray_local, job_config, tmp_path, monkeypatch):
+    from diffedit_batch.data.storage import StorageError
+    from diffedit_batch.pipeline import driver
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(folder / "p.png")
+    manifest = write_manifest(tmp_path / "m.parquet", [
+        {"id": f"r{k}", "image": "p.png", "source_prompt": "a photo", "target_prompt": "a painting"}
+        for k in range(6)])
+
+    class WorkListLost:  # what the edit pass raises when its work list cannot be read: a task's StorageError,
+        def iter_batches(self, **kwargs):  # wrapped as Ray wraps it (the wrapper's text a remote traceback)
+            error = StorageError("cannot read out/_work/w.parquet: OSError: [Errno 28] No space left on device")
+            error.args = (error.args[0] + "\nFailed to read after 1/1 attempts (total backoff 0.0s).\nadvice",)
+            wrapper = type("RayTaskError(StorageError)", (StorageError,), {})("\x1b[36mray::Read\x1b[39m\n  File x")
+            wrapper.cause = error
+            raise wrapper
+
+    monkeypatch.setattr(driver, "edit_pass", lambda *args, **kwargs: WorkListLost())
+    summary = run_job(job_config("job.mode=noop"), str(manifest), str(tmp_path / "out"))
+    assert summary.status == "failed" and (summary.ok, summary.failed) == (0, 6)
+    assert summary.error_classes["storage"] == 6
+    assert summary.error == "cannot read out/_work/w.parquet: OSError: [Errno 28] No space left on device"
+    run_file = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    assert run_file["status"] == "failed" and run_file["failed"] == 6 and "\x1b" not in run_file["error"]

@@ -282,3 +282,14 @@ def test_a_ray_wrapped_error_is_found_under_its_wrappers_and_printed_on_one_line
     assert original_error(outer, (ManifestError, StorageError)) is inner
     assert original_error(RuntimeError("x"), (ManifestError,)) is None
     assert one_line(str(outer)) == "ray::MapBatches(read)() File x, line 1 UDF failed"
+
+
+def test_a_long_prompt_is_cut_and_flagged_without_transformers_indexing_warning(engine, transformers_warnings):
+    stage = EditStage(None, EditSettings(num_inference_steps=2), engine=engine, batch_size=2)
+    picture = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8).tobytes()
+    rows = [{"edit_id": "long", "row_index": 0, "status": Status.PENDING, "model_width": 64, "model_height": 64,
+             "pixels": picture, "source_prompt": "a photo of " + "a very " * 80 + "big cat", "target_prompt": "a dog",
+             "seed": 1, "inversion_prompt": None}]
+    [out] = stage(to_table(rows)).to_pylist()
+    assert out["status"] == Status.PENDING and out["prompt_truncated"] is True
+    assert not [message for message in transformers_warnings if "indexing errors" in message]

@@ -186,3 +186,10 @@ def test_embedding_is_a_prompt_for_the_engine(engine):
 def test_bad_caption_lists_are_rejected(engine, captions, error):
     with pytest.raises(error):
         concept_embedding(engine, captions)
+
+
+def test_a_long_concept_is_read_without_transformers_indexing_warning(generator, transformers_warnings):
+    # The warning reached the driver's console from every concept actor (issue 27); T5 reads long inputs whole.
+    captions = generator.generate_concept_prompts(["cat " * 600], num_captions=1, max_new_tokens=3)
+    assert [len(texts) for texts in captions.values()] == [1]
+    assert not [message for message in transformers_warnings if "indexing errors" in message]
