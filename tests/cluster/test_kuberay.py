@@ -189,6 +189,112 @@ def test_credentials_come_only_from_secrets(example):
     assert not SECRET_NAME.search(rayjob["spec"].get("runtimeEnvYAML", "")), "runtime env would carry a secret"
 
 
+# Pod Security and shared memory (issue 27)
+
+# Volume types the `restricted` Pod Security profile admits (Kubernetes' pod-security-standards).
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}
+RAY_UID = 1000  # the user `ray` of Ray's images, which the Dockerfile keeps (USER ray)
+
+
+def restricted_problems(pod: dict, extra_containers: list[dict] = ()) -> list[str]:
+    """Why `pod` (a pod spec) would be refused in a namespace that enforces the `restricted` Pod Security profile:
+    host namespaces and ports, privileged or escalating containers, kept capabilities, no RuntimeDefault seccomp,
+    a root or unverifiable user, volume types outside the profile. `extra_containers`: containers KubeRay adds to
+    it (the autoscaler), as their securityContext is set in the RayJob."""
+    problems = [key for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    pod_context = pod.get("securityContext", {})
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {kinds}")
+    for container in [*pod.get("initContainers", []), *pod["containers"], *extra_containers]:
+        context = container.get("securityContext", {})
+        name = container.get("name", "added by KubeRay")
+
+        def setting(key):
+            return context.get(key, pod_context.get(key))
+
+        if context.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        capabilities = context.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []) or set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities not dropped")
+        if (setting("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: no RuntimeDefault seccomp profile")
+        if not extra_containers or container not in extra_containers:  # KubeRay's sidecar takes the pod's user
+            if setting("runAsNonRoot") is not True or not isinstance(setting("runAsUser"), int) or setting("runAsUser") == 0:
+                problems.append(f"{name}: not a non-root numeric user")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+def pods(rayjob: dict) -> dict[str, tuple[dict, list[dict]]]:
+    """Every pod a RayJob makes KubeRay create: name -> (pod spec, containers KubeRay adds to it)."""
+    spec = rayjob["spec"]
+    cluster = spec["rayClusterSpec"]
+    autoscaler = ([{"securityContext": cluster.get("autoscalerOptions", {}).get("securityContext", {})}]
+                  if cluster.get("enableInTreeAutoscaling") else [])
+    found = {"head": (cluster["headGroupSpec"]["template"]["spec"], autoscaler)}
+    for group in cluster["workerGroupSpecs"]:
+        found[group["groupName"]] = (group["template"]["spec"], [])
+    # Without a submitterPodTemplate KubeRay makes its own submitter pod, which sets none of the above.
+    found["submitter"] = (spec.get("submitterPodTemplate", {}).get("spec", {"containers": [{"name": "default"}]}), [])
+    return found
+
+
+def test_every_pod_passes_the_restricted_pod_security_profile(rayjob):
+    for name, (pod, added) in pods(rayjob).items():
+        assert restricted_problems(pod, added) == [], name
+        assert pod["securityContext"]["runAsUser"] == RAY_UID, name  # the image's own user, so files stay its own
+    submitter = rayjob["spec"]["submitterPodTemplate"]["spec"]
+    assert submitter["restartPolicy"] == "Never" and len(submitter["containers"]) == 1
+    (container,) = submitter["containers"]
+    assert "command" not in container  # KubeRay fills in `ray job submit` for the first container
+    assert container["image"] == containers(rayjob)[0]["image"]
+
+
+def test_the_profile_check_refuses_what_the_profile_refuses():
+    good = {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False,
+                                                              "capabilities": {"drop": ["ALL"]}}}]}
+    assert restricted_problems(good) == []
+    assert restricted_problems({**good, "securityContext": {}}) != []  # no seccomp, no user
+    assert restricted_problems({**good, "containers": [{"name": "c"}]}) != []
+    assert restricted_problems({**good, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}) != []
+
+
+def test_ray_nodes_keep_their_object_store_in_memory(rayjob):
+    for name, (pod, _) in pods(rayjob).items():
+        if name == "submitter":
+            continue
+        (container,) = pod["containers"]
+        (mount,) = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/dev/shm"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["emptyDir"]["medium"] == "Memory", name
+        size, limit = (int(volume["emptyDir"]["sizeLimit"].removesuffix("Gi")),
+                       int(container["resources"]["limits"]["memory"].removesuffix("Gi")))
+        assert 0 < size < limit, name  # /dev/shm counts against the pod's memory limit
+
+
+def test_the_readme_names_the_raycronjob_version_and_a_dry_run_of_the_configmaps_rayjob():
+    import subprocess
+    import sys
+
+    readme = (REPO / "README.md").read_text()
+    assert "use KubeRay >= 1.7.0" in readme and "#4888" in readme and "exits with code 3" in readme
+    assert "KubeRay >= 1.7.0" in RAYCRONJOB_FILE.read_text() and "#4888" in RAYCRONJOB_FILE.read_text()
+    # The README's command that prints the ConfigMap's RayJob for `kubectl create --dry-run=server -f -`.
+    command = re.search(r"python -c '(.*?)' \\\n\s*\| kubectl create --dry-run=server -f -", readme, re.DOTALL)
+    assert command, "the README lost its dry run of the ConfigMap's RayJob"
+    printed = subprocess.run([sys.executable, "-c", command.group(1)], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout
+    assert yaml.safe_load(printed) == configmap_rayjob(documents(CRONJOB_FILE))
+
+
 # The scheduled runs
 
 
@@ -197,6 +303,7 @@ def test_a_scheduled_run_is_the_rayjob_example_on_a_fixed_output(all_rayjobs, na
     example, scheduled = all_rayjobs["rayjob"], all_rayjobs[name]
     # the same cluster and environment: a change to the example that misses a schedule fails here
     assert scheduled["spec"]["rayClusterSpec"] == example["spec"]["rayClusterSpec"]
+    assert scheduled["spec"]["submitterPodTemplate"] == example["spec"]["submitterPodTemplate"]
     assert runtime_env(scheduled) == runtime_env(example)
     argv, options, sets = entrypoint_options(scheduled)
     example_argv, example_options, example_sets = entrypoint_options(example)

@@ -189,3 +189,9 @@ def test_no_secret_value_is_written_inline(path):
         assert "value" not in variable and variable["valueFrom"]["secretKeyRef"]["name"], variable
     for variable in variables:
         assert not re.search(r"[A-Za-z0-9/+]{40}", str(variable.get("value", ""))), variable
+
+
+def test_the_kubectl_pod_passes_the_restricted_pod_security_profile(pod):
+    from tests.cluster.test_kuberay import restricted_problems
+
+    assert restricted_problems(pod) == []
