@@ -48,6 +48,7 @@ __all__ = [
     "manifest_files",
     "manifest_reference_markdown",
     "needs_caption",
+    "nothing_to_edit",
     "is_reserved_id",
     "manifest_file_error",
     "read_manifest_schema",
@@ -485,18 +486,26 @@ def validate_request(req: EditRequest, caption_available: bool = False) -> str |
 
 
 def _same_target_as_source(req: EditRequest) -> str | None:
+    target_name = f"target_prompts[{req.target_index}]" if req.target_index is not None else "target_prompt"
+    return nothing_to_edit(req.source_prompt, req.target_prompt, req.source_concept, req.target_concept, target_name)
+
+
+def nothing_to_edit(source_prompt: str | None, target_prompt: str | None, source_concept: str | None,
+                    target_concept: str | None, target_name: str = "target_prompt") -> str | None:
     """Why an edit has nothing to edit, or None: its target (prompt or concept, whichever the edit uses) says what
     its source says, up to case and spacing. DiffEdit's mask is where the two disagree; with nothing to disagree on
-    it covers the whole picture, and the 'edit' is a new picture."""
-    target_name = f"target_prompts[{req.target_index}]" if req.target_index is not None else "target_prompt"
-    if req.target_prompt is not None and req.source_prompt is not None:
-        pair = (target_name, req.target_prompt, "source_prompt", req.source_prompt)
-    elif req.target_prompt is None and req.source_prompt is None and req.source_concept is not None:
-        pair = ("target_concept", req.target_concept, "source_concept", req.source_concept)
+    it covers the whole picture, and the 'edit' is a new picture. The edit stage asks again once a caption has
+    stood in for a missing source."""
+    if target_prompt is not None and source_prompt is not None:
+        pair = (target_name, target_prompt, "source_prompt", source_prompt)
+    elif target_prompt is None and source_prompt is None and source_concept is not None:
+        pair = ("target_concept", target_concept, "source_concept", source_concept)
     else:
         return None  # a prompt against a concept's captions: different texts, whatever they say
     target_key, target, source_key, source = pair
-    if target is None or " ".join(target.split()).casefold() != " ".join(source.split()).casefold():
+    if not isinstance(target, str) or not isinstance(source, str):
+        return None
+    if " ".join(target.split()).casefold() != " ".join(source.split()).casefold():
         return None
     return (f"{target_key} equals {source_key} ({_short(source)}): nothing to edit, the mask would cover the whole "
             "picture; give a target that differs from the source")

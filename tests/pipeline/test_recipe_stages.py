@@ -72,3 +72,24 @@ def test_concept_stage_is_seeded_and_per_concept(recipe_config):
     both = stage(pa.table({"concept": ["cat", "dog"]})).to_pylist()
     alone = stage(pa.table({"concept": ["dog"]})).to_pylist()
     assert both[1] == alone[0] and len(alone[0]["captions"]) == recipe_config.concepts.num_captions
+
+
+def test_a_picture_that_breaks_the_captioner_fails_only_its_own_rows(recipe_config, monkeypatch):
+    stage = CaptionStage(recipe_config.captions)
+    rng = np.random.default_rng(1)
+    pictures = [Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)) for _ in range(3)]
+    real = stage.captioner.caption_images
+
+    def caption_images(images, **kwargs):
+        if any(image.tobytes() == pictures[1].tobytes() for image in images):
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real(images, **kwargs)
+
+    monkeypatch.setattr(stage.captioner, "caption_images", caption_images)
+    rows = [_row(edit_id=str(i), model_width=48, model_height=32, pixels=picture.tobytes(), source_prompt=None)
+            for i, picture in enumerate(pictures)]
+    out = stage(to_table(rows)).to_pylist()
+    assert [row["status"] for row in out] == [Status.PENDING, Status.ERROR, Status.PENDING]
+    assert out[1]["error_class"] == "engine" and "illegal memory access" in out[1]["error"]
+    assert out[1]["pixels"] is None  # a failed row stops carrying its picture
+    assert out[0]["caption"] and out[2]["caption"]

@@ -157,7 +157,7 @@ def test_the_edit_stage_reports_each_engine_calls_work_for_the_run_file():
     stage = EditStage(None, EditSettings(), engine=engine, batch_size=2)
     picture = np.full((16, 24, 3), 100, np.uint8).tobytes()
     rows = [{"edit_id": name, "row_index": k, "status": Status.PENDING, "model_width": 24, "model_height": 16,
-             "pixels": picture, "source_prompt": "a", "target_prompt": name, "seed": 1, "inversion_prompt": None}
+             "pixels": picture, "source_prompt": "a photo", "target_prompt": name, "seed": 1, "inversion_prompt": None}
             for k, name in enumerate(("a", "b", "c"))]
     out = stage(to_table(rows)).to_pylist()
     counts = [json.loads(row["engine_counts"]) if row["engine_counts"] else None for row in out]
@@ -293,3 +293,17 @@ def test_a_long_prompt_is_cut_and_flagged_without_transformers_indexing_warning(
     [out] = stage(to_table(rows)).to_pylist()
     assert out["status"] == Status.PENDING and out["prompt_truncated"] is True
     assert not [message for message in transformers_warnings if "indexing errors" in message]
+
+
+def test_a_caption_that_says_what_the_target_says_leaves_nothing_to_edit():
+    engine = FlakyEngine()
+    stage = EditStage(None, EditSettings(), engine=engine, batch_size=8)
+    picture = np.full((16, 24, 3), 100, np.uint8).tobytes()
+    rows = [{"edit_id": name, "status": Status.PENDING, "model_width": 24, "model_height": 16, "pixels": picture,
+             "source_prompt": source, "target_prompt": "a photo of a cat", "seed": 1, "inversion_prompt": None}
+            for name, source in (("captioned-same", "A photo of a  cat"), ("fine", "a photo of a dog"))]
+    out = {row["edit_id"]: row for row in stage(to_table(rows)).to_pylist()}
+    assert engine.calls == [["a photo of a cat"]]  # only the edit with something to edit reaches the engine
+    assert out["captioned-same"]["error_class"] == ErrorClass.INVALID_ROW
+    assert "nothing to edit" in out["captioned-same"]["error"]
+    assert out["fine"]["status"] == Status.PENDING

@@ -9,13 +9,13 @@ from PIL import Image
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import has_source, needs_caption
-from diffedit_batch.data.status import Status
+from diffedit_batch.data.status import ErrorClass, Status
 
-from ..rows import require, to_table
+from ..rows import error_text, failed, require, to_table
 from .spec import Stage, quiet_model_loading
 
 READS = ("status", "source_prompt", "source_concept", "inversion_prompt", "model_width", "model_height", "pixels")
-ADDS = ("caption", "inversion_prompt", "source_prompt")
+ADDS = ("caption", "inversion_prompt", "source_prompt", "status", "error", "error_class")
 
 
 def apply_caption(row: dict, caption: str, caption_inversion: bool) -> None:
@@ -57,19 +57,39 @@ class CaptionStage:
         keys = [self.picture_key(image) for image in images]
         known = {key: self.cache[key] for key in keys if key in self.cache}
         missing = {key: image for key, image in zip(keys, images) if key not in known}
+        errors: dict[str, str] = {}
         if missing:
-            captions = self.captioner.caption_images(
-                list(missing.values()), prompt=self.config.prompt, max_new_tokens=self.config.max_new_tokens
-            )
-            known.update(zip(missing, captions))
+            captions, errors = self._caption(missing)
+            known.update(captions)
         for key, caption in known.items():
             self.cache[key] = caption
             self.cache.move_to_end(key)
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
         for row, key in zip(wanted, keys):
-            apply_caption(row, known[key], self.config.caption_inversion)
+            if key in errors:  # this picture broke the captioner: its rows' error, not the run's
+                row.update(failed(row, ErrorClass.ENGINE, f"captioning the picture failed: {errors[key]}"))
+            else:
+                apply_caption(row, known[key], self.config.caption_inversion)
         return to_table(rows)
+
+    def _caption(self, pictures: dict[str, Image.Image]) -> tuple[dict[str, str], dict[str, str]]:
+        """(captions, errors) by picture key. A batch that fails is captioned picture by picture, so one picture
+        that breaks the model fails only its own rows."""
+        try:
+            captions = self.captioner.caption_images(
+                list(pictures.values()), prompt=self.config.prompt, max_new_tokens=self.config.max_new_tokens
+            )
+            return dict(zip(pictures, captions)), {}
+        except Exception as error:  # noqa: BLE001 - isolate the picture that broke the batch
+            if len(pictures) == 1:
+                return {}, {key: error_text(error) for key in pictures}
+        captions, errors = {}, {}
+        for key, picture in pictures.items():
+            one, failure = self._caption({key: picture})
+            captions.update(one)
+            errors.update(failure)
+        return captions, errors
 
 
 def captions_stage(config: Config) -> Stage:

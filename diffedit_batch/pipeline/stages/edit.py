@@ -19,6 +19,7 @@ from PIL import Image
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.images import mask_coverage
+from diffedit_batch.data.manifest import nothing_to_edit
 from diffedit_batch.data.status import ErrorClass, Status
 
 from ..rows import failed, require, to_table
@@ -104,6 +105,13 @@ class EditStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         require(batch, READS, "edit")
         rows = batch.to_pylist()
+        for row in rows:
+            # The plan refused targets equal to their source; a caption standing in for a missing source is only
+            # known now, and may say what the target says.
+            same = row["status"] == Status.PENDING and nothing_to_edit(
+                row["source_prompt"], row["target_prompt"], row["source_concept"], row["target_concept"])
+            if same:
+                row.update(failed(row, ErrorClass.INVALID_ROW, same))
         pending = [i for i, row in enumerate(rows) if row["status"] == Status.PENDING]
         if pending:
             started = time.perf_counter()
