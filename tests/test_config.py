@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from diffedit_batch.config import (
+    CandidatesConfig,
     SECTIONS,
     CaptionsConfig,
     ConceptsConfig,
@@ -77,6 +78,23 @@ def test_no_shipped_config_or_default_names_a_withdrawn_model():
     assert Config().model.pretrained not in WITHDRAWN_MODELS
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         assert load_config(path).model.pretrained not in WITHDRAWN_MODELS, path.name
+
+
+@pytest.mark.parametrize("overrides, key, message", [
+    (["candidates.count=4"], "metrics.clip_model", "candidates use CLIP scores (clip_directional)"),
+    (["candidates.count=2", "candidates.keep=3"], "candidates.keep", "must be at most count"),
+    (["candidates.count=2", "candidates.rank_by=mask_coverage", "candidates.min={clip_score: 0.2}"],
+     "candidates.min", "clip_score is not a score"),
+    (["candidates.count=2", "candidates.rank_by=mask_coverage", "candidates.max={mask_coverage: .inf}"],
+     "candidates.max", "must be a finite number"),
+    (["candidates.count=2", "candidates.rank_by=mask_coverage", "edit.num_inference_steps=4",
+      "candidates.vary={inpaint_strength: [0.1, 0.5]}"], "candidates.vary", "at least 1 step"),
+    (["candidates.vary=[1, 2]"], "candidates.vary", "must be a mapping"),
+])
+def test_candidates_are_checked_at_the_door(overrides, key, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        load_config(None, overrides)
+    assert raised.value.key == key
 
 
 def test_model_family_and_vae_are_checked():
@@ -288,11 +306,13 @@ def test_direct_construction_validates_too():
 def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
     config = load_config(
         ROOT / "configs" / "tiny.yaml",
-        ["storage.allowed_schemes=[s3]", "job.max_actors=2", "edit.paper_unconditional_inversion=true"],
+        ["storage.allowed_schemes=[s3]", "job.max_actors=2", "edit.paper_unconditional_inversion=true",
+         "candidates.count=3", "candidates.rank_by=mask_coverage", "candidates.vary={guidance_scale: [5, 9]}"],
     )
     data = config.to_dict()
     assert list(data) == list(SECTIONS) == ["model", "edit", "job", "output", "storage", "metrics", "concepts",
-                                            "captions"]
+                                            "captions", "candidates"]
+    assert data["candidates"]["vary"] == {"guidance_scale": [5, 9]}
     assert data["storage"]["allowed_schemes"] == ["s3"]
     assert data["edit"]["num_inference_steps"] == 10
     # safe_dump refuses tuples and other non-plain objects, so this also proves the dict is plain.
@@ -312,6 +332,7 @@ def test_sections_table_matches_config_fields():
     assert SECTIONS == {
         "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "output": OutputConfig, "storage": StorageOptions,
         "metrics": MetricsConfig, "concepts": ConceptsConfig, "captions": CaptionsConfig,
+        "candidates": CandidatesConfig,
     }
     for cls in SECTIONS.values():
         for f in dataclasses.fields(cls):

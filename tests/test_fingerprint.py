@@ -63,16 +63,34 @@ def test_concepts_and_captions_count_only_for_the_edits_that_use_them():
 
 
 def test_the_family_comes_from_the_model_folder(tmp_path):
+    components = {name: ["diffusers", "X"] for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
     folder = tmp_path / "xl"
     folder.mkdir()
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    xl = {"_class_name": "StableDiffusionXLPipeline", **components, "text_encoder_2": ["transformers", "X"],
+          "tokenizer_2": ["transformers", "X"]}
+    (folder / "model_index.json").write_text(json.dumps(xl))
     assert model_family(str(folder)) == "sdxl"
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", **components}))
     assert model_family(str(folder)) == "sd"
     assert model_family(str(tmp_path / "missing")) is None and model_family("no-such/hub-model") is None
     config = Config(model=ModelConfig(pretrained=str(folder)))
     assert pixel_settings(config, family=model_family(str(folder)))["model"]["family"] == "sd"
     assert run_settings(config).settings[run_settings(config).by_use[0]]["model"]["family"] == "sd"
+    # resolved before the run (preflight.resolve_model_family): the config's own family counts
+    resolved = Config(model=ModelConfig(pretrained="org/not-cached", family="sdxl"))
+    assert run_settings(resolved).settings[run_settings(resolved).by_use[0]]["model"]["family"] == "sdxl"
+
+
+def test_candidates_count_only_when_there_are_several():
+    from diffedit_batch.config import CandidatesConfig, MetricsConfig
+
+    assert "candidates" not in pixel_settings(Config())
+    several = Config(candidates=CandidatesConfig(count=4, rank_by="clip_image", vary={"guidance_scale": [5, 12]}),
+                     metrics=MetricsConfig(clip_model="models/clip"))
+    settings = pixel_settings(several)
+    assert settings["candidates"]["count"] == 4 and settings["candidates"]["clip_model"] == "models/clip"
+    other_clip = Config(candidates=several.candidates, metrics=MetricsConfig(clip_model="models/other-clip"))
+    assert settings_fingerprint(pixel_settings(other_clip)) != settings_fingerprint(settings)
 
 
 def test_differences_name_each_key_with_its_old_and_new_value():

@@ -1,7 +1,7 @@
 """The job config: typed sections validated once, at the door.
 
 A config is YAML with one mapping per section (`model:`, `edit:`, `job:`, `output:`, `storage:`, `metrics:`,
-`concepts:`, `captions:`). Each section maps one to one onto a frozen dataclass whose fields carry their own help text:
+`concepts:`, `captions:`, `candidates:`). Each section maps one to one onto a frozen dataclass whose fields carry their own help text:
 
 - `schema`: `Config`, the table of sections; `sections`: the sections the config owns;
 - `fields`: field types and value checks; `loading`: YAML, mappings and overrides in; `reference`: the docs.
@@ -14,10 +14,19 @@ from .fields import ConfigError
 from .loading import apply_overrides, config_from_dict, load_config
 from .reference import config_reference_markdown, write_config_reference
 from .schema import SECTIONS, Config
-from .sections import CaptionsConfig, ConceptsConfig, JobConfig, MetricsConfig, ModelConfig, OutputConfig
+from .sections import (
+    CandidatesConfig,
+    CaptionsConfig,
+    ConceptsConfig,
+    JobConfig,
+    MetricsConfig,
+    ModelConfig,
+    OutputConfig,
+)
 
 __all__ = [
     "SECTIONS",
+    "CandidatesConfig",
     "CaptionsConfig",
     "ConceptsConfig",
     "Config",

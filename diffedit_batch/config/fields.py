@@ -1,6 +1,7 @@
 """Field types and value checks shared by the config sections.
 
-Section fields use a small set of types: bool, int, float, str, tuple[str, ...] and `X | None` of those.
+Section fields use a small set of types: bool, int, float, str, tuple[str, ...], dict[str, Any] and `X | None` of
+those.
 `check_field_types` checks a section instance against its annotations, converting where the YAML value is a
 faithful spelling of the declared type (an int for a float, a list for a tuple). The value checks raise
 ValueError messages that start with `ClassName.field`; the loader rewrites that to the key path.
@@ -67,6 +68,11 @@ def convert(name: str, hint: Any, value: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ValueError(f"{name} must be a string, got {quoted(value)}")
+    if typing.get_origin(hint) is dict or hint is dict:
+        # A mapping of names (e.g. a setting or a score) to values the section checks itself.
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return dict(value)
+        raise ValueError(f"{name} must be a mapping of names to values, got {quoted(value)}")
     if typing.get_origin(hint) is tuple:
         item_hint = typing.get_args(hint)[0]
         if isinstance(value, (list, tuple)):

@@ -13,8 +13,10 @@
 - `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
   edit with a concept, an edit whose inversion prompt or source is a BLIP caption), only in edit mode: changing the
   Flan-T5 model does not touch an edit without concepts.
+- `candidates`: every key, when there is more than one candidate per request (the draws and the selection decide
+  what is kept), with `metrics.clip_model` when the selection uses CLIP scores. With one candidate, nothing.
 - never: `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
-  score an edit, they do not change it).
+  score an edit, they do not change it) but for the CLIP model that selects candidates.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
         settings["model"]["family"] = family
     for name, keys in COUNTED.items():
         settings[name] = {key: whole[name][key] for key in keys}
+    if config.candidates.enabled:
+        # What is kept depends on the draws, the scores and the CLIP model that scores them.
+        settings["candidates"] = whole["candidates"]
+        if config.candidates.scores_used & {"clip_directional", "clip_image", "clip_target_score"}:
+            settings["candidates"] = {**whole["candidates"], "clip_model": config.metrics.clip_model}
     if config.job.mode == "edit":
         for name, used in (("concepts", concepts), ("captions", captions)):
             if used:
@@ -70,7 +77,9 @@ class RunSettings:
 
 def run_settings(config: Config) -> RunSettings:
     """The settings fingerprints of a run of `config`, its model's family read from the model's files if cheap."""
-    family = model_family(config.model.pretrained, config.model.revision)
+    family = config.model.family  # resolved from the model before the run (preflight.resolve_model_family)
+    if family == "auto":
+        family = model_family(config.model.pretrained, config.model.revision)
     fingerprints, settings = [], {}
     for concepts in (False, True):
         for captions in (False, True):
@@ -82,29 +91,13 @@ def run_settings(config: Config) -> RunSettings:
 
 
 def model_family(pretrained: str, revision: str | None = None) -> str | None:
-    """`sd` or `sdxl` (another pipeline's class name as it is) from the model's `model_index.json`: a local folder's,
-    or a hub id's copy in the local cache. None when neither is at hand (no download: the id and revision then
-    stand for the model)."""
-    path = os.path.join(pretrained, "model_index.json")
-    if not os.path.isfile(path):
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    """`sd` or `sdxl` from the model's `model_index.json`: a local folder's, or a hub id's copy in the local cache.
+    None when neither is at hand (no download: the id and revision then stand for the model) or the model is of
+    another architecture (the preflight refuses it)."""
+    from diffedit_batch.engine.model_index import UnsupportedModelError, family_of, read_model_index
 
-            cached = try_to_load_from_cache(pretrained, "model_index.json", revision=revision)
-        except Exception:  # not a valid hub id, no cache: the id stands for the model
-            return None
-        if not isinstance(cached, str):
-            return None
-        path = cached
     try:
-        with open(path, encoding="utf-8") as handle:
-            name = json.load(handle).get("_class_name")
-    except (OSError, ValueError, AttributeError):
+        index = read_model_index(pretrained, revision, download=False)
+        return None if index is None else family_of(index)
+    except (UnsupportedModelError, OSError, ValueError):
         return None
-    if not isinstance(name, str):
-        return None
-    if name.startswith("StableDiffusionXL"):
-        return "sdxl"
-    if name.startswith("StableDiffusion"):
-        return "sd"
-    return name

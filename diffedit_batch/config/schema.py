@@ -12,8 +12,16 @@ from typing import Any
 from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.engine.settings import EditSettings
 
-from .fields import type_hints
-from .sections import CaptionsConfig, ConceptsConfig, JobConfig, MetricsConfig, ModelConfig, OutputConfig
+from .fields import ConfigError, type_hints
+from .sections import (
+    CandidatesConfig,
+    CaptionsConfig,
+    ConceptsConfig,
+    JobConfig,
+    MetricsConfig,
+    ModelConfig,
+    OutputConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,22 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
     captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+
+    def __post_init__(self) -> None:
+        """Checks across sections: the candidates' draws must be valid edit settings, their CLIP scores need a
+        CLIP model."""
+        from diffedit_batch.recipe.candidates import CLIP_SCORES, check_vary
+
+        try:
+            check_vary(self.candidates.vary, self.edit)
+        except ValueError as error:
+            raise ConfigError(f"candidates.{error}", key="candidates.vary") from None
+        clip = sorted(self.candidates.scores_used & set(CLIP_SCORES))
+        if clip and self.metrics.clip_model is None:
+            raise ConfigError(f"candidates use CLIP scores ({', '.join(clip)}) but metrics.clip_model is null; set "
+                              "metrics.clip_model (e.g. openai/clip-vit-large-patch14) or rank and filter by other "
+                              "scores", key="metrics.clip_model")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict of builtins (tuples as lists), YAML/JSON-serialisable; `config_from_dict` reads it back."""

@@ -7,7 +7,9 @@ with `ClassName.field`, which the loader rewrites to the key path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from diffedit_batch.recipe.defaults import (
     DEFAULT_MODEL,
@@ -18,6 +20,7 @@ from diffedit_batch.recipe.defaults import (
 )
 
 from diffedit_batch.data.images import parse_buckets
+from diffedit_batch.engine.settings import EditSettings
 
 from . import fields
 
@@ -394,3 +397,71 @@ class CaptionsConfig:
         fields.at_least(self, "gpus", 0.0)
         fields.at_least(self, "cpus", 0.0)
         fields.positive_int(self, "batch_size")
+
+
+@dataclass(frozen=True)
+class CandidatesConfig:
+    """Several edits tried per request with drawn settings, scored, filtered by floors, the best kept
+    (diffedit_batch.recipe.candidates). A request's candidates share one engine call: its mask predictions and its
+    inversion are made once."""
+
+    count: int = field(default=1, metadata={"help": "Edits tried per request; 1 = one edit per request, no scoring."})
+    vary: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Edit settings each candidate draws, from the request's seed and the candidate's index: "
+            "`setting: [low, high]` (uniform; integers inclusive for integer settings), `setting: [a, b, c]` or "
+            "`{choices: [a, b]}` (one of them), and `seed: true` (candidates after the first get seeds of their "
+            "own). E.g. {mask_thresholding_ratio: [2, 4], inpaint_strength: [0.5, 0.8], guidance_scale: [5, 12]}."
+        },
+    )
+    keep: int = field(default=1, metadata={"help": "Most candidates kept per request (the best by rank_by)."})
+    rank_by: str = field(
+        default="clip_directional",
+        metadata={"help": "The score candidates are ranked by, higher first: clip_directional | clip_image | "
+                          "clip_target_score | background_psnr | background_ssim | mask_coverage."},
+    )
+    min: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Floors per score, e.g. {clip_directional: 0.2, clip_image: 0.7}: a candidate below one "
+                          "(or whose score cannot be computed) is filtered, whatever its rank."},
+    )
+    max: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Ceilings per score, e.g. {mask_coverage: 0.6} to refuse masks that cover the picture."},
+    )
+    keep_rejected: bool = field(
+        default=False,
+        metadata={"help": "Write the images and masks of filtered candidates too (their records say filtered)."},
+    )
+
+    def __post_init__(self) -> None:
+        from diffedit_batch.recipe.candidates import SCORES, check_vary
+
+        fields.check_field_types(self)
+        fields.positive_int(self, "count")
+        fields.positive_int(self, "keep")
+        if self.count > 64:
+            raise ValueError(f"CandidatesConfig.count must be at most 64 (one engine call holds them), got {self.count}")
+        if self.keep > self.count:
+            raise ValueError(f"CandidatesConfig.keep must be at most count ({self.count}), got {self.keep}")
+        fields.one_of(self, "rank_by", SCORES)
+        for name in ("min", "max"):
+            for score, bound in getattr(self, name).items():
+                if score not in SCORES:
+                    raise ValueError(f"CandidatesConfig.{name}.{score} is not a score (one of {', '.join(SCORES)})")
+                if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+                    raise ValueError(f"CandidatesConfig.{name}.{score} must be a finite number, got {bound!r}")
+        try:
+            check_vary(self.vary, EditSettings())
+        except ValueError as error:
+            raise ValueError(f"CandidatesConfig.{error}") from None
+
+    @property
+    def enabled(self) -> bool:
+        """More than one edit per request: candidates are drawn, scored and selected."""
+        return self.count > 1
+
+    @property
+    def scores_used(self) -> set[str]:
+        return {self.rank_by, *self.min, *self.max} if self.enabled else set()

@@ -44,6 +44,10 @@ METRIC_FIELDS = (
     pa.field("background_ssim", pa.float64()),
     pa.field("clip_target_score", pa.float64()),  # cosine similarity of the edit and the target prompt
     pa.field("clip_source_score", pa.float64()),  # cosine similarity of the input and the source prompt
+    # a candidate's InstructPix2Pix scores (recipe.clip_score): the change of image embeddings (edit - input) against
+    # the change of text embeddings (target - source), and the input against the edit
+    pa.field("clip_directional", pa.float64()),
+    pa.field("clip_image", pa.float64()),
 )
 
 _SIGMA = 1.5

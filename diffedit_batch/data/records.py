@@ -57,7 +57,7 @@ RESULT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),  # the edit id; null only for a manifest row without an id
         pa.field("row_id", pa.string()),
-        pa.field("status", pa.string(), nullable=False),  # ok | error | duplicate
+        pa.field("status", pa.string(), nullable=False),  # ok | error | duplicate | filtered (a candidate not kept)
         pa.field("error", pa.string()),
         # Short category: image_decode, invalid_row, storage, engine, duplicate_id, ...
         pa.field("error_class", pa.string()),
@@ -88,6 +88,11 @@ RESULT_SCHEMA = pa.schema(
         # hold the settings behind each). Null in records written before fingerprints existed.
         pa.field("request_fingerprint", pa.string()),
         pa.field("settings_fingerprint", pa.string()),
+        # A candidate (several edits per request, `candidates.count`): its index, the settings it drew (JSON), and
+        # why it was not kept (status filtered). Null for one edit per request.
+        pa.field("candidate", pa.int32()),
+        pa.field("candidate_settings", pa.string()),
+        pa.field("filter_reason", pa.string()),
     ]
 )
 
@@ -172,17 +177,18 @@ RECORD_SCHEMA = extend_result_schema(*METRIC_FIELDS)
 
 
 def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
-    """The result record of a work row (a row's names are the record's); outputs and metrics only when ok.
-    Credentials in the source URI or the error message (user info, signed-URL parameters) are redacted."""
-    ok = row["status"] == Status.OK
+    """The result record of a work row (a row's names are the record's); outputs and metrics only when ok (or
+    filtered: a candidate not kept keeps its scores). Credentials in the source URI or the error message (user
+    info, signed-URL parameters) are redacted."""
+    scored = row["status"] in Status.DONE  # a filtered candidate keeps its scores (and its outputs, if written)
     return {
         "id": row.get("edit_id"),
         "row_id": row.get("row_id"),
         "status": row["status"],
         "error": redact_text(row.get("error")),
         "error_class": row.get("error_class"),
-        "image_uri": row.get("image_uri") if ok else None,
-        "mask_uri": row.get("mask_uri") if ok else None,
+        "image_uri": row.get("image_uri") if scored else None,
+        "mask_uri": row.get("mask_uri") if scored else None,
         "source_image_uri": redact_uri(row.get("source_image_uri")),
         "source_prompt": row.get("source_prompt"),
         "target_prompt": row.get("target_prompt"),
@@ -192,8 +198,8 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "caption": row.get("caption"),
         "prompt_truncated": row.get("prompt_truncated"),
         "seed": row.get("seed"),
-        "mask_coverage": row.get("mask_coverage") if ok else None,
-        **{f.name: row.get(f.name) if ok else None for f in METRIC_FIELDS},
+        "mask_coverage": row.get("mask_coverage") if scored else None,
+        **{f.name: row.get(f.name) if scored else None for f in METRIC_FIELDS},
         "model_id": model_id,
         "width": row.get("width"),
         "height": row.get("height"),
@@ -204,6 +210,9 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "node_id": row.get("node_id"),
         "request_fingerprint": row.get("request_fingerprint"),
         "settings_fingerprint": row.get("settings_fingerprint"),
+        "candidate": row.get("candidate"),
+        "candidate_settings": row.get("candidate_settings"),
+        "filter_reason": row.get("filter_reason"),
     }
 
 

@@ -10,7 +10,9 @@ class Status:
     OK = "ok"
     ERROR = "error"
     DUPLICATE = "duplicate"
-    RECORDED = frozenset({OK, ERROR, DUPLICATE})
+    FILTERED = "filtered"  # a candidate not kept: below a floor, or ranked below `candidates.keep`
+    RECORDED = frozenset({OK, ERROR, DUPLICATE, FILTERED})
+    DONE = frozenset({OK, FILTERED})  # a request whose records have these statuses was edited: resume skips it
 
 
 class ErrorClass:

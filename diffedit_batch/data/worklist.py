@@ -17,6 +17,9 @@ The rules, per row id:
   it as `redo` and lets the driver refuse the run; `redo`; `keep`); one written before fingerprints existed has
   unknown settings and request, and follows the unknown policy (`keep` by default, or `redo`). The rest are the
   work list (invalid ones become `invalid_row` records at once). A row without an id is invalid every run.
+- Candidates (several edits per request): a candidate's record counts for its request (`request_id_of`), and a
+  `filtered` record (a candidate not kept) says the request was edited as an `ok` one does: a request none of whose
+  candidates passed is done too. A request done again supersedes all its earlier candidates' records.
 - Later rows are recorded again only when their number changed (so a re-run of a finished manifest records
   nothing); their earlier duplicate records are then superseded.
 - Superseded (removed by the compaction at the end of a completed run): the earlier `error` records of an edit
@@ -99,6 +102,7 @@ PLAN_SCHEMA = pa.schema([
     pa.field("kind", pa.int8()),
     *REQUEST_SCHEMA,
     pa.field("file", pa.string()),  # an earlier record's file, by its name under PREFIX/manifest
+    pa.field("record_id", pa.string()),  # an earlier record's own id: a candidate's (`id~cK`), its request's edit_id
     pa.field("shard", pa.string()),  # the name of the shard an earlier ok record's outputs are in, if any
 ])
 # What a bucket reports back (write_bucket_plan): its counts and the files it wrote under PREFIX/_work/<run_id>.
@@ -171,10 +175,14 @@ def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: in
 
 
 def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Table:
-    """Earlier records of one file (columns `id`, `row_id`, `status`, the fingerprints if the file has them, and
-    `image_uri` when shards are to be accounted for) -> plan rows. A record without a `row_id` (written by another tool) is keyed by the row id its
-    edit id implies."""
-    ids = records.column("id").to_pylist()
+    """Earlier records of one file (columns `id`, `row_id`, `status`, the fingerprints and `candidate` if the file
+    has them, and `image_uri` when shards are to be accounted for) -> plan rows. A record without a `row_id` (written
+    by another tool) is keyed by the row id its edit id implies. A candidate's record counts for its request: its
+    plan row's `edit_id` is the request's, `record_id` its own."""
+    record_ids = records.column("id").to_pylist()
+    candidates = (records.column("candidate").to_pylist() if "candidate" in records.column_names
+                  else [None] * records.num_rows)
+    ids = [request_id_of(record_id, candidate) for record_id, candidate in zip(record_ids, candidates)]
     row_ids = [
         row_id if row_id is not None else (row_id_of(edit_id) if edit_id else None)
         for edit_id, row_id in zip(ids, records.column("row_id").to_pylist())
@@ -187,6 +195,7 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
         "row_id": pa.array(row_ids, pa.string()),
         "status": records.column("status").cast(pa.string()),
         "file": pa.array([file] * n, pa.string()),
+        "record_id": pa.array(record_ids, pa.string()),
     }
     for name in ("request_fingerprint", "settings_fingerprint"):
         if name in records.column_names:
@@ -194,6 +203,15 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
     if "image_uri" in records.column_names:
         columns["shard"] = pa.array([_shard_of(uri) for uri in records.column("image_uri").to_pylist()], pa.string())
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PLAN_SCHEMA}, schema=PLAN_SCHEMA)
+
+
+def request_id_of(record_id: str | None, candidate: int | None) -> str | None:
+    """The edit id of the request a record was made for: its own id, or a candidate's id (`candidate_id`) less the
+    candidate's suffix."""
+    suffix = f"~c{candidate}"
+    if candidate is None or record_id is None or not record_id.endswith(suffix):
+        return record_id
+    return record_id[: -len(suffix)]
 
 
 def _shard_of(uri: str | None) -> str | None:
@@ -242,8 +260,9 @@ def plan_bucket(
     bucket = int(frame.get_column("bucket")[0]) if frame.height else 0
     has_id = pl.col("row_id").is_not_null() & (pl.col("row_id") != "")
     requests = frame.filter(pl.col("kind") == _REQUEST)
-    earlier = frame.filter(pl.col("kind") == _RECORD).select("row_id", "edit_id", "status", "file", "shard",
-                                                             "request_fingerprint", "settings_fingerprint")
+    earlier = frame.filter(pl.col("kind") == _RECORD).select(
+        "row_id", "edit_id", pl.coalesce("record_id", "edit_id").alias("record_id"), "status", "file", "shard",
+        "request_fingerprint", "settings_fingerprint")
     earlier_with_id = earlier.filter(pl.col("edit_id").is_not_null() & (pl.col("edit_id") != ""))
 
     without_id = requests.filter(~has_id)
@@ -254,10 +273,11 @@ def plan_bucket(
     later = with_id.filter(pl.col("row_index") != pl.col("first_index"))
 
     keys = ["row_id", "edit_id"]
-    ok = earlier_with_id.filter(pl.col("status") == Status.OK)
+    # ok records, and the filtered ones of candidates not kept: either says its request was edited
+    ok = earlier_with_id.filter(pl.col("status").is_in(list(Status.DONE)))
     # Each earlier ok record of an edit to be made now, ranked by how it relates to the request.
     seen = winners.select(*keys, "request_fingerprint", "settings_fingerprint").join(
-        ok.select(*keys, "file", pl.col("request_fingerprint").alias("ok_request"),
+        ok.select(*keys, "file", "record_id", "status", pl.col("request_fingerprint").alias("ok_request"),
                   pl.col("settings_fingerprint").alias("ok_settings")),
         on=keys, how="inner",
     ).with_columns(
@@ -297,10 +317,10 @@ def plan_bucket(
     same = seen.filter(pl.col("match") == _SAME).select(*keys, "file")
     outlived = seen.filter(pl.col("match") != _SAME).join(same.select(keys).unique(), on=keys, how="semi").join(
         same, on=[*keys, "file"], how="anti")
-    superseded = pl.concat([part.select("file", "edit_id", "status") for part in (
+    superseded = pl.concat([part.select("file", "record_id", "status") for part in (
         # earlier ok records of edits done again, and the ones outlived
         ok.join(redone, on=keys, how="semi"),
-        outlived.with_columns(pl.lit(Status.OK).alias("status")),
+        outlived,
         # leftovers: error records of edits recorded ok
         errors.join(done, on=keys, how="semi"),
         # earlier errors of edits this run tries again, or records invalid again
@@ -310,7 +330,7 @@ def plan_bucket(
                                                                             how="semi"),
         # every record without an id: such rows are recorded again each run
         earlier.filter(pl.col("edit_id").is_null() | (pl.col("edit_id") == "")),
-    )], how="vertical_relaxed").select(pl.col("file"), pl.col("edit_id").alias("id"), pl.col("status")).unique()
+    )], how="vertical_relaxed").select(pl.col("file"), pl.col("record_id").alias("id"), pl.col("status")).unique()
 
     records = [record_from_row(row, model_id, run_id) for row in invalid.to_dicts()]
     for row in duplicates.to_dicts():

@@ -204,7 +204,8 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
                 summary.status, summary.error = "failed", lease.lost
         metadata.update(status=summary.status, error=summary.error,
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
-                        ok=summary.ok, failed=summary.failed, duplicates=summary.duplicates, skipped=summary.skipped,
+                        ok=summary.ok, filtered=summary.filtered, failed=summary.failed,
+                        duplicates=summary.duplicates, skipped=summary.skipped,
                         changed=summary.changed, settings_redone=summary.settings_redone,
                         settings_kept=summary.settings_kept, unknown_settings=summary.unknown_settings,
                         engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
@@ -242,7 +243,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                         settings=settings, on_settings_change=on_settings_change)
         _settle_settings(plan, settings, on_settings_change, output_prefix, run_id, options)
         _remove_orphan_shards(shards, plan, options)
-        summary.add_plan(plan, on_settings_change)
+        summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
         summary.planned_s = time.perf_counter() - started
         log.info("plan: %d edits to do, %d done earlier, %d changed, %d invalid, %d duplicates (%d buckets, %.1f s)",
                  plan.pending, plan.skipped, plan.changed, plan.invalid, plan.duplicates, plan.buckets,

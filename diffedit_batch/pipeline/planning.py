@@ -118,7 +118,7 @@ SETTINGS_ADVICE = ("nothing was done. Re-run with --on-settings-change redo to e
 def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int, with_shards: bool = False):
     """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): five columns read
     (ids, status, fingerprints), and the outputs' URIs when the output has shards (to tell which shards records name)."""
-    columns = ["id", "row_id", "status", "request_fingerprint", "settings_fingerprint",
+    columns = ["id", "row_id", "status", "request_fingerprint", "settings_fingerprint", "candidate",
                *(["image_uri"] if with_shards else [])]
     for uri, size, name in zip(*(batch.column(c).to_pylist() for c in ("uri", "size", "name"))):
         records = read_record_file(RecordFile(uri, size, name), options, columns=columns)

@@ -23,6 +23,10 @@ WORK_SCHEMA = pa.schema(
         # the request, as the run's plan left it (diffedit_batch.data.worklist), and where it stands
         *REQUEST_SCHEMA,
         pa.field("caption", pa.string()),  # the BLIP caption, when one was made
+        # a candidate of its request (candidates.count > 1): edit_id is then the candidate's id
+        pa.field("candidate", pa.int32()),
+        pa.field("candidate_settings", pa.string()),
+        pa.field("filter_reason", pa.string()),
         # the fetched picture: its original size, and the model's input (RGB bytes, row-major)
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),

@@ -20,6 +20,8 @@ class JobSummary:
     pending: int = 0  # edits the plan left to do (the progress bar's total)
     tallied: int = 0  # edits of the edit pass that ended (ok or not) so far
     ok: int = 0
+    filtered: int = 0  # candidates not kept (candidates.count > 1): below a floor or ranked below keep
+    candidates: int = 1  # edits tried per request
     failed: int = 0
     duplicates: int = 0
     skipped: int = 0  # done earlier, for the same request (under the same settings, or kept)
@@ -51,7 +53,7 @@ class JobSummary:
 
     @property
     def attempted(self) -> int:
-        return self.ok + self.failed + self.duplicates
+        return self.ok + self.filtered + self.failed + self.duplicates
 
     @property
     def failed_fraction(self) -> float:
@@ -59,13 +61,16 @@ class JobSummary:
 
     @property
     def edits_per_second(self) -> float:
-        return self.ok / self.seconds if self.seconds > 0 else 0.0
+        """Edits made per second: every candidate generated counts, kept or not."""
+        return (self.ok + self.filtered) / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
         classes = ", ".join(f"{name}: {count}" for name, count in self.error_classes.most_common(8))
         busy = self.actor_busy_fraction
+        kept = (f"candidates kept {self.ok} / generated {self.ok + self.filtered} ({self.filtered} filtered), "
+                if self.candidates > 1 else "")
         return (
-            f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
+            kept + f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
             f"(done earlier), changed {self.changed} (request changed, edited again)"
             + (f", under other settings {self.settings_redone} redone and {self.settings_kept} kept"
                if self.settings_redone or self.settings_kept else "")
@@ -77,10 +82,11 @@ class JobSummary:
             + (f"; errors by class: {classes}" if classes else "")
         )
 
-    def add_plan(self, plan, on_settings_change: str | None = None) -> None:
+    def add_plan(self, plan, on_settings_change: str | None = None, candidates: int = 1) -> None:
         """Count what the plan decided: edits done earlier, changed, made under other settings, invalid rows and
-        duplicates (recorded by the plan)."""
-        self.pending += plan.pending
+        duplicates (recorded by the plan). `candidates`: edits tried per pending request."""
+        self.candidates = candidates
+        self.pending += plan.pending * candidates
         self.skipped += plan.skipped
         self.changed += plan.changed
         if on_settings_change == "keep":
@@ -107,6 +113,8 @@ class JobSummary:
         for status, error_class in zip(batch["status"].to_pylist(), batch["error_class"].to_pylist()):
             if status == Status.OK:
                 self.ok += 1
+            elif status == Status.FILTERED:
+                self.filtered += 1
             elif status == Status.DUPLICATE:
                 self.duplicates += 1
                 self.error_classes[ErrorClass.DUPLICATE_ID] += 1

@@ -45,3 +45,56 @@ class ClipScorer:
         # CLIPModel returns both embeddings L2-normalised: the row-wise dot product is the cosine.
         cosines = (outputs.image_embeds.float() * outputs.text_embeds.float()).sum(dim=-1)
         return [float(value) for value in cosines.cpu()]
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """L2-normalised projected image embeddings (n, dim), float32 on the CPU."""
+        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        output = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
+        return torch.nn.functional.normalize(output.pooler_output.float(), dim=-1).cpu()
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised projected text embeddings (n, dim), float32 on the CPU (truncated at CLIP's context)."""
+        tokens = self.processor(text=list(texts), return_tensors="pt", padding=True, truncation=True)
+        tokens = {name: value.to(self.device) for name, value in tokens.items()}
+        output = self.model.get_text_features(**tokens)
+        return torch.nn.functional.normalize(output.pooler_output.float(), dim=-1).cpu()
+
+    def edit_scores(self, inputs: Sequence[Image.Image], edits: Sequence[Image.Image],
+                    sources: Sequence[str | None], targets: Sequence[str | None]) -> list[dict[str, float | None]]:
+        """The InstructPix2Pix scores of each edit (`edits[i]` of `inputs[i]`, from `sources[i]` to `targets[i]`):
+
+        - `clip_directional`: cosine of (image embedding of the edit - of the input) and (text embedding of the
+          target - of the source): does the picture change the way the text does;
+        - `clip_image`: cosine of the input's and the edit's image embeddings: is it still the same picture;
+        - `clip_target_score`: cosine of the edit and the target text.
+        A score that needs a missing text is None. Equal inputs and texts are embedded once (a request's candidates
+        share their input and prompts)."""
+        if not (len(inputs) == len(edits) == len(sources) == len(targets)):
+            raise ValueError("inputs, edits, sources and targets must have equal lengths")
+        if not edits:
+            return []
+        distinct_inputs: dict[int, int] = {}
+        for image in inputs:
+            distinct_inputs.setdefault(id(image), len(distinct_inputs))
+        input_list = list({id(image): image for image in inputs}.values())
+        input_embeddings = self.embed_images(input_list)
+        edit_embeddings = self.embed_images(list(edits))
+        texts = list(dict.fromkeys(text for text in (*sources, *targets) if text))
+        text_embeddings = dict(zip(texts, self.embed_texts(texts))) if texts else {}
+
+        def cosine(a: torch.Tensor, b: torch.Tensor) -> float | None:
+            norm = float(a.norm() * b.norm())
+            return float((a * b).sum() / norm) if norm > 0 else None
+
+        scores = []
+        for image, edit, source, target in zip(inputs, edit_embeddings, sources, targets):
+            before = input_embeddings[distinct_inputs[id(image)]]
+            score = {"clip_image": cosine(before, edit), "clip_directional": None, "clip_target_score": None}
+            if target:
+                score["clip_target_score"] = cosine(edit, text_embeddings[target])
+                if source:
+                    score["clip_directional"] = cosine(edit - before, text_embeddings[target] - text_embeddings[source])
+            scores.append(score)
+        return scores

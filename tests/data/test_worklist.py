@@ -260,3 +260,39 @@ def test_an_ok_record_outlived_by_one_of_the_same_request_and_settings_is_supers
     # in the same file as the match, the stale one stays (a file's records are removed by id and status)
     [together] = plan(rows, earlier(made([good("a", target_prompt="old")]) + made(rows), file="part-both.parquet"))
     assert together.superseded.num_rows == 0 and together.skipped == 1
+
+
+def candidates_of(records: list[dict], count: int, statuses: tuple[str, ...]) -> pa.Table:
+    """The records a run with `count` candidates per request left: ids `id~cK`, the request's fingerprints."""
+    rows = [{**record, "id": f"{record['id']}~c{k}", "candidate": k, "status": statuses[k % len(statuses)]}
+            for record in records for k in range(count)]
+    schema = pa.schema([(name, pa.string()) for name in ("id", "row_id", "status", "request_fingerprint",
+                                                         "settings_fingerprint")] + [("candidate", pa.int32())])
+    return records_to_plan_rows(pa.Table.from_pylist(rows, schema=schema), file="part-candidates.parquet", buckets=1)
+
+
+def test_a_candidates_records_count_for_its_request_kept_or_filtered():
+    rows = [good("a"), good("b")]
+    # a: one kept, two filtered; b: none passed a floor (all filtered): both requests are done
+    records = pa.concat_tables([
+        candidates_of(made([rows[0]]), 3, (Status.OK, Status.FILTERED, Status.FILTERED)),
+        candidates_of(made([rows[1]]), 3, (Status.FILTERED,)),
+    ])
+    [decided] = plan(rows, records)
+    assert (decided.pending, decided.skipped) == (0, 2) and decided.superseded.num_rows == 0
+
+
+def test_a_request_done_again_supersedes_all_its_candidates_records():
+    rows = [good("a")]
+    records = candidates_of(made([rows[0]]), 3, (Status.OK, Status.FILTERED, Status.FILTERED))
+    [decided] = plan([good("a", target_prompt="a revised target")], records)
+    assert (decided.pending, decided.changed) == (1, 1)
+    superseded = sorted(zip(decided.superseded["id"].to_pylist(), decided.superseded["status"].to_pylist()))
+    assert superseded == [("a~c0", Status.OK), ("a~c1", Status.FILTERED), ("a~c2", Status.FILTERED)]
+
+
+def test_request_ids_of_candidate_records():
+    from diffedit_batch.data.worklist import request_id_of
+
+    assert request_id_of("row#2~c3", 3) == "row#2" and request_id_of("x~c1", None) == "x~c1"
+    assert request_id_of("odd~c12", 2) == "odd~c12"  # not its own candidate's suffix: taken as it is

@@ -38,7 +38,9 @@ class ClipScoreStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         require(batch, READS, "clip scores")
         rows = batch.to_pylist()
-        edited = [row for row in rows if row["status"] == Status.PENDING and row.get("edited") and row.get("pixels")]
+        # Candidates come scored by the edit actor (it ranks them): not scored twice.
+        edited = [row for row in rows if row["status"] == Status.PENDING and row.get("edited") and row.get("pixels")
+                  and row.get("clip_target_score") is None]
         try:
             self._score(edited)
         except Exception:  # noqa: BLE001 - a metric failure must not fail finished edits

@@ -75,7 +75,9 @@ def _write_shards(rows: list[dict], layout: OutputLayout, options: StorageOption
                   run_id: str) -> None:
     """Put the encoded rows in shards of at most `shard_max_mb` of images, write each whole, and point the rows at
     their members (status ok); a shard that cannot be written makes its rows storage errors."""
-    pending = [(index, _sample(row)) for index, row in enumerate(rows) if row["status"] == Status.PENDING]
+    # pending: edits to record ok; filtered with an encoded edit: a candidate not kept, written on request
+    pending = [(index, _sample(row)) for index, row in enumerate(rows)
+               if row["status"] == Status.PENDING or (row["status"] == Status.FILTERED and row.get("encoded_edit"))]
     limit = output.shard_max_mb * 2**20
     groups: list[list[tuple[int, Sample]]] = []
     size = limit
@@ -98,7 +100,8 @@ def _write_shards(rows: list[dict], layout: OutputLayout, options: StorageOption
             continue
         for index, sample in group:
             rows[index].update({
-                "status": Status.OK, **dict.fromkeys(PAYLOADS),
+                "status": Status.OK if rows[index]["status"] == Status.PENDING else rows[index]["status"],
+                **dict.fromkeys(PAYLOADS),
                 "image_uri": member_uri(uri, f"{sample.key}.{sample.edit_ext}"),
                 "mask_uri": member_uri(uri, f"{sample.key}.mask.png"),
             })

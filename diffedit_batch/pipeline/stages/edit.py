@@ -3,7 +3,9 @@
 An actor takes a whole block (a slice of the work list, up to Ray Data's block size) and groups it itself: rows of
 one model-input shape go together, a picture's targets stay in one engine call (they share its encode and
 inversion), and each engine call holds at most `job.batch_size` rows. Rows of one shape then fill the UNet's
-batches; with aspect buckets (`model.aspect_buckets`) most rows of a block share a few shapes.
+batches; with aspect buckets (`model.aspect_buckets`) most rows of a block share a few shapes. With candidates
+(`candidates.count` > 1) each request becomes its candidates here, edited in one engine call with a settings object
+per row, then scored and selected (`stages.candidates`).
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ from diffedit_batch.data.images import mask_coverage
 from diffedit_batch.data.manifest import nothing_to_edit
 from diffedit_batch.data.status import ErrorClass, Status
 
+from diffedit_batch.recipe.candidates import CLIP_SCORES
+
 from ..rows import failed, require, to_table
+from .candidates import expand_candidates, score_and_select
 from .spec import Stage, quiet_model_loading
 
-READS = ("status", "row_index", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
+READS = ("status", "edit_id", "source_image_uri", "row_index", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
          "target_concept", "inversion_prompt", "seed")
 ADDS = ("edited", "mask", "mask_width", "mask_height", "mask_coverage", "prompt_truncated", "edit_s", "actor_wait_s",
-        "node_id", "status", "error", "error_class", "engine_counts")
+        "node_id", "status", "error", "error_class", "engine_counts",
+        # candidates: one row per candidate, its scores and its fate
+        "edit_id", "seed", "candidate", "candidate_settings", "filter_reason", "background_psnr", "background_ssim",
+        "clip_directional", "clip_image", "clip_target_score")
 
 
 NON_FINITE_EDIT = ("the edit came out NaN/Inf (numeric overflow, e.g. float16): no picture was made; set "
@@ -68,8 +76,18 @@ class EditStage:
     """
 
     def __init__(self, model_config, edit_settings, mode: str = "edit", concept_captions: dict | None = None,
-                 engine=None, batch_size: int = 8):
+                 engine=None, batch_size: int = 8, candidates=None, clip_model: str | None = None,
+                 clip_device: str = "auto", scorer=None):
         self.settings = edit_settings
+        # Candidates (`candidates.count` > 1): drawn, edited in one call per request, scored and selected here.
+        self.candidates = candidates if candidates is not None and candidates.enabled else None
+        self.candidate_settings: dict[str, object] = {}
+        self.scorer = scorer
+        if self.candidates is not None and scorer is None and self.candidates.scores_used & set(CLIP_SCORES):
+            from diffedit_batch.recipe.clip_score import ClipScorer
+
+            quiet_model_loading()
+            self.scorer = ClipScorer(clip_model, device=clip_device)
         self.batch_size = batch_size
         self.mode = mode
         self.concept_captions = concept_captions or {}  # concept -> its Flan-T5 captions
@@ -112,6 +130,8 @@ class EditStage:
                 row["source_prompt"], row["target_prompt"], row["source_concept"], row["target_concept"])
             if same:
                 row.update(failed(row, ErrorClass.INVALID_ROW, same))
+        if self.candidates is not None:
+            rows, self.candidate_settings = expand_candidates(rows, self.candidates, self.settings)
         pending = [i for i, row in enumerate(rows) if row["status"] == Status.PENDING]
         if pending:
             started = time.perf_counter()
@@ -125,6 +145,8 @@ class EditStage:
             for i in pending:
                 rows[i]["node_id"] = self.node_id
                 rows[i]["actor_wait_s"] = waited / len(pending)
+            if self.candidates is not None:
+                score_and_select(rows, self.candidates, self.scorer)
             self.last_batch_end = time.perf_counter()
             self.busy_s += self.last_batch_end - started
         return to_table(rows)
@@ -177,7 +199,7 @@ class EditStage:
             [self._prompt(row, "source") for row in rows],
             [self._prompt(row, "target") for row in rows],
             [row["seed"] for row in rows],
-            settings=self.settings,
+            settings=[self.candidate_settings.get(row["edit_id"], self.settings) for row in rows],
             inversion_prompts=[row["inversion_prompt"] for row in rows],
         )
         return [(result.image, result.mask, bool(result.truncated_prompts)) for result in results]
@@ -210,7 +232,9 @@ def edit_stage(config: Config, concept_captions: dict[str, list[str]] | None = N
         actors=(job.num_actors, max(job.num_actors, job.max_actors or job.num_actors)), batch_size=None,
         max_tasks_in_flight_per_actor=job.max_tasks_in_flight_per_actor,
         kwargs={"model_config": config.model, "edit_settings": config.edit, "mode": job.mode,
-                "concept_captions": concept_captions, "batch_size": job.batch_size},
+                "concept_captions": concept_captions, "batch_size": job.batch_size,
+                "candidates": config.candidates, "clip_model": config.metrics.clip_model,
+                "clip_device": config.metrics.clip_device},
     )
 
 

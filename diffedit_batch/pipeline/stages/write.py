@@ -56,7 +56,8 @@ def write_outputs(
     layout = OutputLayout(output_prefix)
     out = []
     for row in batch.to_pylist():
-        if row["status"] == Status.PENDING:
+        # pending: an edit to write; filtered with its edit still on: a candidate not kept, written on request
+        if row["status"] == Status.PENDING or (row["status"] == Status.FILTERED and row.get("edited")):
             row = _write_one(row, layout, options, output, background_metrics, max_image_pixels)
         out.append({**row, "pixels": None, "edited": None, "mask": None})
     cpu = (time.process_time() - cpu_started) / max(1, len(out))
@@ -73,7 +74,7 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
     model_edit = Image.frombytes("RGB", model_size, row["edited"])
     edited = restore_size(model_edit, size)
     mask = np.frombuffer(row["mask"], np.uint8).reshape(row["mask_height"], row["mask_width"])
-    if with_metrics and row.get("pixels"):
+    if with_metrics and row.get("pixels") and row.get("background_psnr") is None:  # candidates come scored
         model_input = np.frombuffer(row["pixels"], np.uint8).reshape(model_size[1], model_size[0], 3)
         try:
             psnr, ssim = background_metrics(model_input, np.asarray(model_edit), mask)
@@ -90,7 +91,8 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
         write_bytes_atomic(mask_uri, mask_png, options)
     except StorageError as error:
         return failed(row, ErrorClass.STORAGE, f"cannot write outputs: {error}")
-    return {**row, "status": Status.OK, "image_uri": image_uri, "mask_uri": mask_uri,
+    status = Status.OK if row["status"] == Status.PENDING else row["status"]
+    return {**row, "status": status, "image_uri": image_uri, "mask_uri": mask_uri,
             "write_s": time.perf_counter() - started}
 
 
