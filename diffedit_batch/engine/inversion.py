@@ -26,7 +26,9 @@ def guided_prediction(
         return run_unet(latents, timestep, conditional)
     prediction = run_unet(torch.cat([latents, latents]), timestep, Conditioning.cat([unconditional, conditional]))
     prediction_unconditional, prediction_text = prediction.chunk(2)
-    return prediction_unconditional + guidance_scale * (prediction_text - prediction_unconditional)
+    guided = prediction_unconditional + guidance_scale * (prediction_text - prediction_unconditional)
+    # Per-sample scales are float32: the result keeps the UNet's precision, as a Python scale does.
+    return guided.to(prediction.dtype)
 
 
 def active_rows(steps_per_row: Sequence[int], threshold: int) -> int:
