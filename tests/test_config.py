@@ -97,6 +97,15 @@ def test_candidates_are_checked_at_the_door(overrides, key, message):
     assert raised.value.key == key
 
 
+@pytest.mark.parametrize("override, message", [
+    ("model.resolution=1000000", "model.resolution must be at most 8192"),
+    ("model.max_unet_batch=100000", "model.max_unet_batch must be at most 4096"),
+])
+def test_model_sizes_are_bounded(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
 def test_model_family_and_vae_are_checked():
     with pytest.raises(ConfigError, match="model.family must be one of auto, sd, sdxl"):
         load_config(None, ["model.family=flux"])

@@ -25,6 +25,10 @@ from diffedit_batch.engine.settings import EditSettings
 from . import fields
 
 
+MAX_RESOLUTION = 8192  # px of the longer side: SDXL trains at 1024, SD 2.1 at 768
+MAX_UNET_BATCH = 4096
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which Stable Diffusion model to load, where, and how."""
@@ -110,7 +114,13 @@ class ModelConfig:
         fields.positive_int(self, "resolution")
         if self.resolution % 8:
             raise ValueError(f"ModelConfig.resolution must be a multiple of 8, got {self.resolution!r}")
+        # Bounds far above any model's training size: past them a typo would fail deep inside an actor (a 10^6 px
+        # side is a terabyte latent), not here.
+        if self.resolution > MAX_RESOLUTION:
+            raise ValueError(f"ModelConfig.resolution must be at most {MAX_RESOLUTION}, got {self.resolution!r}")
         fields.positive_int(self, "max_unet_batch")
+        if self.max_unet_batch > MAX_UNET_BATCH:
+            raise ValueError(f"ModelConfig.max_unet_batch must be at most {MAX_UNET_BATCH}, got {self.max_unet_batch!r}")
         fields.one_of(self, "compile_mode", ("default", "reduce-overhead", "max-autotune"))
         try:
             parse_buckets(self.aspect_buckets, self.resolution, self.family)
