@@ -1,5 +1,8 @@
 """Export the successful edits as a Parquet image dataset for training pipelines.
 
+With candidates (``candidates.count`` > 1) the successful edits are the kept candidates: a filtered one is never
+exported, even when ``candidates.keep_rejected`` wrote its pictures (the report shows them).
+
 Two layouts, both Parquet with Hugging Face ``datasets`` feature metadata (the ``huggingface`` key), so
 
     datasets.load_dataset("parquet", data_files="OUT/part-*.parquet")

@@ -4,6 +4,11 @@ The script reads ``window.DIFFEDIT_INDEX`` (data/index.js), filters and sorts ev
 and loads only the ``data/rows-<n>.js`` files that the current page needs. Untrusted text (prompts, ids,
 errors) reaches the page through ``textContent`` only. The view's state lives in the URL's hash
 (``#status=ok&sort=background_psnr&dir=asc&page=2``), so a view can be bookmarked and reloaded.
+
+With candidates (``report.candidates``) the index has each record's fate and request key: the grid filters by
+fate (``#fate=kept``), and ``#compare=<record>`` shows the candidates of that record's request side by side above
+the grid (found by request key, their rows loaded by chunk, told apart by id), with their drawn settings, scores,
+reasons and thumbnails where pictures exist.
 """
 
 STYLE = r"""
@@ -38,6 +43,23 @@ figure.hist figcaption { font-size: .8rem; max-width: 320px; }
 .card dl { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; margin: 4px 0 0; }
 .card dt { color: #667085; } .card dd { margin: 0; }
 #problem { color: #b42318; }
+.card.status-filtered { border-color: #fdb022; }
+.reason { color: #b54708; margin-top: 4px; }
+.card button.compare { margin-top: 6px; font-size: .78rem; }
+.bar { display: inline-block; width: 160px; height: 10px; background: #eef0f4; vertical-align: middle;
+  margin-right: 6px; }
+.bar span { display: block; height: 100%; background: #4f6bed; }
+#request { background: #fff; border: 1px solid #4f6bed; border-radius: 8px; padding: 8px; margin: 0 0 12px;
+  font-size: .82rem; }
+#request .head { display: flex; gap: 10px; align-items: center; margin-bottom: 6px; overflow-wrap: anywhere; }
+#request .strip { display: flex; gap: 10px; overflow-x: auto; align-items: flex-start; }
+#request .candidate { border: 1px solid #dde1e8; border-radius: 8px; padding: 6px; flex: 0 0 272px;
+  overflow-wrap: anywhere; }
+#request .candidate.status-ok { border-color: #12b76a; background: #f6fef9; }
+#request .candidate.status-filtered { background: #fcfcfd; }
+#request .candidate .thumbs figure { width: 128px; }
+#request dl { display: grid; grid-template-columns: auto 1fr; gap: 0 8px; margin: 4px 0 0; }
+#request dt { color: #667085; } #request dd { margin: 0; }
 """
 
 SCRIPT = r"""
@@ -67,8 +89,8 @@ SCRIPT = r"""
     return chunks.get(n);
   }
 
-  const defaults = { status: "all", error_class: "all", settings: "all", sort: "", dir: "asc", page: "1",
-                     size: String(I.pageSize) };
+  const defaults = { status: "all", error_class: "all", settings: "all", fate: "all", sort: "", dir: "asc",
+                     page: "1", size: String(I.pageSize), compare: "" };
   let state = {};
   function readHash() {
     const params = new URLSearchParams(location.hash.slice(1));
@@ -77,6 +99,10 @@ SCRIPT = r"""
     state.page = Math.max(1, parseInt(state.page, 10) || 1);
     state.size = Math.max(1, Math.min(500, parseInt(state.size, 10) || I.pageSize));
     if (state.sort && !(state.sort in I.metrics)) state.sort = "";
+    const compare = parseInt(state.compare, 10);
+    state.compare = I.requestKeys && compare >= 0 && compare < I.count && I.requestKeys[compare] >= 0
+      ? String(compare) : "";
+    if (!I.fates) state.fate = "all";
   }
   function hashOf(changes) {
     const next = Object.assign({}, state, changes);
@@ -91,16 +117,18 @@ SCRIPT = r"""
 
   let order = null, orderKey = null;
   function computeOrder() {
-    const key = [state.status, state.error_class, state.settings, state.sort, state.dir].join("\u0000");
+    const key = [state.status, state.error_class, state.settings, state.fate, state.sort, state.dir].join("\u0000");
     if (key === orderKey) return order;
     const status = state.status === "all" ? null : I.statuses.indexOf(state.status);
     const errorClass = state.error_class === "all" ? null : I.errorClasses.indexOf(state.error_class);
     const settings = state.settings === "all" ? null : I.settingsPrints.indexOf(state.settings);
+    const fate = state.fate === "all" ? null : I.fates.indexOf(state.fate);
     const rows = [];
     for (let i = 0; i < I.count; i++) {
       if (status !== null && I.status[i] !== status) continue;
       if (errorClass !== null && I.errorClass[i] !== errorClass) continue;
       if (settings !== null && I.settings[i] !== settings) continue;
+      if (fate !== null && I.fate[i] !== fate) continue;
       rows.push(i);
     }
     if (state.sort) {
@@ -154,20 +182,132 @@ SCRIPT = r"""
     head.append(el("span", "status", " · " + row.status));
     node.append(head);
     node.append(el("div", "prompt", (row.source_prompt || "(no source prompt)") + " → " + (row.target_prompt || "")));
-    if (row.status !== "ok") {
+    if (row.status !== "ok" && row.status !== "filtered") {
       const error = el("div", "error");
       error.append(el("b", null, (row.error_class || "error") + ": "), document.createTextNode(row.error || ""));
       node.append(error);
     }
+    const metrics = metricList(index);
+    if (row.seed !== null) metrics.append(el("dt", null, "seed"), el("dd", null, row.seed));
+    node.append(metrics);
+    if (isCandidate(row)) {
+      node.append(el("div", "drawn", "candidate " + row.candidate + ": " + drawnText(row.candidate_settings)));
+      if (row.filter_reason) node.append(el("div", "reason", "filtered: " + row.filter_reason));
+      const button = el("button", "compare", "candidates of this request");
+      button.type = "button";
+      button.onclick = function () { go({ compare: String(index) }); };
+      node.append(button);
+    }
+    return node;
+  }
+  function metricList(index) {
     const metrics = el("dl");
     for (const name in I.metrics) {
       const value = I.metrics[name][index];
       if (value === null) continue;
       metrics.append(el("dt", null, I.metricLabels[name]), el("dd", "metric-" + name, formatMetric(name, value)));
     }
+    return metrics;
+  }
+
+  // Candidates: a record's request is its id less "~c<candidate>"; drawn settings are a JSON object.
+  function isCandidate(row) { return row.candidate !== undefined && row.candidate !== null; }
+  function requestOf(row) {
+    const suffix = "~c" + row.candidate;
+    return row.id !== null && row.id.endsWith(suffix) ? row.id.slice(0, -suffix.length) : row.id;
+  }
+  function drawnText(text) {
+    if (!text) return "base settings";
+    try {
+      const drawn = JSON.parse(text);
+      const parts = Object.keys(drawn).map(function (name) {
+        const value = drawn[name];
+        return name + "=" + (typeof value === "number" && !Number.isInteger(value) ? value.toPrecision(4) : value);
+      });
+      return parts.length ? parts.join(", ") : "base settings";
+    } catch (error) {
+      return text;
+    }
+  }
+  async function loadRows(indices) {
+    const needed = Array.from(new Set(indices.map(function (r) { return Math.floor(r / I.chunkRows); })));
+    const loaded = await Promise.all(needed.map(loadChunk));
+    const byChunk = new Map(needed.map(function (n, i) { return [n, loaded[i]]; }));
+    return function (r) { return byChunk.get(Math.floor(r / I.chunkRows))[r % I.chunkRows]; };
+  }
+  function candidateCard(index, row) {
+    const node = el("article", "candidate status-" + row.status);
+    node.dataset.id = row.id === null ? "" : row.id;
+    node.dataset.row = String(index);
+    node.dataset.candidate = String(row.candidate);
+    const head = el("div", "id", "candidate " + row.candidate);
+    head.append(el("span", "status", " · " + (row.status === "ok" ? "kept" : row.status)));
+    node.append(head);
+    if (row.thumbs) {
+      const thumbs = el("div", "thumbs");
+      thumbs.append(thumb(row.thumbs, "mask", "mask"), thumb(row.thumbs, "edit", "edit"));
+      node.append(thumbs);
+    } else {
+      node.append(el("div", "muted", row.status === "filtered"
+        ? "no pictures (filtered; candidates.keep_rejected keeps them)" : "no thumbnails"));
+    }
+    node.append(el("div", "drawn", drawnText(row.candidate_settings)));
+    if (row.filter_reason) node.append(el("div", "reason", row.filter_reason));
+    if (row.status === "error") {
+      node.append(el("div", "error", (row.error_class || "error") + ": " + (row.error || "")));
+    }
+    const metrics = metricList(index);
     if (row.seed !== null) metrics.append(el("dt", null, "seed"), el("dd", null, row.seed));
     node.append(metrics);
     return node;
+  }
+  let shownCompare = "";
+  async function renderCompare(mine) {
+    const box = $("request");
+    if (!box) return true;
+    if (state.compare === "") {
+      box.hidden = true;
+      box.replaceChildren();
+      shownCompare = "";
+      return true;
+    }
+    const at = parseInt(state.compare, 10);
+    const key = I.requestKeys[at];
+    const members = [];
+    for (let i = 0; i < I.count; i++) if (I.requestKeys[i] === key) members.push(i);
+    const rowAt = await loadRows(members);
+    if (mine !== token) return false;
+    const request = requestOf(rowAt(at));
+    const items = members.map(function (r) { return [r, rowAt(r)]; }).filter(function (item) {
+      return isCandidate(item[1]) && requestOf(item[1]) === request;  // a request key shared by chance: by id
+    });
+    items.sort(function (a, b) { return a[1].candidate - b[1].candidate || a[0] - b[0]; });
+    const kept = items.filter(function (item) { return item[1].status === "ok"; }).length;
+    const head = el("div", "head");
+    head.append(el("b", null, "Candidates of request"),
+                el("span", "request-id", request === null ? "(no id)" : request),
+                el("span", "muted", items.length + " candidates, " + kept + " kept"));
+    const withThumbs = items.find(function (item) { return item[1].thumbs; });
+    const close = el("button", "close", "close");
+    close.type = "button";
+    close.onclick = function () { go({ compare: "" }); };
+    head.append(close);
+    const strip = el("div", "strip");
+    if (withThumbs) {
+      const input = el("div", "candidate input");
+      input.append(el("div", "id", "input"));
+      const thumbs = el("div", "thumbs");
+      thumbs.append(thumb(withThumbs[1].thumbs, "in", "input"));
+      input.append(thumbs, el("div", "prompt", (withThumbs[1].source_prompt || "(no source prompt)") + " → " +
+                                               (withThumbs[1].target_prompt || "")));
+      strip.append(input);
+    }
+    strip.append.apply(strip, items.map(function (item) { return candidateCard(item[0], item[1]); }));
+    box.replaceChildren(head, strip);
+    box.hidden = false;
+    if (shownCompare !== state.compare) box.scrollIntoView({ block: "nearest" });
+    shownCompare = state.compare;
+    return true;
   }
 
   let token = 0;
@@ -192,6 +332,12 @@ SCRIPT = r"""
       return card(r, byChunk.get(Math.floor(r / I.chunkRows))[r % I.chunkRows]);
     });
     $("grid").replaceChildren.apply($("grid"), cards);
+    try {
+      if (!(await renderCompare(mine))) return;
+    } catch (error) {
+      $("problem").textContent = error.message;
+      return;
+    }
     $("grid").dataset.view = hashOf({ page: page });
     $("problem").textContent = "";
     performance.mark("diffedit-rendered");  // for timing the report (scripts/report_benchmark.py)
@@ -201,6 +347,7 @@ SCRIPT = r"""
     $("status").value = state.status;
     $("error_class").value = state.error_class;
     $("settings").value = state.settings;
+    if ($("fate")) $("fate").value = state.fate;
     $("sort").value = state.sort;
     $("dir").value = state.dir;
     $("page").value = String(page);
@@ -230,6 +377,10 @@ SCRIPT = r"""
     fill($("status"), I.statuses, count(I.status, I.statuses));
     fill($("error_class"), I.errorClasses, count(I.errorClass, I.errorClasses));
     fill($("settings"), I.settingsPrints, count(I.settings, I.settingsPrints));
+    if ($("fate") && I.fates) {
+      fill($("fate"), I.fates, count(I.fate, I.fates));
+      $("fate").onchange = function () { go({ fate: this.value, page: 1 }); };
+    }
     for (const name in I.metrics) {
       const option = el("option", null, I.metricLabels[name]);
       option.value = name;

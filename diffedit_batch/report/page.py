@@ -9,6 +9,7 @@ import json
 from diffedit_batch.data.run_metadata import settings_described
 
 from .assets import SCRIPT, STYLE
+from .candidates import Funnel, funnel_section
 from .summary import RunSpan, Summary, run_throughput
 
 
@@ -44,9 +45,11 @@ def _number(value, digits: int = 3) -> str:
 
 
 def render_page(
-    *, prefix: str, summary: Summary, runs: list[dict], histograms: list[str], thumbs_note: str
+    *, prefix: str, summary: Summary, runs: list[dict], histograms: list[str], thumbs_note: str,
+    funnel: Funnel | None = None,
 ) -> str:
-    """The whole index.html. ``runs`` are the job's run files (oldest first), ``histograms`` SVG figures."""
+    """The whole index.html. ``runs`` are the job's run files (oldest first), ``histograms`` SVG figures,
+    ``funnel`` the candidates' (None: a run without candidates)."""
     by_id = {str(run.get("run_id")): run for run in runs}
     described = settings_described(runs)
     throughput = [run_throughput(run_id, span, by_id.get(run_id)) for run_id, span in sorted(summary.runs.items())]
@@ -75,6 +78,7 @@ def render_page(
         _tile("ok", summary.ok),
         _tile("failed", summary.failed),
         _tile("duplicates", summary.duplicates),
+        *([_tile("filtered candidates", summary.filtered)] if summary.filtered else []),
         _tile("edits/s (wall, all runs)", _number(total_rate)),
         _tile("engine s per edit", _number(per_edit)),
         "</div>",
@@ -97,6 +101,7 @@ def render_page(
         _table(["model", "records"], summary.models.most_common()),
         f"<details><summary>Settings</summary>{settings}</details>",
         "</section>",
+        *([funnel_section(funnel)] if funnel else []),
         '<section id="metrics"><h2>Metrics</h2><div class="hists">',
         *histograms,
         "</div></section>",
@@ -104,6 +109,7 @@ def render_page(
         '<label>status <select id="status"><option value="all">all</option></select></label>',
         '<label>error class <select id="error_class"><option value="all">all</option></select></label>',
         '<label>settings <select id="settings"><option value="all">all</option></select></label>',
+        *(['<label>candidates <select id="fate"><option value="all">all</option></select></label>'] if funnel else []),
         '<label>sort by <select id="sort"><option value="">manifest order</option></select></label>',
         '<select id="dir" aria-label="direction"><option value="asc">ascending</option>'
         '<option value="desc">descending</option></select>',
@@ -111,7 +117,9 @@ def render_page(
         '<label>page <input id="page" type="number" min="1" value="1" style="width:5em"></label>',
         '<span id="pages"></span><button id="next" type="button">next ▶</button>',
         '<span id="matches" class="muted"></span><span id="problem"></span>',
-        '</div><div id="grid"></div></section>',
+        "</div>",
+        *(['<div id="request" hidden></div>'] if funnel else []),
+        '<div id="grid"></div></section>',
         '<script src="data/index.js"></script>',
         f"<script>{SCRIPT}</script>",
         "</body></html>",

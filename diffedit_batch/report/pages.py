@@ -3,6 +3,8 @@
 - ``data/index.js``: one compact entry per record (status, error class, settings fingerprint, metrics), as
   columns, so the
   browser filters and sorts every record without loading any text. About 40 bytes a record: 4 MB for 100k.
+  With candidates, also each record's fate and request key (``report.candidates``), and the candidates' CLIP
+  directional and image scores; without, none of these.
 - ``data/rows-<n>.js``: the records' display fields (id, prompts, error, thumbnail stem), ``chunk_rows``
   per file in record order, loaded only when a page shows one of their rows.
 
@@ -18,6 +20,8 @@ from array import array
 from diffedit_batch.data.storage import StorageOptions, join, write_bytes_atomic
 from diffedit_batch.redaction import redact_text
 
+from .candidates import MAX_FATES, OTHER, fate_of, is_candidate, request_key
+
 # Metric columns shown, filtered and sorted, with their labels and the decimals kept in the index.
 METRICS = {
     "mask_coverage": ("mask coverage", 4),
@@ -26,6 +30,12 @@ METRICS = {
     "clip_target_score": ("CLIP edit vs target", 4),
     "clip_source_score": ("CLIP input vs source", 4),
 }
+# Scores only candidates have: in the index (and histograms) only when a record has one.
+CANDIDATE_METRICS = {
+    "clip_directional": ("CLIP directional", 4),
+    "clip_image": ("CLIP input vs edit", 4),
+}
+_DECIMALS = {name: digits for name, (_, digits) in {**METRICS, **CANDIDATE_METRICS}.items()}
 _TEXT_LIMIT = 600  # characters of a prompt or error kept for display
 
 
@@ -57,6 +67,9 @@ class PageData:
         self.settings_prints: dict[str, int] = {}  # a record's settings fingerprint ("unknown" before they existed)
         self.settings = array("h")
         self.metrics = {name: array("d") for name in METRICS}  # NaN = null
+        self.fates: dict[str, int] = {}  # candidates only: a record's fate (report.candidates.fate_of)
+        self.fate = array("b")
+        self.request_keys = array("i")
         self._chunk: list[dict] = []
         self.chunks = 0
 
@@ -72,10 +85,13 @@ class PageData:
         )
         settings = record.get("settings_fingerprint") or "unknown"
         self.settings.append(self.settings_prints.setdefault(settings, len(self.settings_prints)))
+        for name in CANDIDATE_METRICS:
+            if name not in self.metrics and record.get(name) is not None:
+                self.metrics[name] = array("d", [float("nan")]) * (len(self) - 1)
         for name, values in self.metrics.items():
             value = record.get(name)
             values.append(float("nan") if value is None else float(value))
-        self._chunk.append({
+        row = {
             "id": _short(record.get("id")),
             "status": status,
             "error": _short(redact_text(record.get("error"))),  # records written before redaction existed
@@ -84,9 +100,30 @@ class PageData:
             "target_prompt": _short(record.get("target_prompt")),
             "seed": None if record.get("seed") is None else str(record["seed"]),  # 64-bit: exact as text
             "thumbs": thumbs,
-        })
+        }
+        self._add_candidate(record, row)
+        self._chunk.append(row)
         if len(self._chunk) == self.chunk_rows:
             self._flush()
+
+    def _add_candidate(self, record: dict, row: dict) -> None:
+        """A candidate's fate and request key in the index, its index, drawn settings and reason in its row. The
+        columns start with the first candidate (earlier records get none: -1)."""
+        if not is_candidate(record):
+            if self.fates:
+                self.fate.append(-1)
+                self.request_keys.append(-1)
+            return
+        if not self.fates:
+            self.fate = array("b", [-1]) * (len(self) - 1)
+            self.request_keys = array("i", [-1]) * (len(self) - 1)
+        fate = fate_of(record)
+        if fate not in self.fates and len(self.fates) >= MAX_FATES:
+            fate = OTHER
+        self.fate.append(self.fates.setdefault(fate, len(self.fates)))
+        self.request_keys.append(request_key(record))
+        row.update(candidate=record["candidate"], candidate_settings=_short(record.get("candidate_settings")),
+                   filter_reason=_short(record.get("filter_reason")))
 
     def _flush(self) -> None:
         if not self._chunk:
@@ -109,11 +146,14 @@ class PageData:
             "errorClass": list(self.error_class),
             "settingsPrints": list(self.settings_prints),
             "settings": list(self.settings),
-            "metricLabels": {name: label for name, (label, _) in METRICS.items()},
+            "metricLabels": {name: label for name, (label, _) in {**METRICS, **CANDIDATE_METRICS}.items()
+                             if name in self.metrics},
             "metrics": {
-                name: [None if value != value else round(value, METRICS[name][1]) for value in values]
+                name: [None if value != value else round(value, _DECIMALS[name]) for value in values]
                 for name, values in self.metrics.items()
             },
         }
+        if self.fates:
+            index.update(fates=list(self.fates), fate=list(self.fate), requestKeys=list(self.request_keys))
         text = f"window.DIFFEDIT_INDEX={_js(index)};\n"
         write_bytes_atomic(join(self.report_uri, "data", "index.js"), text.encode(), self.options)

@@ -44,6 +44,7 @@ class Summary:
     ok: int = 0
     failed: int = 0
     duplicates: int = 0
+    filtered: int = 0  # candidates not kept (report.candidates counts why)
     error_classes: Counter = field(default_factory=Counter)
     models: Counter = field(default_factory=Counter)
     runs: dict[str, RunSpan] = field(default_factory=dict)
@@ -53,7 +54,7 @@ class Summary:
 
     @property
     def total(self) -> int:
-        return self.ok + self.failed + self.duplicates
+        return self.ok + self.failed + self.duplicates + self.filtered
 
     def add(self, record: dict) -> None:
         status = record.get("status")
@@ -62,6 +63,8 @@ class Summary:
             if record.get("edit_s") is not None:
                 self.edit_seconds += record["edit_s"]
                 self.timed_edits += 1
+        elif status == Status.FILTERED:
+            self.filtered += 1
         else:
             if status == Status.DUPLICATE:
                 self.duplicates += 1
