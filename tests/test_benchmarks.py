@@ -98,3 +98,46 @@ def test_benchmark_model_is_built_at_the_asked_sizes_and_reused(engine_benchmark
     built = weights.stat().st_mtime_ns
     assert engine_benchmark.build_model(folder, sizes) == folder
     assert weights.stat().st_mtime_ns == built  # same sizes: reused, not rebuilt
+
+
+def test_miniature_candidates_benchmark_counts_the_unet_work_a_requests_candidates_share(tiny_model_dir, tmp_path,
+                                                                                         capsys):
+    """Candidates of one request share the mask's predictions and one inversion (to the longest strength); with
+    the seed varied each candidate has its own, as an independent edit does."""
+    from diffedit_batch.recipe.candidates import draw_candidates
+
+    path = BENCHMARK.with_name("candidates_benchmark.py")
+    spec = importlib.util.spec_from_file_location("candidates_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    threads = torch.get_num_threads()
+    steps, maps, counts = 10, 2, (1, 4)
+    try:
+        spec.loader.exec_module(module)
+        figures = module.main(["--quick", "--model", str(tiny_model_dir), "--steps", str(steps), "--maps", str(maps),
+                               "--size", "32", "--counts", "1,4", "--no-clip", "--threads", "1",
+                               "--json", str(tmp_path / "figures.json")])
+    finally:
+        torch.set_num_threads(threads)
+        sys.modules.pop(spec.name, None)
+    printed = capsys.readouterr().out
+    assert json.loads((tmp_path / "figures.json").read_text()) == json.loads(json.dumps(figures))
+
+    base = module.EditSettings(num_inference_steps=steps, num_maps_per_mask=maps)
+    cases = {(case["count"], case["vary_seed"]): case for case in figures["cases"]}
+    assert set(cases) == {(1, False), (4, False), (4, True)}
+    for (count, vary_seed), case in cases.items():
+        vary = {**module.VARY, "seed": True} if vary_seed else module.VARY
+        candidates = draw_candidates(base, vary, count, seed=1000)  # the one request's seed
+        edit_steps = [c.settings.edit_steps for c in candidates]
+        assert count == 1 or len(set(edit_steps)) > 1  # strengths drawn in [0.5, 0.8]: the longest one matters
+        if vary_seed:  # every candidate its own mask and inversion: nothing shared
+            expected = sum(2 * maps + 2 * k + 2 * k for k in edit_steps)
+        else:  # mask once, inversion once to the longest edit, each candidate's edit
+            expected = 2 * maps + 2 * max(edit_steps) + sum(2 * k for k in edit_steps)
+        assert case["unet_samples_per_candidate"] == expected / count
+        assert case["expected_unet_samples_per_candidate"] == expected / count
+        assert case["independent_unet_samples_per_candidate"] == sum(2 * maps + 4 * k for k in edit_steps) / count
+        assert case["candidates_per_s"] > 0
+    assert cases[(4, False)]["unet_samples_per_candidate"] < cases[(4, True)]["unet_samples_per_candidate"]
+    assert "UNet/cand" in printed and "<= 110" not in printed  # the issue's target is for default steps only
