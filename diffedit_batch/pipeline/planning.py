@@ -42,13 +42,19 @@ ROWS_PER_BUCKET = 50_000
 # behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
 # blocks x partitions.
 SMALL_PLAN_BUCKETS = 8
-# The hash shuffle's partitions (each holds whole buckets). Ray Data's driver tracks a shard per map task and
+# The hash shuffle's partitions (each holds whole buckets). Ray Data's driver owns a shard per map task and
 # partition, so partitions are capped: past the cap, partitions hold more buckets instead of the driver more shards.
 MAX_PARTITIONS = 64
-# Blocks of the plan pass, and the input the hash shuffle's map task takes at once, stay small (Ray's defaults:
-# 128 MiB and 1 GiB): a task's memory is a few of them, whatever the size of the manifest.
+# Blocks of the plan pass stay small (Ray's default: 128 MiB): a read task's memory is a few of them, whatever the
+# size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
-SHUFFLE_INPUT_BYTES = 16 * 2**20
+# Raw bytes of plan rows per shard of the hash shuffle, which sets what a map task takes at once (partitions x this,
+# `shuffle_input_bytes`). Ray Data's shuffle map task returns its shards to the driver, which owns them until the
+# reduce: a shard under Ray's inline limit (`max_direct_call_object_size`, 100 KiB) is kept in the driver's own
+# memory, a larger one in the object store. Plan rows compress about 5x (zstd), so a shard of 2 MiB (~0.4 MiB
+# compressed) goes to the object store and the driver keeps a reference per shard, not the rows: with 16 MiB map
+# inputs (shards of ~50 KiB) a re-run over 10^7 rows left ~1 GiB of shards in the driver.
+SHARD_BYTES = 2 * 2**20
 _FILES_PER_TASK = 16
 # What the manifest reader hands on: the manifest's columns, each row numbered.
 _MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
@@ -174,6 +180,16 @@ def bucket_count(manifest_rows: int, earlier_records: int) -> int:
     return max(1, math.ceil((manifest_rows + earlier_records) / ROWS_PER_BUCKET))
 
 
+def plan_partitions(buckets: int) -> int:
+    """The hash shuffle's partitions for a plan of `buckets` buckets (MAX_PARTITIONS at most)."""
+    return min(buckets, MAX_PARTITIONS)
+
+
+def shuffle_input_bytes(partitions: int) -> int:
+    """Raw bytes a shuffle map task takes at once: SHARD_BYTES for each of `partitions` shards (16 MiB at least)."""
+    return max(16 * 2**20, partitions * SHARD_BYTES)
+
+
 def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], output_prefix: str,
              run_id: str, with_shards: bool = False, settings: RunSettings | None = None,
              on_settings_change: str | None = None) -> RunPlan:
@@ -204,7 +220,7 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
         requests = requests.union(records)
     decide = stages["plan"]
     _choose_shuffle(requests, buckets)
-    summaries = requests.groupby("bucket", num_partitions=min(buckets, MAX_PARTITIONS)).map_groups(
+    summaries = requests.groupby("bucket", num_partitions=plan_partitions(buckets)).map_groups(
         decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=decide.cpus,
     ).take_all()
     for summary in sorted(summaries, key=lambda row: row["bucket"]):
@@ -220,6 +236,6 @@ def _choose_shuffle(dataset, buckets: int) -> None:
     from ray.data.context import ShuffleStrategy
 
     dataset.context.target_max_block_size = PLAN_BLOCK_BYTES
-    dataset.context.shuffle_input_batch_bytes = SHUFFLE_INPUT_BYTES
+    dataset.context.shuffle_input_batch_bytes = shuffle_input_bytes(plan_partitions(buckets))
     if buckets <= SMALL_PLAN_BUCKETS:
         dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
