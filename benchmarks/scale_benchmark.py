@@ -108,13 +108,17 @@ class PeakRss:
     """Samples the RSS and USS of every process under a root process (the driver); keeps each one's peaks.
 
     RSS counts the pages of Ray's shared object store that a worker has touched (they are the same physical pages
-    in every process); USS is the memory the process alone holds.
+    in every process); USS is the memory the process alone holds, which still counts the object store's pages that
+    no other process maps at the moment (a worker's outputs waiting for the next stage); "own" is USS less those
+    pages: the process's own heap.
     """
 
     def __init__(self, pid: int, interval: float = 0.25, unique_every: int = 8):
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, tuple[float, str]] = {}
         self.unique: dict[int, float] = {}
+        self.own: dict[int, float] = {}  # USS outside the object store
+        self.unique_names: dict[int, str] = {}  # what the process ran at its USS peak
         self.unique_every = unique_every  # USS reads /proc/<pid>/smaps: costly, so every few samples only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -135,9 +139,12 @@ class PeakRss:
                     if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
                         self.peaks[process.pid] = (rss, " ".join(process.cmdline()[:3])[:80] or process.name())
                     if samples % self.unique_every == 0 or process.pid == self.pid:
-                        uss = process.memory_full_info().uss / 2**20
-                        self.unique[process.pid] = max(self.unique.get(process.pid, 0.0), uss)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        uss, own = unique_memory(process.pid)
+                        if uss > self.unique.get(process.pid, 0.0):
+                            self.unique[process.pid] = uss
+                            self.unique_names[process.pid] = " ".join(process.cmdline()[:3])[:80] or process.name()
+                        self.own[process.pid] = max(self.own.get(process.pid, 0.0), own)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
                     continue
             time.sleep(self.interval)
 
@@ -147,16 +154,37 @@ class PeakRss:
         self._thread.join()
         others = {pid: peak for pid, peak in self.peaks.items() if pid != self.pid}
         other_pid = max(others, key=lambda pid: others[pid][0], default=None)
+        other_unique = max((pid for pid in self.unique if pid != self.pid), key=self.unique.get, default=None)
         return {
             "driver_rss_mib": self.peaks.get(self.pid, (0.0, ""))[0],
             "driver_uss_mib": self.unique.get(self.pid, 0.0),
             "other_rss_mib": others[other_pid][0] if other_pid else 0.0,
             "other_process": others[other_pid][1] if other_pid else "",
             "other_uss_mib": max((uss for pid, uss in self.unique.items() if pid != self.pid), default=0.0),
+            "other_uss_process": self.unique_names.get(other_unique, "") if other_unique else "",
+            "driver_own_mib": self.own.get(self.pid, 0.0),
+            "other_own_mib": max((own for pid, own in self.own.items() if pid != self.pid), default=0.0),
             # the largest single process, whichever it is
             "peak_rss_mib": max((rss for rss, _ in self.peaks.values()), default=0.0),
             "peak_uss_mib": max(self.unique.values(), default=0.0),
         }
+
+
+def unique_memory(pid: int) -> tuple[float, float]:
+    """(USS, USS outside Ray's object store) of a process in MiB, from /proc/<pid>/smaps. The object store is a
+    shared file under /dev/shm (`plasma...`): its private pages are objects only this process maps now."""
+    uss = store = 0
+    in_store = False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                in_store = "/dev/shm/" in line or "plasma" in line
+            elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kib = int(line.split()[1])
+                uss += kib
+                if in_store:
+                    store += kib
+    return uss / 1024, (uss - store) / 1024
 
 
 def count_record_files(output: str, options=None) -> int:
@@ -232,9 +260,11 @@ def measure_fresh(rows: int, prompt_bytes: int, records_per_file: int, workdir: 
 
 
 def _peaks(result: dict) -> str:
-    return (f"driver peak {result['driver_rss_mib']:.0f} MiB RSS / {result['driver_uss_mib']:.0f} MiB USS; largest "
-            f"other process {result['other_rss_mib']:.0f} MiB RSS ({result['other_process'].strip()}), largest other "
-            f"USS {result['other_uss_mib']:.0f} MiB")
+    return (f"driver peak {result['driver_rss_mib']:.0f} MiB RSS / {result['driver_uss_mib']:.0f} MiB USS "
+            f"({result['driver_own_mib']:.0f} outside the object store); largest other process "
+            f"{result['other_rss_mib']:.0f} MiB RSS ({result['other_process'].strip()}), largest other USS "
+            f"{result['other_uss_mib']:.0f} MiB ({result['other_uss_process'].strip()}; largest outside the object "
+            f"store {result['other_own_mib']:.0f} MiB)")
 
 
 def _slope(small: dict, large: dict, name: str) -> float:
