@@ -162,7 +162,9 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
                       batch_size=1, kwargs={"options": options}, schema=None),
         "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
-                          kwargs={"base_dir": manifest.base_dir, "job_seed": config.job.seed, "buckets": buckets,
+                          # None: the read stage resolved each relative image against its own file's folder;
+                          # resolving again would prefix a relative manifest folder twice
+                          kwargs={"base_dir": None, "job_seed": config.job.seed, "buckets": buckets,
                                   "settings": settings.by_use,
                                   "caption_inversion": config.captions.caption_inversion}),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,

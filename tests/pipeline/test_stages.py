@@ -307,3 +307,20 @@ def test_a_caption_that_says_what_the_target_says_leaves_nothing_to_edit():
     assert out["captioned-same"]["error_class"] == ErrorClass.INVALID_ROW
     assert "nothing to edit" in out["captioned-same"]["error"]
     assert out["fine"]["status"] == Status.PENDING
+
+
+def test_a_manifest_given_by_a_relative_path_resolves_each_image_once(tmp_path, monkeypatch):
+    """`--input examples/manifest.parquet` from the repository root: images/a.png is examples/images/a.png (read
+    stage, then the plan's requests), not examples/examples/images/a.png."""
+    from diffedit_batch.config import Config
+    from diffedit_batch.data.manifest import inspect_manifest
+    from diffedit_batch.pipeline.planning import plan_stages
+
+    monkeypatch.chdir(tmp_path)
+    _write_manifest(tmp_path / "examples" / "manifest.parquet", ["a"])
+    manifest = inspect_manifest("examples/manifest.parquet", OPTIONS)
+    stages = plan_stages(Config(), manifest, buckets=1, output_prefix=str(tmp_path / "out"), run_id="r")
+    read, requests = stages["read"], stages["requests"]
+    [table] = read.run(pa.table({"file": ["examples/manifest.parquet"], "first_row": [0]}), **read.kwargs)
+    [plan_row] = requests.run(table, **requests.kwargs).to_pylist()
+    assert plan_row["source_image_uri"] == "examples/a.png"
