@@ -14,6 +14,7 @@ import ray
 
 from diffedit_batch.config import Config
 
+from .stages.candidates import candidates_use_clip
 from .stages.captions import captions_stage
 from .stages.clip_scores import clip_stage
 from .stages.commit import commit_stage
@@ -39,7 +40,8 @@ def edit_pass_stages(
     if caption_images and config.job.mode == "edit":
         stages.append(captions_stage(config))
     stages.append(edit_stage(config, concept_captions))
-    if config.metrics.clip_model is not None:
+    # Candidates ranked or filtered by CLIP scores are scored by the edit actor, which holds the CLIP model then.
+    if config.metrics.clip_model is not None and not candidates_use_clip(config):
         stages.append(clip_stage(config))
     stages += [write_stage(config, output_prefix), commit_stage(config, output_prefix, run_id)]
     check_chain(stages, initial=())

@@ -68,7 +68,8 @@ class ClipScorer:
         - `clip_directional`: cosine of (image embedding of the edit - of the input) and (text embedding of the
           target - of the source): does the picture change the way the text does;
         - `clip_image`: cosine of the input's and the edit's image embeddings: is it still the same picture;
-        - `clip_target_score`: cosine of the edit and the target text.
+        - `clip_target_score`: cosine of the edit and the target text (and `clip_source_score`, of the input and the
+          source text, as the CLIP stage scores every edit).
         A score that needs a missing text is None. Equal inputs and texts are embedded once (a request's candidates
         share their input and prompts)."""
         if not (len(inputs) == len(edits) == len(sources) == len(targets)):
@@ -91,7 +92,8 @@ class ClipScorer:
         scores = []
         for image, edit, source, target in zip(inputs, edit_embeddings, sources, targets):
             before = input_embeddings[distinct_inputs[id(image)]]
-            score = {"clip_image": cosine(before, edit), "clip_directional": None, "clip_target_score": None}
+            score = {"clip_image": cosine(before, edit), "clip_directional": None, "clip_target_score": None,
+                     "clip_source_score": cosine(before, text_embeddings[source]) if source else None}
             if target:
                 score["clip_target_score"] = cosine(edit, text_embeddings[target])
                 if source:

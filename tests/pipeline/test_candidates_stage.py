@@ -50,6 +50,7 @@ def test_each_request_becomes_its_candidates_scored_and_the_best_kept(engine, sc
         assert kept[0]["clip_directional"] == max(row["clip_directional"] for row in mine)
         for row in mine:
             assert -1 <= row["clip_image"] <= 1 and row["clip_target_score"] is not None
+            assert row["clip_source_score"] is not None  # the CLIP stage's columns too: there is none then
             assert row["background_psnr"] is not None and row["mask_coverage"] is not None
             drawn = json.loads(row["candidate_settings"])
             assert set(drawn) == set(VARY) and 0.5 <= drawn["inpaint_strength"] <= 0.8
@@ -97,3 +98,16 @@ def test_candidate_rows_equal_the_engine_called_with_their_settings(engine):
         assert row["seed"] == candidate.seed and row["status"] == Status.PENDING
         edited = np.frombuffer(row["edited"], np.uint8).reshape(48, 48, 3)
         assert np.abs(edited.astype(float) - np.asarray(alone.image, float)).mean() <= 0.5
+
+
+def test_candidates_scored_with_clip_need_no_clip_stage_of_their_own(tmp_path):
+    from diffedit_batch.config import load_config
+    from diffedit_batch.pipeline.plan import edit_pass_stages
+
+    def stage_names(*overrides):
+        config = load_config(None, ["metrics.clip_model=models/clip", "model.resolution=64", *overrides])
+        return [stage.name for stage in edit_pass_stages(config, str(tmp_path), "run", caption_images=False)]
+
+    assert "clip scores" in stage_names()
+    assert "clip scores" in stage_names("candidates.count=2", "candidates.rank_by=mask_coverage")
+    assert "clip scores" not in stage_names("candidates.count=2")  # ranked by clip_directional in the edit actor

@@ -106,3 +106,9 @@ def _clip(rows: list[dict], scorer) -> None:
     for row, score in zip(rows, scores):
         row.update(score)
 
+
+
+def candidates_use_clip(config) -> bool:
+    """Whether the edit actor scores with CLIP: candidates ranked or filtered by a CLIP score. It then scores every
+    candidate (the kept ones' CLIP columns included), and the job needs no CLIP stage of its own."""
+    return bool(config.candidates.scores_used & set(CLIP_SCORES))

@@ -84,6 +84,7 @@ class EditStage:
         self.candidate_settings: dict[str, object] = {}
         self.scorer = scorer
         if self.candidates is not None and scorer is None and self.candidates.scores_used & set(CLIP_SCORES):
+            # One CLIP model in the edit actor (no CLIP stage then: plan.edit_pass_stages)
             from diffedit_batch.recipe.clip_score import ClipScorer
 
             quiet_model_loading()
