@@ -23,20 +23,19 @@ from diffedit_batch.config import Config
 from diffedit_batch.data.images import mask_coverage
 from diffedit_batch.data.manifest import nothing_to_edit
 from diffedit_batch.data.status import ErrorClass, Status
-
 from diffedit_batch.recipe.candidates import CLIP_SCORES
 
 from ..rows import failed, require, to_table
 from .candidates import expand_candidates, score_and_select
 from .spec import Stage, quiet_model_loading
 
-READS = ("status", "edit_id", "source_image_uri", "row_index", "model_width", "model_height", "pixels", "source_prompt", "target_prompt", "source_concept",
-         "target_concept", "inversion_prompt", "seed")
+READS = ("status", "edit_id", "source_image_uri", "row_index", "model_width", "model_height", "pixels",
+         "source_prompt", "target_prompt", "source_concept", "target_concept", "inversion_prompt", "seed")
 ADDS = ("edited", "mask", "mask_width", "mask_height", "mask_coverage", "prompt_truncated", "edit_s", "actor_wait_s",
         "node_id", "status", "error", "error_class", "engine_counts",
         # candidates: one row per candidate, its scores and its fate
         "edit_id", "seed", "candidate", "candidate_settings", "filter_reason", "background_psnr", "background_ssim",
-        "clip_directional", "clip_image", "clip_target_score")
+        "clip_directional", "clip_image", "clip_target_score", "clip_source_score")
 
 
 NON_FINITE_EDIT = ("the edit came out NaN/Inf (numeric overflow, e.g. float16): no picture was made; set "
@@ -81,6 +80,7 @@ class EditStage:
         self.settings = edit_settings
         # Candidates (`candidates.count` > 1): drawn, edited in one call per request, scored and selected here.
         self.candidates = candidates if candidates is not None and candidates.enabled else None
+        # The settings of the block's candidates by id (an actor runs one block at a time)
         self.candidate_settings: dict[str, object] = {}
         self.scorer = scorer
         if self.candidates is not None and scorer is None and self.candidates.scores_used & set(CLIP_SCORES):
