@@ -115,7 +115,7 @@ def test_miniature_candidates_benchmark_counts_the_unet_work_a_requests_candidat
     try:
         spec.loader.exec_module(module)
         figures = module.main(["--quick", "--model", str(tiny_model_dir), "--steps", str(steps), "--maps", str(maps),
-                               "--size", "32", "--counts", "1,4", "--no-clip", "--threads", "1",
+                               "--size", "32", "--counts", ",".join(map(str, counts)), "--no-clip", "--threads", "1",
                                "--json", str(tmp_path / "figures.json")])
     finally:
         torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ row's error record.
 from __future__ import annotations
 
 import math
-import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass

@@ -176,6 +176,21 @@ RECORD_SCHEMA = extend_result_schema(*METRIC_FIELDS)
 """The records this job writes: the base columns and the quality metrics (null where not measured)."""
 
 
+def candidate_id(edit_id: str, index: int) -> str:
+    """A candidate's record id: the request's edit id and the candidate's index (`id~c2`), so outputs, resume and
+    duplicates work per candidate."""
+    return f"{edit_id}~c{index}"
+
+
+def request_id_of(record_id: str | None, candidate: int | None) -> str | None:
+    """The edit id of the request a record was made for: its own id, or a candidate's id (`candidate_id`) less the
+    candidate's suffix (an id without its own candidate's suffix is taken as it is)."""
+    suffix = f"~c{candidate}"
+    if candidate is None or record_id is None or not record_id.endswith(suffix):
+        return record_id
+    return record_id[: -len(suffix)]
+
+
 def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
     """The result record of a work row (a row's names are the record's); outputs and metrics only when ok (or
     filtered: a candidate not kept keeps its scores). Credentials in the source URI or the error message (user

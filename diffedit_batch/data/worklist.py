@@ -47,7 +47,7 @@ from .fingerprints import request_fingerprint
 from .layout import OutputLayout
 from .manifest import expand_edits, needs_caption, row_id_of, validate_request
 from .outputs import split_member
-from .records import RECORD_SCHEMA, parquet_bytes, record_from_row, write_record_part
+from .records import RECORD_SCHEMA, parquet_bytes, record_from_row, request_id_of, write_record_part
 from .status import ErrorClass, Status
 from .storage import StorageOptions, write_bytes_atomic
 
@@ -203,15 +203,6 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
     if "image_uri" in records.column_names:
         columns["shard"] = pa.array([_shard_of(uri) for uri in records.column("image_uri").to_pylist()], pa.string())
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PLAN_SCHEMA}, schema=PLAN_SCHEMA)
-
-
-def request_id_of(record_id: str | None, candidate: int | None) -> str | None:
-    """The edit id of the request a record was made for: its own id, or a candidate's id (`candidate_id`) less the
-    candidate's suffix."""
-    suffix = f"~c{candidate}"
-    if candidate is None or record_id is None or not record_id.endswith(suffix):
-        return record_id
-    return record_id[: -len(suffix)]
 
 
 def _shard_of(uri: str | None) -> str | None:

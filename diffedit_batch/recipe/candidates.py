@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from diffedit_batch.data.records import candidate_id
 from diffedit_batch.engine.settings import EditSettings
 from diffedit_batch.seeds import SEED_LIMIT
 
@@ -48,12 +49,6 @@ class Candidate:
 
     def drawn_json(self) -> str:
         return json.dumps(self.drawn, sort_keys=True)
-
-
-def candidate_id(edit_id: str, index: int) -> str:
-    """A candidate's record id: the request's edit id and the candidate's index (`id~c2`), so outputs, resume and
-    duplicates work per candidate."""
-    return f"{edit_id}~c{index}"
 
 
 def check_vary(vary: Mapping[str, Any], base: EditSettings) -> None:

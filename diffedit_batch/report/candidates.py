@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from diffedit_batch.data.records import request_id_of
 from diffedit_batch.data.status import Status
 
 KEPT = "kept"
@@ -36,20 +37,12 @@ def is_candidate(record: dict) -> bool:
     return record.get("candidate") is not None
 
 
-def request_of(record_id: str | None, candidate: int | None) -> str | None:
-    """A candidate's request id: its record id less the `~c<candidate>` suffix."""
-    if record_id is None or candidate is None:
-        return record_id
-    suffix = f"~c{candidate}"
-    return record_id[: -len(suffix)] if record_id.endswith(suffix) else record_id
-
-
 def request_key(record: dict) -> int:
     """A candidate's request as a 31-bit number (equal for a request's candidates; rare collisions are told apart
     by id in the page); -1 for a record that is no candidate."""
     if not is_candidate(record):
         return -1
-    request = request_of(record.get("id"), record["candidate"]) or ""
+    request = request_id_of(record.get("id"), record["candidate"]) or ""
     digest = hashlib.blake2b(request.encode("utf-8", "surrogatepass"), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 

@@ -15,7 +15,8 @@ from PIL import Image
 from diffedit_batch.data.records import RECORD_SCHEMA, write_record_part
 from diffedit_batch.recipe.candidates import select_candidates
 from diffedit_batch.report import build_report
-from diffedit_batch.report.candidates import Funnel, fate_of, request_of
+from diffedit_batch.data.records import request_id_of as request_of
+from diffedit_batch.report.candidates import Funnel, fate_of
 
 
 def _index(report_dir) -> dict:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from diffedit_batch.config import CandidatesConfig
 from diffedit_batch.data.metrics import background_metrics
+from diffedit_batch.data.records import request_id_of
 from diffedit_batch.data.status import Status
 from diffedit_batch.engine.settings import EditSettings
 from diffedit_batch.recipe.candidates import CLIP_SCORES, candidate_id, draw_candidates, select_candidates
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def expand_candidates(rows: list[dict], config: CandidatesConfig, base: EditSettings
                       ) -> tuple[list[dict], dict[str, EditSettings]]:
     """Each pending request of `rows` as its candidates (the others as they are), and each candidate's settings by
-    its id. A candidate row is its request's row with the candidate's id (`recipe.candidates.candidate_id`), index,
+    its id. A candidate row is its request's row with the candidate's id (`data.records.candidate_id`), index,
     drawn settings (JSON) and seed."""
     expanded, settings = [], {}
     for row in rows:
@@ -42,11 +43,6 @@ def expand_candidates(rows: list[dict], config: CandidatesConfig, base: EditSett
     return expanded, settings
 
 
-def _request_of(row: dict) -> str:
-    suffix = f"~c{row['candidate']}"
-    return row["edit_id"][: -len(suffix)]
-
-
 def score_and_select(rows: list[dict], config: CandidatesConfig, scorer=None) -> None:
     """Score each edited candidate in `rows` (mask coverage is there already; background PSNR/SSIM; the CLIP scores
     with `scorer`), then keep the best `config.keep` of each request that pass the floors; the others become
@@ -58,7 +54,7 @@ def score_and_select(rows: list[dict], config: CandidatesConfig, scorer=None) ->
         _clip(edited, scorer)
     by_request: dict[str, list[dict]] = defaultdict(list)
     for row in edited:
-        by_request[_request_of(row)].append(row)
+        by_request[request_id_of(row["edit_id"], row["candidate"])].append(row)
     for candidates in by_request.values():
         scores = [{name: row.get(name) for name in (*CLIP_SCORES, "mask_coverage", "background_psnr",
                                                     "background_ssim")} for row in candidates]
