@@ -27,6 +27,7 @@ from . import fields
 
 MAX_RESOLUTION = 8192  # px of the longer side: SDXL trains at 1024, SD 2.1 at 768
 MAX_UNET_BATCH = 4096
+MAX_OBJECT_STORE_MIB_PER_ACTOR = 2**20  # 1 TiB per actor: past it, a typo (bytes for MiB)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,14 @@ class JobConfig:
         default=2,
         metadata={"help": "Batches in flight at each edit actor (Ray Data); above 1 overlaps input with compute."},
     )
+    object_store_mib_per_actor: int = field(
+        default=1024,
+        metadata={
+            "help": "Ray object-store memory the edit pass may fill with rows in flight, in MiB per edit actor (times "
+            "max_actors, else num_actors): Ray Data's resource limit. When one stage outpaces the next, the rows "
+            "between them wait in the store up to this, not up to half the cluster's store. 0: Ray Data's own limit."
+        },
+    )
     record_batch_size: int = field(
         default=256,
         metadata={
@@ -222,6 +231,10 @@ class JobConfig:
         fields.at_least(self, "decode_cpus", 0.0, open_=True)
         fields.at_least(self, "write_cpus", 0.0, open_=True)
         fields.positive_int(self, "max_tasks_in_flight_per_actor")
+        fields.at_least(self, "object_store_mib_per_actor", 0)
+        if self.object_store_mib_per_actor > MAX_OBJECT_STORE_MIB_PER_ACTOR:
+            raise ValueError(f"JobConfig.object_store_mib_per_actor must be at most {MAX_OBJECT_STORE_MIB_PER_ACTOR} "
+                             f"(MiB), got {self.object_store_mib_per_actor!r}")
         fields.positive_int(self, "record_batch_size")
         fields.positive_int(self, "records_per_file")
         fields.one_of(self, "mode", ("edit", "noop"))

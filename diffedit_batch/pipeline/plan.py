@@ -52,8 +52,27 @@ def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], config: Co
     """The edit pass over the run's work list (files and their row counts); consuming it runs it and yields one
     summary row per edit."""
     job = config.job
-    slices = work_slices(work_files, job.batch_size, actors=max(job.num_actors, job.max_actors or 0))
-    return apply(ray.data.from_items(slices, override_num_blocks=len(slices)), stages)
+    actors = max(job.num_actors, job.max_actors or 0)
+    slices = work_slices(work_files, job.batch_size, actors=actors)
+    dataset = apply(ray.data.from_items(slices, override_num_blocks=len(slices)), stages)
+    limit_object_store(dataset, job.object_store_mib_per_actor * 2**20 * actors)
+    return dataset
+
+
+def limit_object_store(dataset: ray.data.Dataset, limit_bytes: int) -> None:
+    """Cap the object-store memory `dataset`'s execution may fill (0: Ray Data's own limit, half the cluster's store).
+
+    Whichever stage is slowest, the rows before it wait in the object store: with a noop or fast GPU edit the edits
+    wait for the writers, with a slow one the decoded pictures wait for the actors. Ray Data stops launching tasks
+    upstream of a stage once its budget is used, so the queue, and the store pages each worker that wrote it still
+    maps, stay at this size however many rows the run has; without a cap they grow to half the store (gigabytes
+    on one machine). The CPU, GPU and memory limits stay Ray Data's (auto-detected, and growing with an autoscaler).
+    """
+    if limit_bytes > 0:
+        from ray.data import ExecutionResources
+
+        dataset.context.execution_options.resource_limits = ExecutionResources.for_limits(
+            object_store_memory=limit_bytes)
 
 
 def generate_concept_captions(config: Config, concepts: list[str]) -> dict[str, list[str]]:
