@@ -15,7 +15,9 @@ killed before deleting them, so a record is never read twice. Every write is ato
 upload): a crash at any moment leaves whole files and a readable manifest, and the next compaction finishes the
 job. Memory is flat in the size of the manifest: a merged file is written streaming, one source file's records at
 a time, into its compressed bytes (`MERGE_THREADS` at a time), and a file rewritten without its superseded records
-is streamed a batch at a time; plus the superseded keys.
+is streamed a batch at a time, holding only that file's superseded keys. Given as a table, the superseded keys are
+held whole; a run gives a function instead (`RemoveSuperseded`) that groups them by file in a distributed pass
+(`pipeline.supersede`), so no process holds every key.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -37,7 +39,8 @@ from .layout import OutputLayout
 from .records import REPLACES_KEY, RecordFile, conform_records, list_record_files
 from .storage import StorageError, StorageOptions, delete, join, redact_uri, resolve, write_bytes_atomic
 
-__all__ = ["DEFAULT_RECORDS_PER_FILE", "SUPERSEDED_SCHEMA", "CompactionResult", "compact_records", "compaction_id"]
+__all__ = ["DEFAULT_RECORDS_PER_FILE", "SUPERSEDED_SCHEMA", "CompactionResult", "RemoveSuperseded", "compact_records",
+           "compaction_id", "drop_superseded"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ SUPERSEDED_SCHEMA = pa.schema([
     pa.field("id", pa.string()),  # the edit id; null stands for every record without an id in that file
     pa.field("status", pa.string()),  # only records of this status are removed
 ])
+
+
+# Removes superseded records from some of the live record files it is given (rewriting or deleting them) and
+# returns {file name: records left} for each file it changed.
+RemoveSuperseded = Callable[[list["RecordFile"]], dict[str, int]]
 
 
 @dataclass
@@ -77,15 +85,15 @@ def compact_records(
     options: StorageOptions | None = None,
     *,
     records_per_file: int = DEFAULT_RECORDS_PER_FILE,
-    superseded: pa.Table | None = None,
+    superseded: pa.Table | RemoveSuperseded | None = None,
     run_id: str | None = None,
     threads: int = 8,
 ) -> CompactionResult:
     """Compact the result manifest under ``prefix`` (see the module docstring); returns what it did.
 
-    ``superseded`` (``SUPERSEDED_SCHEMA``) names the records to remove; ``run_id`` names the merged files
-    (default: a fresh compaction id). Raises StorageError when a file cannot be read or written; what was done
-    before stays consistent.
+    ``superseded`` names the records to remove: a table (``SUPERSEDED_SCHEMA``), or a function that removes them
+    itself (``RemoveSuperseded``). ``run_id`` names the merged files (default: a fresh compaction id). Raises
+    StorageError when a file cannot be read or written; what was done before stays consistent.
     """
     if isinstance(records_per_file, bool) or not isinstance(records_per_file, int) or records_per_file < 1:
         raise ValueError(f"records_per_file must be a positive integer, got {records_per_file!r}")
@@ -96,15 +104,14 @@ def compact_records(
     result.dead_deleted = len(found.dead)
 
     live = found.live
-    if superseded is not None and superseded.num_rows:
-        keys = _superseded_keys(superseded)
-        targets = [file for file in live if file.name in keys]
-        rewritten = _map(min(threads, MERGE_THREADS), lambda file: _drop_superseded(file, keys[file.name], options),
-                         targets)
-        after = {file.name: file for file in rewritten}
-        result.rewritten = sum(file.rows != before.rows for file, before in zip(rewritten, targets))
-        result.superseded = sum(before.rows - file.rows for file, before in zip(rewritten, targets))
-        live = [after.get(file.name, file) for file in live]
+    if isinstance(superseded, pa.Table):
+        superseded = _remove_superseded_locally(superseded, options, threads) if superseded.num_rows else None
+    if superseded is not None:
+        rows_left = superseded(live)
+        changed = [file for file in live if file.name in rows_left]
+        result.rewritten = len(changed)
+        result.superseded = sum(max(0, file.rows - rows_left[file.name]) for file in changed)
+        live = [dataclasses.replace(file, rows=rows_left.get(file.name, file.rows)) for file in live]
         live = [file for file in live if file.rows]  # emptied files were deleted
 
     small = sorted((file for file in live if file.rows < records_per_file), key=lambda file: file.name)
@@ -130,21 +137,39 @@ def _map(threads: int, function, items: Sequence) -> list:
         return list(pool.map(function, items))
 
 
-def _superseded_keys(superseded: pa.Table) -> dict[str, set[tuple[str | None, str]]]:
+def superseded_keys(superseded: pa.Table) -> dict[str, set[tuple[str | None, str]]]:
+    """{file name: its superseded (id, status) pairs} of a ``SUPERSEDED_SCHEMA`` table."""
     keys: dict[str, set[tuple[str | None, str]]] = defaultdict(set)
     for file, edit_id, status in zip(*(superseded.column(name).to_pylist() for name in ("file", "id", "status"))):
         keys[file].add((edit_id, status))
     return keys
 
 
+def _remove_superseded_locally(superseded: pa.Table, options: StorageOptions | None, threads: int) -> RemoveSuperseded:
+    """A ``RemoveSuperseded`` over keys held here, `MERGE_THREADS` files at a time."""
+    keys = superseded_keys(superseded)
+
+    def remove(live: list[RecordFile]) -> dict[str, int]:
+        targets = [file for file in live if file.name in keys]
+        left = _map(min(threads, MERGE_THREADS), lambda file: drop_superseded(file, keys[file.name], options), targets)
+        return {file.name: rows for file, rows in zip(targets, left) if rows is not None}
+
+    return remove
+
+
 # Records read at once while a file is streamed into a merged or rewritten file: a row group of the output.
 STREAM_ROWS = 4096
 
 
-def _parquet_file(file: RecordFile, options: StorageOptions | None) -> pq.ParquetFile:
+def _parquet_file(file: RecordFile, options: StorageOptions | None, missing_ok: bool = False) -> pq.ParquetFile:
+    """The file, opened; `missing_ok`: FileNotFoundError passes through (else every failure is a StorageError)."""
     filesystem, path = resolve(file.uri, options)
     try:
         return pq.ParquetFile(filesystem.open_input_file(path))
+    except FileNotFoundError:
+        if missing_ok:
+            raise
+        raise StorageError(f"cannot read record file {redact_uri(file.uri)}: it does not exist") from None
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"cannot read record file {redact_uri(file.uri)}: {exc}") from exc
 
@@ -161,27 +186,33 @@ def _batches(file: RecordFile, options: StorageOptions | None, columns: list[str
         parquet.close()
 
 
-def _drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> RecordFile:
-    """Rewrite ``file`` without the records ``keys`` name (in place, atomically; its footer metadata kept), or
-    delete it when nothing is left. Returns the file with its new row count. Streams: two passes over the file, the
-    first reading only ids and statuses."""
+def drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> int | None:
+    """Rewrite ``file`` without the records ``keys`` (its (id, status) pairs) name (in place, atomically; its footer
+    metadata kept), or delete it when nothing is left. Returns the records left, or None when none was dropped.
+    Streams: two passes over the file, the first reading only ids and statuses. Safe to repeat (a retried task): a
+    file already rewritten has nothing left to drop, and a file already deleted (every record dropped) has 0 left."""
+    try:
+        parquet = _parquet_file(file, options, missing_ok=True)
+    except FileNotFoundError:
+        return 0
+    schema, rows = parquet.schema_arrow, parquet.metadata.num_rows  # this file's own count, not the listing's
+    parquet.close()
     drop = 0
     for table in _batches(file, options, ["id", "status"]):
         ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
         drop += sum((edit_id, status) in keys for edit_id, status in zip(ids, statuses))
     if not drop:
-        return file
-    if drop == file.rows:
+        return None
+    if drop == rows:
         delete(file.uri, options)
-        return dataclasses.replace(file, rows=0)
-    schema = _parquet_file(file, options).schema_arrow
+        return 0
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for table in _batches(file, options):
             ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
             writer.write_table(table.filter(pa.array([(i, s) not in keys for i, s in zip(ids, statuses)])))
     write_bytes_atomic(file.uri, sink.getvalue(), options)
-    return dataclasses.replace(file, rows=file.rows - drop)
+    return rows - drop
 
 
 def _groups(small: list[RecordFile], records_per_file: int) -> list[list[RecordFile]]:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
-from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, compact_records
+from diffedit_batch.data.compaction import compact_records
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
@@ -36,7 +36,6 @@ from diffedit_batch.data.storage import (
     delete,
     delete_folder,
     list_files,
-    read_bytes,
     redact_uri,
     write_bytes_atomic,
 )
@@ -57,6 +56,7 @@ from .planning import (
 from .preflight import check_devices, check_models, resolve_model_family
 from .progress import ProgressReporter
 from .summary import JobSummary
+from .supersede import remove_superseded
 
 log = logging.getLogger("diffedit_batch.job")
 
@@ -269,7 +269,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                 # rather than whenever the generator is collected, so none of them writes after the lease is let go.
                 batches.close()
     compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
-                                 superseded=_superseded(plan, options), run_id=run_id)
+                                 superseded=remove_superseded(plan.superseded_files, options), run_id=run_id)
     summary.record_files = compaction.files_after
     delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
     _remove_empty_work_root(output_prefix, options)
@@ -295,12 +295,6 @@ def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: s
         raise SettingsChanged(f"{message}; {SETTINGS_ADVICE}")
     log.warning("%s: %s", message, "edited again (--on-settings-change redo)" if on_settings_change == "redo"
                 else "kept (--on-settings-change keep)")
-
-
-def _superseded(plan: RunPlan, options) -> pa.Table:
-    """The records the plan found superseded, from its buckets' files."""
-    tables = [pq.read_table(pa.BufferReader(read_bytes(uri, options))) for uri in plan.superseded_files]
-    return pa.concat_tables(tables) if tables else SUPERSEDED_SCHEMA.empty_table()
 
 
 def _remove_orphan_shards(shards: list[str], plan: RunPlan, options) -> None:

@@ -221,7 +221,7 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
         )
         requests = requests.union(records)
     decide = stages["plan"]
-    _choose_shuffle(requests, buckets)
+    choose_shuffle(requests, plan_partitions(buckets))
     summaries = requests.groupby("bucket", num_partitions=plan_partitions(buckets)).map_groups(
         decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=decide.cpus,
     ).take_all()
@@ -231,13 +231,12 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
     return plan
 
 
-
-def _choose_shuffle(dataset, buckets: int) -> None:
-    """Set Ray Data's shuffle for a plan of `buckets` buckets (see SMALL_PLAN_BUCKETS) and its block size, on this
-    dataset only."""
+def choose_shuffle(dataset, partitions: int) -> None:
+    """Set Ray Data's shuffle for a group-by into `partitions` partitions (the sort shuffle up to
+    SMALL_PLAN_BUCKETS, see there) and its block size, on this dataset only."""
     from ray.data.context import ShuffleStrategy
 
     dataset.context.target_max_block_size = PLAN_BLOCK_BYTES
-    dataset.context.shuffle_input_batch_bytes = shuffle_input_bytes(plan_partitions(buckets))
-    if buckets <= SMALL_PLAN_BUCKETS:
+    dataset.context.shuffle_input_batch_bytes = shuffle_input_bytes(partitions)
+    if partitions <= SMALL_PLAN_BUCKETS:
         dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED

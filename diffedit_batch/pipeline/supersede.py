@@ -1,0 +1,74 @@
+"""The superseded records a run's plan found, removed from their record files by a Ray Data pass.
+
+    plan's superseded files (file, id, status) -> groupby(file).map_groups(rewrite that record file)
+
+Each bucket of the plan wrote the records it supersedes (an earlier error of an edit it retried, an edit whose
+request or settings changed, earlier duplicates); a bucket holds ids from every record file, so a record file's
+keys are spread over all the buckets. Grouping them by file brings each file's keys to one task, which rewrites that
+file alone (`data.compaction.drop_superseded`): memory is one file's keys per task, and the driver gets one row per
+file changed. A re-run that edits 10^7 rows again supersedes 10^7 records without any process holding them all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, RemoveSuperseded, drop_superseded, superseded_keys
+from diffedit_batch.data.records import RecordFile
+from diffedit_batch.data.storage import StorageOptions, read_bytes
+
+from .planning import choose_shuffle
+
+# Superseded files read by one task (each is a bucket's keys: up to ROWS_PER_BUCKET rows).
+_FILES_PER_TASK = 8
+# Files whose keys one group-by partition holds, about: a partition's task rewrites its files one after another.
+_FILES_PER_PARTITION = 16
+_CHANGED_SCHEMA = pa.schema([pa.field("file", pa.string()), pa.field("rows_left", pa.int64())])
+
+
+def read_superseded(batch: pa.Table, *, options: StorageOptions) -> pa.Table:
+    """The superseded keys of each plan file named in `batch` (`uri`)."""
+    tables = [pq.read_table(pa.BufferReader(read_bytes(uri, options))) for uri in batch.column("uri").to_pylist()]
+    return pa.concat_tables(tables).select(SUPERSEDED_SCHEMA.names) if tables else SUPERSEDED_SCHEMA.empty_table()
+
+
+def rewrite_record_file(keys: pa.Table, *, files: dict[str, tuple[str, int]], options: StorageOptions) -> pa.Table:
+    """One group: the superseded keys of one record file (`files`: live record files, name -> (uri, size)). Rewrites that file without them (or deletes it when nothing
+    is left) and returns (file, records left), no row when nothing was dropped. A key naming a file that is not live
+    (merged away, or gone) is skipped: the plan read that file, so only a compaction racing this run could do it, and
+    the run holds the lease."""
+    name = keys.column("file")[0].as_py()
+    if name not in files:
+        return _CHANGED_SCHEMA.empty_table()
+    uri, size = files[name]
+    left = drop_superseded(RecordFile(uri, size, name), superseded_keys(keys)[name], options)
+    if left is None:
+        return _CHANGED_SCHEMA.empty_table()
+    return pa.table({"file": [name], "rows_left": [left]}, schema=_CHANGED_SCHEMA)
+
+
+def remove_superseded(superseded_files: list[str], options: StorageOptions) -> RemoveSuperseded:
+    """A `data.compaction.RemoveSuperseded` over the plan's superseded files (needs Ray): records removed by file in
+    a Ray Data pass; returns {file name: records left} of the files it changed."""
+
+    def remove(live: list[RecordFile]) -> dict[str, int]:
+        if not superseded_files or not live:
+            return {}
+        import ray
+
+        files = {file.name: (file.uri, file.size) for file in live}  # ~100 bytes a file: 10^4 files at 10^8 edits
+        keys = ray.data.from_items([{"uri": uri} for uri in superseded_files],
+                                   override_num_blocks=math.ceil(len(superseded_files) / _FILES_PER_TASK))
+        keys = keys.map_batches(read_superseded, batch_size=_FILES_PER_TASK, batch_format="pyarrow",
+                                fn_kwargs={"options": options}, num_cpus=0.25)
+        partitions = max(1, min(len(files) // _FILES_PER_PARTITION, 64))
+        choose_shuffle(keys, partitions)
+        changed = keys.groupby("file", num_partitions=partitions).map_groups(
+            rewrite_record_file, batch_format="pyarrow", fn_kwargs={"files": files, "options": options}, num_cpus=0.5,
+        ).take_all()
+        return {row["file"]: row["rows_left"] for row in changed}
+
+    return remove
