@@ -12,12 +12,16 @@ fresh process and prints:
 - the record files before and after the run;
 - with `--fresh N`, a fresh run (no earlier records) of N rows whose prompts are `--prompt-bytes` long (2 KB):
   what the writers and the end-of-run compaction hold;
+- with `--supersede N`, the end-of-run compaction after every other one of N done rows was edited again (their
+  earlier records superseded), once with the keys held in one process (as the driver did before) and once removed
+  by the run's Ray Data pass grouped by record file;
 - with `--s3`, the same re-run against a local S3 server (moto, started here) for the smallest size, and the
   storage requests it answered by kind, per earlier record file.
 
     .venv/bin/python benchmarks/scale_benchmark.py                          # 10^5 and 10^6 rows
     .venv/bin/python benchmarks/scale_benchmark.py --rows 100000 1000000 10000000 --s3 --json scale.json
     .venv/bin/python benchmarks/scale_benchmark.py --rows --fresh 200000 1000000     # fresh runs, 2 KB prompts
+    .venv/bin/python benchmarks/scale_benchmark.py --rows --supersede 1000000 10000000   # compaction after a redo
 """
 
 from __future__ import annotations
@@ -259,6 +263,69 @@ def measure_fresh(rows: int, prompt_bytes: int, records_per_file: int, workdir: 
     return result
 
 
+SUPERSEDE_CHILD = """
+import json, sys, time
+import pyarrow as pa, pyarrow.parquet as pq, ray
+from diffedit_batch.data.compaction import compact_records
+from diffedit_batch.pipeline.supersede import remove_superseded
+output, records_per_file, mode, files = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+ray.init(logging_level="ERROR", include_dashboard=False)
+started = time.perf_counter()
+superseded = (remove_superseded(files, None) if mode == "distributed"
+              else pa.concat_tables([pq.read_table(f) for f in files]))  # what the driver held before
+result = compact_records(output, records_per_file=records_per_file, superseded=superseded, run_id="bench")
+print(json.dumps({"compaction_s": time.perf_counter() - started, "superseded": result.superseded,
+                  "rewritten": result.rewritten, "files_after": result.files_after}))
+"""
+
+
+def measure_supersede(rows: int, records_per_file: int, workdir: Path, mode: str) -> dict:
+    """The end-of-run compaction after a re-run that edited every other one of `rows` done rows again: their
+    earlier records superseded, named in plan files of ~50,000 keys spread over the record files by row id (as the
+    plan's buckets write them). `mode`: distributed (the run's Ray Data pass) or local (every key in one process,
+    as the driver held them before). Measured as its own process with an in-process Ray."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA
+    from diffedit_batch.data.records import record_files
+    from diffedit_batch.data.worklist import bucket_of
+    from diffedit_batch.pipeline.planning import bucket_count
+
+    folder = workdir / f"supersede-{mode}-{rows}"
+    output = str(folder / "out")
+    synthesize(folder, rows, 0, records_per_file, output, settings_print="earlier")
+    names = [file.name for file in record_files(output)]  # earlier-000000, ...: file k holds rows k * per file, ...
+    buckets = bucket_count(rows, rows)
+    keys: list[list[tuple[str, str]]] = [[] for _ in range(buckets)]
+    for i in range(0, rows, 2):
+        row_id = f"row-{i:09d}"
+        keys[bucket_of(row_id, buckets)].append((names[i // records_per_file], row_id))
+    (folder / "plan").mkdir()
+    files = []
+    for bucket, pairs in enumerate(keys):
+        path = folder / "plan" / f"superseded-{bucket:05d}.parquet"
+        pq.write_table(pa.table({"file": [f for f, _ in pairs], "id": [i for _, i in pairs],
+                                 "status": ["ok"] * len(pairs)}, schema=SUPERSEDED_SCHEMA), path)
+        files.append(str(path))
+    del keys
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", SUPERSEDE_CHILD, output, str(records_per_file), mode, *files],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    sampler = PeakRss(process.pid)
+    log, _ = process.communicate()
+    wall = time.perf_counter() - started
+    peaks = sampler.stop()
+    if process.returncode != 0:
+        raise RuntimeError(f"the compaction failed ({process.returncode}):\n{log[-4000:]}")
+    result = {**json.loads(log.strip().splitlines()[-1]), "wall_s": wall, "rows": rows, "kind": f"supersede-{mode}",
+              **peaks}
+    assert result["superseded"] == (rows + 1) // 2, result
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
 def _peaks(result: dict) -> str:
     return (f"driver peak {result['driver_rss_mib']:.0f} MiB RSS / {result['driver_uss_mib']:.0f} MiB USS "
             f"({result['driver_own_mib']:.0f} outside the object store); largest other process "
@@ -339,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new", type=int, default=1000, help="rows not done yet")
     parser.add_argument("--fresh", type=int, nargs="*", default=[], help="rows of fresh runs with long prompts")
     parser.add_argument("--prompt-bytes", type=int, default=2048, help="prompt length of the fresh runs")
+    parser.add_argument("--supersede", type=int, nargs="*", default=[],
+                        help="done rows N of a compaction after every other one was edited again")
     parser.add_argument("--records-per-file", type=int, default=10_000)
     parser.add_argument("--s3", action="store_true", help="also re-run the smallest size against a local S3 server")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -361,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(result)
             print(f"{rows:>9} fresh rows, {args.prompt_bytes} B prompts: run {result['wall_s']:6.1f} s; "
                   f"{_peaks(result)}; record files -> {result['record_files_after']}", flush=True)
+        for rows in args.supersede:
+            for mode in ("local", "distributed"):
+                result = measure_supersede(rows, args.records_per_file, Path(workdir), mode)
+                figures.append(result)
+                print(f"{rows:>9} done rows, every other one superseded, removed {mode}ly: compaction "
+                      f"{result['compaction_s']:6.1f} s ({result['wall_s']:.1f} s with Ray's start); {_peaks(result)}; "
+                      f"{result['rewritten']} files rewritten", flush=True)
         if args.s3 and args.rows:
             rows = min(args.rows)
             result = measure_s3(rows, args.new, args.records_per_file, Path(workdir))

@@ -141,3 +141,25 @@ def test_miniature_candidates_benchmark_counts_the_unet_work_a_requests_candidat
         assert case["candidates_per_s"] > 0
     assert cases[(4, False)]["unet_samples_per_candidate"] < cases[(4, True)]["unet_samples_per_candidate"]
     assert "UNet/cand" in printed and "<= 110" not in printed  # the issue's target is for default steps only
+
+
+@pytest.mark.slow
+def test_miniature_scale_benchmark_removes_every_other_record_both_ways(tmp_path):
+    """`scale_benchmark.py --supersede`: the end-of-run compaction after half the done rows were edited again, with
+    the keys in one process and with the run's Ray Data pass; both remove the same records and merge the rest."""
+    path = BENCHMARK.with_name("scale_benchmark.py")
+    spec = importlib.util.spec_from_file_location("scale_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert module.main(["--rows", "--supersede", "3000", "--records-per-file", "100",
+                            "--json", str(tmp_path / "figures.json")]) == 0
+    finally:
+        sys.modules.pop(spec.name, None)
+    figures = json.loads((tmp_path / "figures.json").read_text())["figures"]
+    assert [figure["kind"] for figure in figures] == ["supersede-local", "supersede-distributed"]
+    for figure in figures:
+        # 30 files of 100 records, half of each superseded: all 30 rewritten, then merged in pairs
+        assert (figure["superseded"], figure["rewritten"], figure["files_after"]) == (1500, 30, 15)
+        assert figure["driver_rss_mib"] > 0 and figure["peak_uss_mib"] > 0

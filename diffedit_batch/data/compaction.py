@@ -55,8 +55,8 @@ SUPERSEDED_SCHEMA = pa.schema([
 ])
 
 
-# Removes superseded records from some of the live record files it is given (rewriting or deleting them) and
-# returns {file name: records left} for each file it changed.
+# Removes superseded records from the live record files it is given (rewriting or deleting those that hold some) and
+# returns {file name: records left} for each file its keys named.
 RemoveSuperseded = Callable[[list["RecordFile"]], dict[str, int]]
 
 
@@ -108,9 +108,9 @@ def compact_records(
         superseded = _remove_superseded_locally(superseded, options, threads) if superseded.num_rows else None
     if superseded is not None:
         rows_left = superseded(live)
-        changed = [file for file in live if file.name in rows_left]
+        changed = [file for file in live if rows_left.get(file.name, file.rows) < file.rows]
         result.rewritten = len(changed)
-        result.superseded = sum(max(0, file.rows - rows_left[file.name]) for file in changed)
+        result.superseded = sum(file.rows - rows_left[file.name] for file in changed)
         live = [dataclasses.replace(file, rows=rows_left.get(file.name, file.rows)) for file in live]
         live = [file for file in live if file.rows]  # emptied files were deleted
 
@@ -152,7 +152,7 @@ def _remove_superseded_locally(superseded: pa.Table, options: StorageOptions | N
     def remove(live: list[RecordFile]) -> dict[str, int]:
         targets = [file for file in live if file.name in keys]
         left = _map(min(threads, MERGE_THREADS), lambda file: drop_superseded(file, keys[file.name], options), targets)
-        return {file.name: rows for file, rows in zip(targets, left) if rows is not None}
+        return {file.name: rows for file, rows in zip(targets, left)}
 
     return remove
 
@@ -186,23 +186,23 @@ def _batches(file: RecordFile, options: StorageOptions | None, columns: list[str
         parquet.close()
 
 
-def drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> int | None:
+def drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> int:
     """Rewrite ``file`` without the records ``keys`` (its (id, status) pairs) name (in place, atomically; its footer
-    metadata kept), or delete it when nothing is left. Returns the records left, or None when none was dropped.
-    Streams: two passes over the file, the first reading only ids and statuses. Safe to repeat (a retried task): a
+    metadata kept), or delete it when nothing is left. Returns the records left (read from the file itself, not the
+    listing). Streams: two passes over the file, the first reading only ids and statuses. Safe to repeat (a retried task): a
     file already rewritten has nothing left to drop, and a file already deleted (every record dropped) has 0 left."""
     try:
         parquet = _parquet_file(file, options, missing_ok=True)
     except FileNotFoundError:
         return 0
-    schema, rows = parquet.schema_arrow, parquet.metadata.num_rows  # this file's own count, not the listing's
+    schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
     parquet.close()
     drop = 0
     for table in _batches(file, options, ["id", "status"]):
         ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
         drop += sum((edit_id, status) in keys for edit_id, status in zip(ids, statuses))
     if not drop:
-        return None
+        return rows
     if drop == rows:
         delete(file.uri, options)
         return 0

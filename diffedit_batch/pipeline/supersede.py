@@ -20,7 +20,7 @@ from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, RemoveSuperseded, 
 from diffedit_batch.data.records import RecordFile
 from diffedit_batch.data.storage import StorageOptions, read_bytes
 
-from .planning import choose_shuffle
+from .planning import MAX_PARTITIONS, choose_shuffle
 
 # Superseded files read by one task (each is a bucket's keys: up to ROWS_PER_BUCKET rows).
 _FILES_PER_TASK = 8
@@ -36,23 +36,20 @@ def read_superseded(batch: pa.Table, *, options: StorageOptions) -> pa.Table:
 
 
 def rewrite_record_file(keys: pa.Table, *, files: dict[str, tuple[str, int]], options: StorageOptions) -> pa.Table:
-    """One group: the superseded keys of one record file (`files`: live record files, name -> (uri, size)). Rewrites that file without them (or deletes it when nothing
-    is left) and returns (file, records left), no row when nothing was dropped. A key naming a file that is not live
-    (merged away, or gone) is skipped: the plan read that file, so only a compaction racing this run could do it, and
-    the run holds the lease."""
+    """One group: the superseded keys of one record file (`files`: the live record files, name -> (uri, size)).
+    Rewrites that file without them, or deletes it when nothing is left, and returns (file, records left). A key
+    naming a file that is not live is skipped: the plan read every file it names, and the run holds the lease."""
     name = keys.column("file")[0].as_py()
     if name not in files:
         return _CHANGED_SCHEMA.empty_table()
     uri, size = files[name]
     left = drop_superseded(RecordFile(uri, size, name), superseded_keys(keys)[name], options)
-    if left is None:
-        return _CHANGED_SCHEMA.empty_table()
     return pa.table({"file": [name], "rows_left": [left]}, schema=_CHANGED_SCHEMA)
 
 
 def remove_superseded(superseded_files: list[str], options: StorageOptions) -> RemoveSuperseded:
     """A `data.compaction.RemoveSuperseded` over the plan's superseded files (needs Ray): records removed by file in
-    a Ray Data pass; returns {file name: records left} of the files it changed."""
+    a Ray Data pass; returns {file name: records left} of the files the keys name."""
 
     def remove(live: list[RecordFile]) -> dict[str, int]:
         if not superseded_files or not live:
@@ -64,11 +61,11 @@ def remove_superseded(superseded_files: list[str], options: StorageOptions) -> R
                                    override_num_blocks=math.ceil(len(superseded_files) / _FILES_PER_TASK))
         keys = keys.map_batches(read_superseded, batch_size=_FILES_PER_TASK, batch_format="pyarrow",
                                 fn_kwargs={"options": options}, num_cpus=0.25)
-        partitions = max(1, min(len(files) // _FILES_PER_PARTITION, 64))
+        partitions = max(1, min(len(files) // _FILES_PER_PARTITION, MAX_PARTITIONS))
         choose_shuffle(keys, partitions)
-        changed = keys.groupby("file", num_partitions=partitions).map_groups(
+        left = keys.groupby("file", num_partitions=partitions).map_groups(
             rewrite_record_file, batch_format="pyarrow", fn_kwargs={"files": files, "options": options}, num_cpus=0.5,
         ).take_all()
-        return {row["file"]: row["rows_left"] for row in changed}
+        return {row["file"]: row["rows_left"] for row in left}
 
     return remove
