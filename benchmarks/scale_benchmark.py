@@ -209,12 +209,9 @@ def settings_print(extra: list[str] = ()) -> str:
     return run_settings(load_config(ROOT / "configs" / "tiny.yaml", [*RUN_SETTINGS, *extra])).by_use[0]
 
 
-def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str], extra: list[str]) -> dict:
-    """The measured run, as a fresh `diffedit-batch run` process."""
-    command = [sys.executable, "-m", "diffedit_batch.cli", "run", "--config", str(ROOT / "configs" / "tiny.yaml"),
-               "--input", str(folder / "manifest"), "--output", output]
-    for setting in (*RUN_SETTINGS, f"job.records_per_file={records_per_file}", *extra):
-        command += ["--set", setting]
+def measured(command: list[str], env: dict[str, str], what: str) -> tuple[str, float, dict]:
+    """Run `command` as a fresh process, its process tree's memory sampled: (its output, wall seconds, peaks).
+    Raises RuntimeError naming `what` when it fails."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     sampler = PeakRss(process.pid)
@@ -222,7 +219,17 @@ def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str],
     wall = time.perf_counter() - started
     peaks = sampler.stop()
     if process.returncode != 0:
-        raise RuntimeError(f"the run failed ({process.returncode}):\n{log[-4000:]}")
+        raise RuntimeError(f"{what} failed ({process.returncode}):\n{log[-4000:]}")
+    return log, wall, peaks
+
+
+def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str], extra: list[str]) -> dict:
+    """The measured run, as a fresh `diffedit-batch run` process."""
+    command = [sys.executable, "-m", "diffedit_batch.cli", "run", "--config", str(ROOT / "configs" / "tiny.yaml"),
+               "--input", str(folder / "manifest"), "--output", output]
+    for setting in (*RUN_SETTINGS, f"job.records_per_file={records_per_file}", *extra):
+        command += ["--set", setting]
+    log, wall, peaks = measured(command, env, "the run")
     plan = re.search(r"plan: (\d+) edits to do, (\d+) done earlier.*?, ([\d.]+) s\)", log)
     summary = re.search(r"edits ok (\d+), failed (\d+), duplicates (\d+), skipped (\d+) \(done earlier\), "
                         r"changed (\d+)", log)
@@ -310,15 +317,8 @@ def measure_supersede(rows: int, records_per_file: int, workdir: Path, mode: str
         files.append(str(path))
     del keys
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", SUPERSEDE_CHILD, output, str(records_per_file), mode, *files],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    sampler = PeakRss(process.pid)
-    log, _ = process.communicate()
-    wall = time.perf_counter() - started
-    peaks = sampler.stop()
-    if process.returncode != 0:
-        raise RuntimeError(f"the compaction failed ({process.returncode}):\n{log[-4000:]}")
+    log, wall, peaks = measured([sys.executable, "-c", SUPERSEDE_CHILD, output, str(records_per_file), mode, *files],
+                                env, "the compaction")
     result = {**json.loads(log.strip().splitlines()[-1]), "wall_s": wall, "rows": rows, "kind": f"supersede-{mode}",
               **peaks}
     assert result["superseded"] == (rows + 1) // 2, result
