@@ -245,8 +245,9 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
         _remove_orphan_shards(shards, plan, options)
         summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
         summary.planned_s = time.perf_counter() - started
-        log.info("plan: %d edits to do, %d done earlier, %d changed, %d invalid, %d duplicates (%d buckets, %.1f s)",
-                 plan.pending, plan.skipped, plan.changed, plan.invalid, plan.duplicates, plan.buckets,
+        log.info("plan: %d edits to do, %d done earlier, %d changed, %d invalid, %d duplicates (%d buckets in %d "
+                 "partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped, plan.changed,
+                 plan.invalid, plan.duplicates, plan.buckets, plan.partitions, plan.estimated_bytes / 2**20,
                  summary.planned_s)
         concepts = plan.concepts if config.job.mode == "edit" else []
         # The helper models the rows turned out to need, checked before an actor tries to load them.

@@ -35,16 +35,30 @@ from diffedit_batch.data.worklist import (
 from .stages.read import read_manifest_rows
 from .stages.spec import Stage, apply
 
-# A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket.
+# A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket, and no more
+# than BUCKET_BYTES of them in Arrow: rows with long prompts make more, smaller buckets (a reduce task holds its
+# partition about three times over while sorting it, and plan_bucket copies a bucket twice more).
 ROWS_PER_BUCKET = 50_000
+BUCKET_BYTES = 32 * 2**20
+# Raw plan rows per partition of the hash shuffle, up to MAX_WIDE_PARTITIONS partitions.
+PARTITION_BYTES = 64 * 2**20
+# Plan rows of an earlier record (ids, status, fingerprints, its file's name) in Arrow, about: they hold no prompts.
+EARLIER_ROW_BYTES = 256
+# How the bytes of a request's plan rows are estimated before the pass: the first SAMPLE_ROWS rows of up to
+# SAMPLE_FILES manifest files, spread over the manifest, made into plan rows (targets expanded, prompts included).
+SAMPLE_ROWS = 512
+SAMPLE_FILES = 4
 # Up to this many buckets the shuffle is Ray Data's pull-based sort shuffle: few objects at this size, and it starts
 # in well under a second, where the hash shuffle (built for large data, Ray 2.60's default) stalls for seconds
 # behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
 # blocks x partitions.
 SMALL_PLAN_BUCKETS = 8
 # The hash shuffle's partitions (each holds whole buckets). Ray Data's driver owns a shard per map task and
-# partition, so partitions are capped: past the cap, partitions hold more buckets instead of the driver more shards.
+# partition, and a map task takes a shard's bytes for every partition (`shuffle_input_bytes`), so partitions are
+# capped: past MAX_PARTITIONS, only a plan of more than PARTITION_BYTES per partition gets more (wide rows), up to
+# MAX_WIDE_PARTITIONS (a map task's input then 256 MiB); past that, partitions hold more buckets.
 MAX_PARTITIONS = 64
+MAX_WIDE_PARTITIONS = 128
 # Blocks of the plan pass stay small (Ray's default: 128 MiB): a read task's memory is a few of them, whatever the
 # size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
@@ -84,6 +98,8 @@ class RunPlan:
     record_files: list[str] = field(default_factory=list)  # the plan's own record parts (invalid rows, duplicates)
     shards: set[str] = field(default_factory=set)  # names of the shards that earlier records name
     buckets: int = 0
+    partitions: int = 0
+    estimated_bytes: int = 0  # of the plan's rows (`estimate_plan_bytes`), which sized its buckets
 
     def add(self, summary: dict) -> None:
         for name in ("pending", "skipped", "changed", "settings_changed", "unknown_settings", "invalid", "duplicates",
@@ -178,13 +194,43 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     }
 
 
-def bucket_count(manifest_rows: int, earlier_records: int) -> int:
-    return max(1, math.ceil((manifest_rows + earlier_records) / ROWS_PER_BUCKET))
+def bucket_count(manifest_rows: int, earlier_records: int, plan_bytes: int = 0) -> int:
+    """Buckets of a plan of `manifest_rows` rows and `earlier_records` records, `plan_bytes` (estimated Arrow bytes
+    of its plan rows, `estimate_plan_bytes`) in all: ROWS_PER_BUCKET rows and BUCKET_BYTES bytes a bucket at most."""
+    return max(1, math.ceil((manifest_rows + earlier_records) / ROWS_PER_BUCKET), math.ceil(plan_bytes / BUCKET_BYTES))
 
 
-def plan_partitions(buckets: int) -> int:
-    """The hash shuffle's partitions for a plan of `buckets` buckets (MAX_PARTITIONS at most)."""
-    return min(buckets, MAX_PARTITIONS)
+def plan_partitions(buckets: int, plan_bytes: int = 0) -> int:
+    """The hash shuffle's partitions for a plan of `buckets` buckets and `plan_bytes` bytes: a bucket each up to
+    MAX_PARTITIONS, more (to MAX_WIDE_PARTITIONS) when partitions would hold over PARTITION_BYTES."""
+    wide = min(MAX_WIDE_PARTITIONS, math.ceil(plan_bytes / PARTITION_BYTES))
+    return min(buckets, max(MAX_PARTITIONS, wide))
+
+
+def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int, settings: RunSettings | None = None) -> int:
+    """Estimated Arrow bytes of a plan's rows: the manifest's rows at the bytes of a sample of them made into plan
+    rows (SAMPLE_ROWS of each of SAMPLE_FILES files), and EARLIER_ROW_BYTES for each earlier record. Reads a few
+    blocks of rows in this process; raises ManifestError naming a file that cannot be read."""
+    settings = settings or run_settings(config)
+    files = [file for file in manifest.files if file.rows]
+    step = max(1, len(files) // SAMPLE_FILES)
+    sampled_rows = sampled_bytes = 0
+    for file in files[::step][:SAMPLE_FILES]:
+        blocks = read_manifest_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
+                                    options=config.storage, rows_per_block=SAMPLE_ROWS)
+        try:
+            rows = next(blocks, None)
+        finally:
+            blocks.close()
+        if rows is None or not rows.num_rows:
+            continue
+        plan_rows = requests_to_plan_rows(rows, base_dir=None, job_seed=config.job.seed, buckets=1,
+                                          settings=settings.by_use,
+                                          caption_inversion=config.captions.caption_inversion)
+        sampled_rows += rows.num_rows
+        sampled_bytes += plan_rows.nbytes
+    per_row = sampled_bytes / sampled_rows if sampled_rows else 0
+    return math.ceil(manifest.rows * per_row) + earlier_records * EARLIER_ROW_BYTES
 
 
 def shuffle_input_bytes(partitions: int) -> int:
@@ -205,7 +251,11 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
     plan = RunPlan()
     if not files:
         return plan  # nothing to edit; earlier records stay as they are
-    buckets = bucket_count(manifest.rows, sum(file.rows for file in earlier))
+    earlier_records = sum(file.rows for file in earlier)
+    settings = settings or run_settings(config)
+    size = estimate_plan_bytes(config, manifest, earlier_records, settings)
+    buckets = bucket_count(manifest.rows, earlier_records, size)
+    partitions = plan_partitions(buckets, size)
     stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards, settings, on_settings_change)
     # A block per manifest file, and per group of record files: each is read by a task of its own, in parallel.
     requests = apply(
@@ -221,13 +271,13 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
         )
         requests = requests.union(records)
     decide = stages["plan"]
-    choose_shuffle(requests, plan_partitions(buckets))
-    summaries = requests.groupby("bucket", num_partitions=plan_partitions(buckets)).map_groups(
+    choose_shuffle(requests, partitions)
+    summaries = requests.groupby("bucket", num_partitions=partitions).map_groups(
         decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=decide.cpus,
     ).take_all()
     for summary in sorted(summaries, key=lambda row: row["bucket"]):
         plan.add(summary)
-    plan.buckets = buckets
+    plan.buckets, plan.partitions, plan.estimated_bytes = buckets, partitions, size
     return plan
 
 
