@@ -178,11 +178,7 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
                       batch_size=1, kwargs={"options": options}, schema=None),
         "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
-                          # None: the read stage resolved each relative image against its own file's folder;
-                          # resolving again would prefix a relative manifest folder twice
-                          kwargs={"base_dir": None, "job_seed": config.job.seed, "buckets": buckets,
-                                  "settings": settings.by_use,
-                                  "caption_inversion": config.captions.caption_inversion}),
+                          kwargs=_request_kwargs(config, settings, buckets)),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
                          batch_size=_FILES_PER_TASK, schema=None,
                          kwargs={"options": options, "buckets": buckets, "with_shards": with_shards}),
@@ -192,6 +188,14 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
                               "output_prefix": output_prefix, "options": options,
                               "settings_policy": settings_policy, "unknown_policy": unknown_policy}),
     }
+
+
+def _request_kwargs(config: Config, settings: RunSettings, buckets: int) -> dict:
+    """What `requests_to_plan_rows` takes besides the rows, in the requests stage and in the estimate of its bytes."""
+    # base_dir None: the read stage resolved each relative image against its own file's folder; resolving again
+    # would prefix a relative manifest folder twice
+    return {"base_dir": None, "job_seed": config.job.seed, "buckets": buckets, "settings": settings.by_use,
+            "caption_inversion": config.captions.caption_inversion}
 
 
 def bucket_count(manifest_rows: int, earlier_records: int, plan_bytes: int = 0) -> int:
@@ -207,15 +211,16 @@ def plan_partitions(buckets: int, plan_bytes: int = 0) -> int:
     return min(buckets, max(MAX_PARTITIONS, wide))
 
 
-def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int, settings: RunSettings | None = None) -> int:
+def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int,
+                        settings: RunSettings | None = None) -> int:
     """Estimated Arrow bytes of a plan's rows: the manifest's rows at the bytes of a sample of them made into plan
     rows (SAMPLE_ROWS of each of SAMPLE_FILES files), and EARLIER_ROW_BYTES for each earlier record. Reads a few
     blocks of rows in this process; raises ManifestError naming a file that cannot be read."""
-    settings = settings or run_settings(config)
+    request_kwargs = _request_kwargs(config, settings or run_settings(config), buckets=1)
     files = [file for file in manifest.files if file.rows]
-    step = max(1, len(files) // SAMPLE_FILES)
+    spread = sorted({k * len(files) // SAMPLE_FILES for k in range(SAMPLE_FILES)})
     sampled_rows = sampled_bytes = 0
-    for file in files[::step][:SAMPLE_FILES]:
+    for file in (files[index] for index in spread):
         blocks = read_manifest_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
                                     options=config.storage, rows_per_block=SAMPLE_ROWS)
         try:
@@ -224,9 +229,7 @@ def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int
             blocks.close()
         if rows is None or not rows.num_rows:
             continue
-        plan_rows = requests_to_plan_rows(rows, base_dir=None, job_seed=config.job.seed, buckets=1,
-                                          settings=settings.by_use,
-                                          caption_inversion=config.captions.caption_inversion)
+        plan_rows = requests_to_plan_rows(rows, **request_kwargs)
         sampled_rows += rows.num_rows
         sampled_bytes += plan_rows.nbytes
     per_row = sampled_bytes / sampled_rows if sampled_rows else 0
