@@ -171,6 +171,11 @@ class PeakRss:
             # the largest single process, whichever it is
             "peak_rss_mib": max((rss for rss, _ in self.peaks.values()), default=0.0),
             "peak_uss_mib": max(self.unique.values(), default=0.0),
+            # each process's peaks, largest USS first: where the memory is, not only how much
+            "processes": sorted(({"command": self.unique_names.get(pid) or self.peaks.get(pid, (0.0, ""))[1],
+                                  "rss_mib": self.peaks.get(pid, (0.0, ""))[0], "uss_mib": uss,
+                                  "own_mib": self.own.get(pid, 0.0), "driver": pid == self.pid}
+                                 for pid, uss in self.unique.items()), key=lambda p: -p["uss_mib"]),
         }
 
 
@@ -238,15 +243,15 @@ def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str],
             "unknown_settings": "recorded before fingerprints" in log, **peaks}
 
 
-def measure_local(rows: int, new: int, records_per_file: int, workdir: Path) -> dict:
-    """A re-run over `rows` done rows (fingerprints compared) and `new` new ones."""
+def measure_local(rows: int, new: int, records_per_file: int, workdir: Path, extra: list[str] = ()) -> dict:
+    """A re-run over `rows` done rows (fingerprints compared) and `new` new ones; `extra`: settings of the run."""
     folder = workdir / f"local-{rows}"
     output = str(folder / "out")
     started = time.perf_counter()
-    files = synthesize(folder, rows, new, records_per_file, output, settings_print=settings_print())
+    files = synthesize(folder, rows, new, records_per_file, output, settings_print=settings_print(extra))
     made = time.perf_counter() - started
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    result = rerun(folder, output, records_per_file, env, [])
+    result = rerun(folder, output, records_per_file, env, list(extra))
     result.update(rows=rows, new=new, record_files_before=files, record_files_after=count_record_files(output),
                   synthesized_s=made)
     # every done row matched on both fingerprints: nothing changed, nothing made under unknown settings
@@ -256,13 +261,13 @@ def measure_local(rows: int, new: int, records_per_file: int, workdir: Path) -> 
     return result
 
 
-def measure_fresh(rows: int, prompt_bytes: int, records_per_file: int, workdir: Path) -> dict:
+def measure_fresh(rows: int, prompt_bytes: int, records_per_file: int, workdir: Path, extra: list[str] = ()) -> dict:
     """A fresh run of `rows` rows with long prompts: the writers, the records and the end-of-run compaction."""
     folder = workdir / f"fresh-{rows}"
     output = str(folder / "out")
     synthesize(folder, 0, rows, records_per_file, output, prompt_bytes=prompt_bytes)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    result = rerun(folder, output, records_per_file, env, [])
+    result = rerun(folder, output, records_per_file, env, list(extra))
     result.update(rows=rows, new=rows, prompt_bytes=prompt_bytes, record_files_after=count_record_files(output),
                   kind="fresh")
     assert result["ok"] == rows, result
@@ -332,6 +337,12 @@ def _peaks(result: dict) -> str:
             f"{result['other_rss_mib']:.0f} MiB RSS ({result['other_process'].strip()}), largest other USS "
             f"{result['other_uss_mib']:.0f} MiB ({result['other_uss_process'].strip()}; largest outside the object "
             f"store {result['other_own_mib']:.0f} MiB)")
+
+
+def _top_processes(result: dict, count: int = 4) -> str:
+    """The processes of largest USS, with what each ran: where the memory is."""
+    return "; ".join(f"{p['command'].strip() or '?'}: {p['uss_mib']:.0f} USS ({p['own_mib']:.0f} own), "
+                     f"{p['rss_mib']:.0f} RSS" for p in result.get("processes", [])[:count])
 
 
 def _slope(small: dict, large: dict, name: str) -> float:
@@ -410,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="done rows N of a compaction after every other one was edited again")
     parser.add_argument("--records-per-file", type=int, default=10_000)
     parser.add_argument("--s3", action="store_true", help="also re-run the smallest size against a local S3 server")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the measured runs (re-runs and fresh runs), as `run --set`; repeatable")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -420,16 +433,17 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     with tempfile.TemporaryDirectory(prefix="scale-") as workdir:
         for rows in args.rows:
-            result = measure_local(rows, args.new, args.records_per_file, Path(workdir))
+            result = measure_local(rows, args.new, args.records_per_file, Path(workdir), args.settings)
             figures.append(result)
             print(f"{rows:>9} done + {args.new} new rows: re-run {result['wall_s']:6.1f} s (plan {result['plan_s']:.1f} s "
                   f"before the first edit); {_peaks(result)}; record files {result['record_files_before']} -> "
                   f"{result['record_files_after']}", flush=True)
         for rows in args.fresh:
-            result = measure_fresh(rows, args.prompt_bytes, args.records_per_file, Path(workdir))
+            result = measure_fresh(rows, args.prompt_bytes, args.records_per_file, Path(workdir), args.settings)
             figures.append(result)
             print(f"{rows:>9} fresh rows, {args.prompt_bytes} B prompts: run {result['wall_s']:6.1f} s; "
                   f"{_peaks(result)}; record files -> {result['record_files_after']}", flush=True)
+            print(f"    largest USS: {_top_processes(result)}", flush=True)
         for rows in args.supersede:
             for mode in ("local", "distributed"):
                 result = measure_supersede(rows, args.records_per_file, Path(workdir), mode)

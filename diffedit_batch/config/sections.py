@@ -181,8 +181,11 @@ class JobConfig:
         default=2,
         metadata={"help": "Batches in flight at each edit actor (Ray Data); above 1 overlaps input with compute."},
     )
+    # 512 MiB holds ~150 decoded 1024 px pictures (a queue of many batches ahead of a GPU), and keeps the store pages
+    # a worker writes, which stay private to it until the next stage maps them, well under 1 GiB per process: at
+    # 1024 a noop edit actor's USS reached 1.26 GiB over 10^6 rows of 2 KB prompts (benchmarks/README.md).
     object_store_mib_per_actor: int = field(
-        default=1024,
+        default=512,
         metadata={
             "help": "Ray object-store memory the edit pass may fill with rows in flight, in MiB per edit actor (times "
             "max_actors, else num_actors): Ray Data's resource limit. When one stage outpaces the next, the rows "

@@ -19,7 +19,7 @@ def test_the_object_store_budget_grows_with_the_edit_actors(ray_local, job_confi
     fixed = _limits(job_config(*NOOP, "job.num_actors=2", "job.object_store_mib_per_actor=300"))
     assert fixed.object_store_memory == 2 * 300 * 2**20
     elastic = _limits(job_config(*NOOP, "job.num_actors=1", "job.max_actors=3"))
-    assert elastic.object_store_memory == 3 * 1024 * 2**20  # the default, for the most actors the pool may have
+    assert elastic.object_store_memory == 3 * 512 * 2**20  # the default, for the most actors the pool may have
     # CPU and GPU limits stay Ray Data's own (auto-detected; an autoscaler may add nodes)
     assert elastic.cpu == float("inf") and elastic.gpu == float("inf")
 
