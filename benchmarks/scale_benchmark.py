@@ -438,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rows:>9} done + {args.new} new rows: re-run {result['wall_s']:6.1f} s (plan {result['plan_s']:.1f} s "
                   f"before the first edit); {_peaks(result)}; record files {result['record_files_before']} -> "
                   f"{result['record_files_after']}", flush=True)
+            print(f"    largest USS: {_top_processes(result)}", flush=True)
         for rows in args.fresh:
             result = measure_fresh(rows, args.prompt_bytes, args.records_per_file, Path(workdir), args.settings)
             figures.append(result)

@@ -40,8 +40,6 @@ from .stages.spec import Stage, apply
 # partition about three times over while sorting it, and plan_bucket copies a bucket twice more).
 ROWS_PER_BUCKET = 50_000
 BUCKET_BYTES = 32 * 2**20
-# Raw plan rows per partition of the hash shuffle, up to MAX_WIDE_PARTITIONS partitions.
-PARTITION_BYTES = 64 * 2**20
 # Plan rows of an earlier record (ids, status, fingerprints, its file's name) in Arrow, about: they hold no prompts.
 EARLIER_ROW_BYTES = 256
 # How the bytes of a request's plan rows are estimated before the pass: the first SAMPLE_ROWS rows of up to
@@ -49,26 +47,22 @@ EARLIER_ROW_BYTES = 256
 SAMPLE_ROWS = 512
 SAMPLE_FILES = 4
 # Up to this many buckets the shuffle is Ray Data's pull-based sort shuffle: few objects at this size, and it starts
-# in well under a second, where the hash shuffle (built for large data, Ray 2.60's default) stalls for seconds
-# behind an upstream map stage. Above it, the hash shuffle, whose cost grows with the data rather than with
-# blocks x partitions.
+# in well under a second, where a hash shuffle stalls for seconds behind an upstream map stage. Above it, Ray Data's
+# disk-based hash shuffle (`DataContext.use_disk_based_hash_shuffle`), whose cost grows with the data rather than
+# with blocks x partitions: each map task writes its rows, split by partition and zstd-compressed, to one file on
+# its node's local disk (under $TMPDIR) and hands the driver one handle; each reduce task fetches its partition from
+# those files. The shuffled plan never waits in the object store (with Ray's object-store shuffle it did, whole,
+# until the reduce: the store pages a worker wrote grew +390 MiB from 10^6 to 10^7 rows), and the driver keeps a
+# handle per map task instead of an object per map task and partition, so a partition can be a single bucket.
 SMALL_PLAN_BUCKETS = 8
-# The hash shuffle's partitions (each holds whole buckets). Ray Data's driver owns a shard per map task and
-# partition, and a map task takes a shard's bytes for every partition (`shuffle_input_bytes`), so partitions are
-# capped: past MAX_PARTITIONS, only a plan of more than PARTITION_BYTES per partition gets more (wide rows), up to
-# MAX_WIDE_PARTITIONS (a map task's input then 256 MiB); past that, partitions hold more buckets.
-MAX_PARTITIONS = 64
-MAX_WIDE_PARTITIONS = 128
+# The hash shuffle's partitions: a bucket each up to MAX_PARTITIONS, so a reduce task holds one bucket however large
+# the manifest (10^7 + 10^7 rows make 400 buckets); past it (10^8 + 10^8 rows make 4,000) a partition holds a few.
+MAX_PARTITIONS = 1024
+# Raw bytes of plan rows a shuffle map task takes at once (Ray Data merges input blocks up to this, per node).
+SHUFFLE_INPUT_BYTES = 64 * 2**20
 # Blocks of the plan pass stay small (Ray's default: 128 MiB): a read task's memory is a few of them, whatever the
 # size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
-# Raw bytes of plan rows per shard of the hash shuffle, which sets what a map task takes at once (partitions x this,
-# `shuffle_input_bytes`). Ray Data's shuffle map task returns its shards to the driver, which owns them until the
-# reduce: a shard under Ray's inline limit (`max_direct_call_object_size`, 100 KiB) is kept in the driver's own
-# memory, a larger one in the object store. Plan rows compress about 5x (zstd), so a shard of 2 MiB (~0.4 MiB
-# compressed) goes to the object store and the driver keeps a reference per shard, not the rows: with 16 MiB map
-# inputs (shards of ~50 KiB) a re-run over 10^7 rows left ~1 GiB of shards in the driver.
-SHARD_BYTES = 2 * 2**20
 _FILES_PER_TASK = 16
 # What the manifest reader hands on: the manifest's columns, each row numbered.
 _MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
@@ -204,11 +198,10 @@ def bucket_count(manifest_rows: int, earlier_records: int, plan_bytes: int = 0) 
     return max(1, math.ceil((manifest_rows + earlier_records) / ROWS_PER_BUCKET), math.ceil(plan_bytes / BUCKET_BYTES))
 
 
-def plan_partitions(buckets: int, plan_bytes: int = 0) -> int:
-    """The hash shuffle's partitions for a plan of `buckets` buckets and `plan_bytes` bytes: a bucket each up to
-    MAX_PARTITIONS, more (to MAX_WIDE_PARTITIONS) when partitions would hold over PARTITION_BYTES."""
-    wide = min(MAX_WIDE_PARTITIONS, math.ceil(plan_bytes / PARTITION_BYTES))
-    return min(buckets, max(MAX_PARTITIONS, wide))
+def plan_partitions(buckets: int) -> int:
+    """The shuffle's partitions for a plan of `buckets` buckets: a bucket each, up to MAX_PARTITIONS. (Buckets are
+    sized by rows and bytes, so a partition's bytes stay bounded until the manifest passes MAX_PARTITIONS buckets.)"""
+    return min(buckets, MAX_PARTITIONS)
 
 
 def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int,
@@ -236,11 +229,6 @@ def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int
     return math.ceil(manifest.rows * per_row) + earlier_records * EARLIER_ROW_BYTES
 
 
-def shuffle_input_bytes(partitions: int) -> int:
-    """Raw bytes a shuffle map task takes at once: SHARD_BYTES for each of `partitions` shards (16 MiB at least)."""
-    return max(16 * 2**20, partitions * SHARD_BYTES)
-
-
 def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], output_prefix: str,
              run_id: str, with_shards: bool = False, settings: RunSettings | None = None,
              on_settings_change: str | None = None) -> RunPlan:
@@ -258,7 +246,7 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
     settings = settings or run_settings(config)
     size = estimate_plan_bytes(config, manifest, earlier_records, settings)
     buckets = bucket_count(manifest.rows, earlier_records, size)
-    partitions = plan_partitions(buckets, size)
+    partitions = plan_partitions(buckets)
     stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards, settings, on_settings_change)
     # A block per manifest file, and per group of record files: each is read by a task of its own, in parallel.
     requests = apply(
@@ -285,11 +273,15 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
 
 
 def choose_shuffle(dataset, partitions: int) -> None:
-    """Set Ray Data's shuffle for a group-by into `partitions` partitions (the sort shuffle up to
-    SMALL_PLAN_BUCKETS, see there) and its block size, on this dataset only."""
+    """Set Ray Data's shuffle for a group-by into `partitions` partitions, on this dataset only: the sort shuffle up
+    to SMALL_PLAN_BUCKETS, the disk-based hash shuffle above (see there); and the pass's block size."""
     from ray.data.context import ShuffleStrategy
 
-    dataset.context.target_max_block_size = PLAN_BLOCK_BYTES
-    dataset.context.shuffle_input_batch_bytes = shuffle_input_bytes(partitions)
+    context = dataset.context
+    context.target_max_block_size = PLAN_BLOCK_BYTES
     if partitions <= SMALL_PLAN_BUCKETS:
-        dataset.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    else:
+        context.shuffle_strategy = ShuffleStrategy.SHUFFLE_V2
+        context.use_disk_based_hash_shuffle = True
+        context.shuffle_input_batch_bytes = SHUFFLE_INPUT_BYTES

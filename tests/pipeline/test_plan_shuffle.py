@@ -1,93 +1,86 @@
-"""The plan's hash shuffle keeps its shards out of the driver's memory (each is over Ray's inline limit), and its
-buckets and partitions are sized by the bytes of the plan's rows, not only by their number."""
+"""The plan's buckets are sized by the bytes of its rows as well as their number; a plan of more than a few buckets
+is shuffled by Ray Data's disk-based hash shuffle, a bucket per partition, and decides the same as the sort shuffle."""
 
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+from PIL import Image
 
-from diffedit_batch.data.fingerprints import request_fingerprint
-from diffedit_batch.data.worklist import PLAN_SCHEMA, records_to_plan_rows, requests_to_plan_rows
+from diffedit_batch.pipeline import planning, run_job
 from diffedit_batch.pipeline.planning import (
     BUCKET_BYTES,
     EARLIER_ROW_BYTES,
     MAX_PARTITIONS,
-    MAX_WIDE_PARTITIONS,
-    PARTITION_BYTES,
-    SHARD_BYTES,
+    SMALL_PLAN_BUCKETS,
     bucket_count,
+    choose_shuffle,
     estimate_plan_bytes,
     plan_partitions,
-    shuffle_input_bytes,
 )
 
-# Ray's default max_direct_call_object_size: a task's return up to this size is kept in its owner's (the driver's)
-# memory rather than in the object store.
-RAY_INLINE_LIMIT = 100 * 1024
+from .conftest import read_records, write_manifest
 
 
-def _shard(table: pa.Table, raw_bytes: int) -> pa.Table:
-    """The first `raw_bytes` of `table` (as Ray Data counts them), as one shard."""
-    rows = int(table.num_rows * raw_bytes / table.nbytes)
-    assert rows < table.num_rows, "the sample is smaller than a shard"
-    return table.slice(0, rows)
+def test_a_partition_is_a_bucket_up_to_the_cap():
+    for buckets in (1, 8, 41, 400, MAX_PARTITIONS):
+        assert plan_partitions(buckets) == buckets
+    # 10^8 done rows and 10^8 requests: 4,000 buckets, a few per partition
+    assert plan_partitions(bucket_count(10**8, 10**8)) == MAX_PARTITIONS
 
 
-def _compressed_size(table: pa.Table) -> int:
-    """Bytes of the shard as Ray Data's shuffle returns it (an Arrow IPC stream, zstd, its default)."""
-    sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
-        writer.write_table(table)
-    return sink.getvalue().size
-
-
-def _plan_rows(n: int) -> tuple[pa.Table, pa.Table]:
-    """Requests and earlier records of n rows with sequential ids and repeated prompts: rows that compress well."""
-    ids = [f"row-{i:09d}" for i in range(n)]
-    manifest = pa.table({
-        "id": ids, "image": ["images/one.png"] * n, "source_prompt": ["a photo of a thing"] * n,
-        "target_prompt": [f"a painting of thing {i[-3:]}" for i in ids], "row_index": pa.array(range(n), pa.int64()),
-    })
-    requests = requests_to_plan_rows(manifest, base_dir="/data", job_seed=0, buckets=400,
-                                     settings=("0123456789abcdef",) * 4)
-    records = records_to_plan_rows(pa.table({
-        "id": ids, "row_id": ids, "status": ["ok"] * n,
-        "request_fingerprint": [request_fingerprint(r) for r in requests.to_pylist()],
-        "settings_fingerprint": ["0123456789abcdef"] * n,
-    }), file="part-earlier-000000.parquet", buckets=400)
-    return requests, records
-
-
-def test_a_shard_of_plan_rows_is_too_large_to_be_kept_in_the_driver():
-    requests, records = _plan_rows(40_000)
-    assert requests.schema == records.schema == PLAN_SCHEMA
-    for rows in (requests, records, pa.concat_tables([requests, records])):
-        assert _compressed_size(_shard(rows, SHARD_BYTES)) > 2 * RAY_INLINE_LIMIT  # with a margin for other data
-
-
-def test_a_map_task_takes_a_shard_for_every_partition():
-    for buckets in (1, 8, 41, 64, 400, 4000):
-        partitions = plan_partitions(buckets)
-        assert partitions == min(buckets, MAX_PARTITIONS)
-        assert shuffle_input_bytes(partitions) >= partitions * SHARD_BYTES
-    # the input a map task takes does not grow with the manifest past the partitions' cap
-    assert shuffle_input_bytes(plan_partitions(bucket_count(10**8, 10**8))) == MAX_PARTITIONS * SHARD_BYTES
-
-
-def test_wide_rows_make_more_buckets_and_partitions_of_bounded_bytes():
+def test_wide_rows_make_more_buckets_of_bounded_bytes():
     narrow = 10**7 * 400  # a re-run of 10^7 rows: about 400 B of plan rows each, request and record
-    assert bucket_count(10**7, 10**7, narrow) == 400 and plan_partitions(400, narrow) == MAX_PARTITIONS
+    assert bucket_count(10**7, 10**7, narrow) == 400 == plan_partitions(400)
     wide = 10**6 * 4500  # 10^6 rows with two 2 KB prompts
     buckets = bucket_count(10**6, 0, wide)
     assert buckets > bucket_count(10**6, 0) and wide / buckets <= BUCKET_BYTES
-    partitions = plan_partitions(buckets, wide)
-    assert MAX_PARTITIONS < partitions <= MAX_WIDE_PARTITIONS and wide / partitions <= PARTITION_BYTES
-    # a map task's input stays bounded however wide the plan
-    assert plan_partitions(10**6, 10**15) == MAX_WIDE_PARTITIONS
-    assert shuffle_input_bytes(MAX_WIDE_PARTITIONS) == MAX_WIDE_PARTITIONS * SHARD_BYTES <= 256 * 2**20
-    # a small plan keeps its bucket for each partition
-    assert plan_partitions(3, 3 * BUCKET_BYTES) == 3
+    assert plan_partitions(buckets) == buckets  # a reduce task holds one bucket of at most BUCKET_BYTES
+
+
+def test_the_shuffle_is_chosen_on_the_plans_dataset_only(ray_local):
+    import ray
+    from ray.data.context import DataContext, ShuffleStrategy
+
+    small, large = ray.data.range(3), ray.data.range(3)
+    choose_shuffle(small, SMALL_PLAN_BUCKETS)
+    choose_shuffle(large, SMALL_PLAN_BUCKETS + 1)
+    assert small.context.shuffle_strategy == ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    assert not small.context.use_disk_based_hash_shuffle
+    assert large.context.shuffle_strategy == ShuffleStrategy.SHUFFLE_V2 and large.context.use_disk_based_hash_shuffle
+    assert not DataContext.get_current().use_disk_based_hash_shuffle  # other passes keep Ray Data's defaults
+
+
+def test_a_plan_of_many_buckets_decides_through_the_disk_shuffle_as_through_the_sort_shuffle(
+        ray_local, job_config, tmp_path, monkeypatch):
+    """Small buckets force the hash shuffle on a small manifest: new rows, done rows, a revised prompt, and duplicate
+    ids spread over buckets all end as they do in a plan of one bucket."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.new("RGB", (32, 24), (60, 80, 90)).save(folder / "p.png")
+
+    def manifest(rows: int, revised: str = "") -> str:
+        table = [{"id": f"r{k:03d}", "image": str(folder / "p.png"), "source_prompt": "a photo",
+                  "target_prompt": revised if revised and k == 7 else f"a painting {k}"} for k in range(rows)]
+        table.append({"id": "r005", "image": str(folder / "p.png"), "source_prompt": "a photo",
+                      "target_prompt": "a duplicate"})
+        return str(write_manifest(tmp_path / f"manifest-{rows}-{bool(revised)}.parquet", table))
+
+    noop = ("job.mode=noop", "model.resolution=64")
+    results = {}
+    for rows_per_bucket in (10**6, 5):  # one bucket (sort shuffle), then ~20 and ~30 (disk-based hash shuffle)
+        monkeypatch.setattr(planning, "ROWS_PER_BUCKET", rows_per_bucket)
+        output = str(tmp_path / f"out-{rows_per_bucket}")
+        first = run_job(job_config(*noop), manifest(40), output)
+        again = run_job(job_config(*noop), manifest(60, revised="a revised painting"), output)
+        records = read_records(output)
+        statuses = sorted((r["id"], r["status"], r["target_prompt"]) for r in records)
+        results[rows_per_bucket] = ((first.ok, first.duplicates), (again.ok, again.skipped, again.changed,
+                                                                   again.duplicates), statuses)
+    one_bucket, many_buckets = results[10**6], results[5]
+    # 20 new rows and r007 revised; r005's twin keeps its duplicate record
+    assert one_bucket[:2] == ((40, 1), (21, 39, 1, 0))
+    assert many_buckets == one_bucket
 
 
 def _manifest(path, rows: int, prompt_bytes: int, targets: int = 0):
