@@ -7,6 +7,7 @@ import pyarrow.dataset as ds
 
 from diffedit_batch.data.compaction import SUPERSEDED_SCHEMA, compact_records
 from diffedit_batch.data.records import list_record_files, parquet_bytes, write_record_part
+from diffedit_batch.pipeline import supersede
 from diffedit_batch.pipeline.supersede import remove_superseded, rewrite_record_file
 
 
@@ -46,6 +47,22 @@ def test_keys_of_one_record_file_from_many_buckets_meet_in_one_rewrite(ray_local
     assert _ids(out) == ["a0", "a2", "a3", "a5", "c0", "c1", "c2"]
     # the emptied file is gone; the rest merged into one file (records_per_file 100)
     assert [f.rows for f in list_record_files(str(out)).live] == [7]
+
+
+def test_many_record_files_are_rewritten_through_the_disk_shuffle(ray_local, tmp_path, monkeypatch):
+    """A partition per record file makes more partitions than SMALL_PLAN_BUCKETS: the disk-based hash shuffle."""
+    monkeypatch.setattr(supersede, "_FILES_PER_PARTITION", 1)
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    names = [f"f{k:02d}" for k in range(12)]
+    for name in names:
+        _records(out, name, [f"{name}-{i}" for i in range(4)])
+    # every file loses its first two records; their keys are spread over three buckets
+    keys = [(f"part-{name}.parquet", f"{name}-{i}", "ok") for name in names for i in (0, 1)]
+    files = [_bucket_file(work, bucket, keys[bucket::3]) for bucket in range(3)]
+    result = compact_records(str(out), records_per_file=1000, superseded=remove_superseded(files, None))
+    assert (result.rewritten, result.superseded) == (12, 24)
+    assert _ids(out) == sorted(f"{name}-{i}" for name in names for i in (2, 3))
 
 
 def test_no_superseded_files_changes_nothing(ray_local, tmp_path):
