@@ -38,13 +38,13 @@ def test_edit_actors_span_nodes_and_each_edit_finishes_once(two_node_cluster, ti
 
 
 # The job's entrypoint with buckets of two rows, so a small manifest takes the disk-based hash shuffle (over
-# SMALL_PLAN_BUCKETS buckets): its map tasks write partition files on each node, and its reduce tasks fetch them
-# across nodes through each node's file server.
+# SMALL_PLAN_BUCKETS buckets) on a cluster of two nodes, each with its own shuffle files and file server. (Which
+# node a map or reduce task lands on is Ray's choice; the test does not pin it.)
 SMALL_BUCKETS_DRIVER = """
 import runpy, sys
 from diffedit_batch.pipeline import planning
 planning.ROWS_PER_BUCKET = 2
-sys.argv = [sys.argv[1], *sys.argv[2:]]
+sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 

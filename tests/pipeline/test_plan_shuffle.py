@@ -66,9 +66,16 @@ def test_a_plan_of_many_buckets_decides_through_the_disk_shuffle_as_through_the_
                       "target_prompt": "a duplicate"})
         return str(write_manifest(tmp_path / f"manifest-{rows}-{bool(revised)}.parquet", table))
 
+    partitions = []  # of each plan's shuffle, as the plan chose it
+
+    def recording_shuffle(dataset, count):
+        partitions.append(count)
+        choose_shuffle(dataset, count)
+
+    monkeypatch.setattr(planning, "choose_shuffle", recording_shuffle)
     noop = ("job.mode=noop", "model.resolution=64")
     results = {}
-    for rows_per_bucket in (10**6, 5):  # one bucket (sort shuffle), then ~20 and ~30 (disk-based hash shuffle)
+    for rows_per_bucket in (10**6, 5):  # one bucket (sort shuffle), then 9 and 21 (disk-based hash shuffle)
         monkeypatch.setattr(planning, "ROWS_PER_BUCKET", rows_per_bucket)
         output = str(tmp_path / f"out-{rows_per_bucket}")
         first = run_job(job_config(*noop), manifest(40), output)
@@ -77,6 +84,7 @@ def test_a_plan_of_many_buckets_decides_through_the_disk_shuffle_as_through_the_
         statuses = sorted((r["id"], r["status"], r["target_prompt"]) for r in records)
         results[rows_per_bucket] = ((first.ok, first.duplicates), (again.ok, again.skipped, again.changed,
                                                                    again.duplicates), statuses)
+    assert partitions == [1, 1, 9, 21] and min(partitions[2:]) > SMALL_PLAN_BUCKETS
     one_bucket, many_buckets = results[10**6], results[5]
     # 20 new rows and r007 revised; r005's twin keeps its duplicate record
     assert one_bucket[:2] == ((40, 1), (21, 39, 1, 0))
