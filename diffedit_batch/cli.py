@@ -11,7 +11,7 @@ import sys
 import threading
 
 
-# Exit codes of `run` (README "Exit codes"): schedulers and scripts tell the cases apart by these.
+# Exit codes of `run` (docs/reference/exit-codes.md): schedulers and scripts tell the cases apart by these.
 EXIT_DONE = 0  # every edit ended; failed rows within job.max_failed_fraction
 EXIT_FAILED = 1  # rows failed over job.max_failed_fraction, or the run's own files could not be written
 EXIT_BAD_INPUT = 2  # bad config, manifest, models or output prefix, or settings changed undecided: nothing was done
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", parents=[shared], help="edit every row of a Parquet manifest")
-    run.add_argument("--config", required=True, help="YAML config (see configs/ and docs/config-reference.md)")
+    run.add_argument("--config", required=True, help="YAML config (see configs/ and docs/reference/config.md)")
     run.add_argument("--input", required=True, help="manifest: a Parquet file or folder; local, s3:// or gs://")
     run.add_argument("--output", required=True, help="output prefix: local folder, s3:// or gs://")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. job.batch_size=8")

@@ -362,9 +362,9 @@ def test_config_reference_lists_every_key_with_its_default():
 
 
 def test_committed_config_reference_is_up_to_date():
-    committed = (ROOT / "docs" / "config-reference.md").read_text()
+    committed = (ROOT / "docs" / "reference" / "config.md").read_text()
     assert committed == config_reference_markdown(), (
-        "docs/config-reference.md is stale; regenerate it with "
+        "docs/reference/config.md is stale; regenerate it with "
         "python -c 'from diffedit_batch.config import write_config_reference; write_config_reference()'"
     )
 

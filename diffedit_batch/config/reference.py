@@ -1,4 +1,4 @@
-"""The config reference (`docs/config-reference.md`), generated from the section classes' fields and help."""
+"""The config reference (`docs/reference/config.md`), generated from the section classes' fields and help."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _cell(text: str) -> str:
 def config_reference_markdown() -> str:
     """Markdown reference of every section and key (type, default, help), generated from the dataclasses.
 
-    `docs/config-reference.md` is this text; a test keeps it current.
+    `docs/reference/config.md` is this text; a test keeps it current.
     """
     lines = [
         "# Config reference",
@@ -60,7 +60,7 @@ def config_reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config_reference(path: str | Path = "docs/config-reference.md") -> None:
+def write_config_reference(path: str | Path = "docs/reference/config.md") -> None:
     """Regenerate the committed config reference."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(config_reference_markdown())
