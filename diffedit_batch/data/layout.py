@@ -20,7 +20,13 @@ from dataclasses import dataclass
 
 from .storage import join, output_key
 
-__all__ = ["OutputLayout"]
+__all__ = ["OutputLayout", "layout_reference_markdown"]
+
+
+def layout_reference_markdown() -> str:
+    """The tree of this module's docstring as a Markdown block, for docs/reference/outputs.md."""
+    tree = [line.strip() for line in __doc__.splitlines() if line.startswith("    PREFIX/")]
+    return "```text\n" + "\n".join(tree) + "\n```\n"
 
 
 @dataclass(frozen=True)

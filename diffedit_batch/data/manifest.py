@@ -101,7 +101,7 @@ MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
 
 
 def manifest_reference_markdown() -> str:
-    """A Markdown table of ``MANIFEST_COLUMNS``, for the README."""
+    """A Markdown table of ``MANIFEST_COLUMNS``, for docs/reference/manifest.md."""
     lines = ["| column | type | required | description |", "|---|---|---|---|"]
     for column in MANIFEST_COLUMNS:
         required = "yes" if column.required else "no"
