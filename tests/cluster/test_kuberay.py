@@ -280,16 +280,16 @@ def test_ray_nodes_keep_their_object_store_in_memory(rayjob):
         assert 0 < size < limit, name  # /dev/shm counts against the pod's memory limit
 
 
-def test_the_readme_names_the_raycronjob_version_and_a_dry_run_of_the_configmaps_rayjob():
+def test_the_schedules_guide_names_the_raycronjob_version_and_a_dry_run_of_the_configmaps_rayjob():
     import subprocess
     import sys
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "guides" / "scheduled-runs.md").read_text()
     assert "use KubeRay >= 1.7.0" in readme and "#4888" in readme and "exits with code 3" in readme
     assert "KubeRay >= 1.7.0" in RAYCRONJOB_FILE.read_text() and "#4888" in RAYCRONJOB_FILE.read_text()
-    # The README's command that prints the ConfigMap's RayJob for `kubectl create --dry-run=server -f -`.
+    # The guide's command that prints the ConfigMap's RayJob for `kubectl create --dry-run=server -f -`.
     command = re.search(r"python -c '(.*?)' \\\n\s*\| kubectl create --dry-run=server -f -", readme, re.DOTALL)
-    assert command, "the README lost its dry run of the ConfigMap's RayJob"
+    assert command, "docs/guides/scheduled-runs.md lost its dry run of the ConfigMap's RayJob"
     printed = subprocess.run([sys.executable, "-c", command.group(1)], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout
     assert yaml.safe_load(printed) == configmap_rayjob(documents(CRONJOB_FILE))
