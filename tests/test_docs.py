@@ -12,7 +12,8 @@ Fenced blocks (``` or ~~~, at any indentation), by their language:
   config, and a `--config configs/...` must exist. Placeholders (`PREFIX`, `...`, `s3://bucket/...`) are strings.
 - `yaml`, `yml`: must load. A block with `apiVersion` is a Kubernetes manifest: loading it is all. Any other block
   is a job config or a fragment of one: a mapping of config sections, validated by `config_from_dict` (every key
-  is optional, so a fragment is checked as the config it makes over the defaults). Write the section header.
+  is optional, so a fragment is checked as the config it makes over the defaults). Write the section header. YAML
+  that is neither (Helm values, a dataset card) says so in its info string, `yaml not-config`: loading it is all.
 - `python`: compiles. `python engine-example` blocks also run in the slow tier on the tiny models (the substitution
   is described in docs/guides/engine-api.md).
 - no language or `text`: must hold no `diffedit-batch` command line (label it `bash`, so it is checked).
@@ -215,14 +216,14 @@ def check_command(argv: list[str]) -> str | None:
 # --- yaml blocks -----------------------------------------------------------------------------------------------
 
 
-def check_yaml(text: str) -> str | None:
-    """Why a YAML block is wrong, or None."""
+def check_yaml(text: str, config: bool = True) -> str | None:
+    """Why a YAML block is wrong, or None; `config=False`: only that it loads."""
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         return f"does not load: {' '.join(str(error).split())}"
-    if any(isinstance(d, dict) and "apiVersion" in d for d in documents):
-        return None  # a Kubernetes manifest
+    if not config or any(isinstance(d, dict) and "apiVersion" in d for d in documents):
+        return None  # a Kubernetes manifest, or YAML marked not-config
     if len(documents) != 1 or not isinstance(documents[0], dict):
         return "a YAML block is a job config (a mapping of sections) or a Kubernetes manifest (apiVersion)"
     try:
@@ -347,7 +348,7 @@ def page_problems(page: Path) -> list[str]:
                 if args is not None and (problem := check_command(args)):
                     problems.append((line, f"`{shlex.join(argv)}` {problem}"))
         elif block.language in {"yaml", "yml"}:
-            if problem := check_yaml(block.text):
+            if problem := check_yaml(block.text, config="not-config" not in block.info.split()[1:]):
                 problems.append((block.line, f"YAML block: {problem}"))
         elif block.language == "python":
             try:
@@ -436,6 +437,14 @@ apiVersion: v1
 kind: ConfigMap
 ```
 
+```yaml not-config
+featureGates: [{name: RayCronJob, enabled: true}]
+```
+
+```yaml not-config
+a: [unclosed
+```
+
 ```python
 def broken(:
 ```
@@ -456,8 +465,8 @@ def test_the_checker_names_each_problem_with_its_line(tmp_path):
     problems = page_problems(page)
     expected = [
         (3, "missing.md"), (3, "#nowhere"), (4, "job.batch_sise"), (4, "not_a_column"), (4, "has no option --dry"),
-        (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (14, "num_inference_step"), (28, "does not compile"),
-        (32, "label the block bash"), (35, "stale"),
+        (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (14, "num_inference_step"), (32, "does not load"), (36, "does not compile"),
+        (40, "label the block bash"), (43, "stale"),
     ]
     for line, needle in expected:
         assert any(p.startswith(f"{page}:{line}: ") and needle in p for p in problems), (line, needle, problems)
