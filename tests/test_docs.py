@@ -29,6 +29,9 @@ Prose (outside fenced blocks):
   `column`, names a column of the manifest, the result records or the export, or one the page declares as a
   user's column with `<!-- columns: label, label_name -->`; in a table headed `setting`, an `EditSettings` field.
 - an inline `diffedit-batch COMMAND --option ...` names a command and options it has.
+- a repository path, in a code span or as a word of a shell command (`benchmarks/scale_benchmark.py`,
+  `jobs/kuberay-rayjob.yaml`; one that starts with scripts/, benchmarks/, jobs/, configs/, examples/, tests/, docs/,
+  diffedit_batch/ or .ci/, without wildcards), exists.
 - generated blocks (`<!-- generated: module:function -->` ... `<!-- end generated -->`) equal what the function
   returns now (`python -m diffedit_batch.reference_blocks` rewrites them).
 And: docs/reference/exit-codes.md lists exactly the `EXIT_*` codes of `diffedit_batch/cli.py`; the README stays a
@@ -333,6 +336,15 @@ def inline_command_problem(span: str) -> str | None:
     return f"`{span}`: {words[0]} has no option {unknown[0]}" if unknown else None
 
 
+_REPO_PATH = re.compile(r"^(?:scripts|benchmarks|jobs|configs|examples|tests|docs|diffedit_batch|\.ci)/[\w./-]*$")
+
+
+def path_problem(word: str) -> str | None:
+    if _REPO_PATH.match(word) and not (ROOT / word).exists():
+        return f"`{word}`: no such file or folder in the repository"
+    return None
+
+
 # --- the checks, one page each ---------------------------------------------------------------------------------
 
 
@@ -344,6 +356,7 @@ def page_problems(page: Path) -> list[str]:
     for block in blocks:
         if block.language in SHELL:
             for line, argv in shell_commands(block):
+                problems += [(line, problem) for word in argv if (problem := path_problem(word))]
                 args = diffedit_argv(argv)
                 if args is not None and (problem := check_command(args)):
                     problems.append((line, f"`{shlex.join(argv)}` {problem}"))
@@ -365,7 +378,7 @@ def page_problems(page: Path) -> list[str]:
             if problem := check_link(page, match.group(1)):
                 problems.append((number, problem))
         for span, _ in _code_spans(line):
-            for problem in (config_key_problem(span), inline_command_problem(span)):
+            for problem in (config_key_problem(span), inline_command_problem(span), path_problem(span)):
                 if problem:
                     problems.append((number, problem))
     problems += column_problems(text, prose)
@@ -414,13 +427,13 @@ def test_the_readme_is_a_landing_page():
 _BAD_PAGE = """# A page
 
 See [a missing page](missing.md), [a missing anchor](#nowhere) and [the title](#a-page).
-Set `job.batch_sise` or `model.pretrained`; the `not_a_column` column; `diffedit-batch run --dry`.
+Set `job.batch_sise` or `model.pretrained`; the `not_a_column` column; `diffedit-batch run --dry`; `jobs/gone.py`.
 
 ```bash
 $ diffedit-batch run --config configs/tiny.yaml --input in.parquet \\
     --output out --set edit.guidance=3
 diffedit-batch export PREFIX --format zip
-kubectl apply -f x.yaml && diffedit-batch report PREFIX
+kubectl apply -f jobs/missing.yaml && diffedit-batch report PREFIX
 ```
 
 ```yaml
@@ -464,8 +477,8 @@ def test_the_checker_names_each_problem_with_its_line(tmp_path):
     page.write_text(_BAD_PAGE)
     problems = page_problems(page)
     expected = [
-        (3, "missing.md"), (3, "#nowhere"), (4, "job.batch_sise"), (4, "not_a_column"), (4, "has no option --dry"),
-        (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (14, "num_inference_step"), (32, "does not load"), (36, "does not compile"),
+        (3, "missing.md"), (3, "#nowhere"), (4, "job.batch_sise"), (4, "not_a_column"), (4, "has no option --dry"), (4, "jobs/gone.py"),
+        (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (10, "jobs/missing.yaml"), (14, "num_inference_step"), (32, "does not load"), (36, "does not compile"),
         (40, "label the block bash"), (43, "stale"),
     ]
     for line, needle in expected:
