@@ -477,9 +477,10 @@ def test_the_checker_names_each_problem_with_its_line(tmp_path):
     page.write_text(_BAD_PAGE)
     problems = page_problems(page)
     expected = [
-        (3, "missing.md"), (3, "#nowhere"), (4, "job.batch_sise"), (4, "not_a_column"), (4, "has no option --dry"), (4, "jobs/gone.py"),
-        (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (10, "jobs/missing.yaml"), (14, "num_inference_step"), (32, "does not load"), (36, "does not compile"),
-        (40, "label the block bash"), (43, "stale"),
+        (3, "missing.md"), (3, "#nowhere"), (4, "job.batch_sise"), (4, "not_a_column"), (4, "has no option --dry"),
+        (4, "jobs/gone.py"), (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (10, "jobs/missing.yaml"),
+        (14, "num_inference_step"), (32, "does not load"), (36, "does not compile"), (40, "label the block bash"),
+        (43, "stale"),
     ]
     for line, needle in expected:
         assert any(p.startswith(f"{page}:{line}: ") and needle in p for p in problems), (line, needle, problems)

@@ -182,7 +182,8 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         cause = original_error(error, (ManifestError, StorageError))
         if isinstance(cause, StorageError):
             summary.status, summary.error = "failed", redact_text(task_message(cause))
-            # The edits the plan left to do that did not end here were not recorded: failed, as docs/guides/operations.md says.
+            # The edits the plan left to do that did not end here were not recorded: failed, as
+            # docs/guides/operations.md says.
             unrecorded = max(0, summary.pending - summary.tallied)
             summary.failed += unrecorded
             if unrecorded:

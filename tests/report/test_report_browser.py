@@ -163,7 +163,8 @@ def test_report_screenshot_of_the_bundled_example(browser, tmp_path, tiny_config
         time.sleep(0.05)
     # The metrics, the filters and the grid: what a reader looks for (the summary above is tables of text).
     browser.execute_script("""
-        var heading = Array.from(document.querySelectorAll('h2')).find(function (h) { return h.textContent.trim() === 'Metrics'; });
+        var heading = Array.from(document.querySelectorAll('h2'))
+            .find(function (h) { return h.textContent.trim() === 'Metrics'; });
         (heading || document.getElementById('grid')).scrollIntoView();""")
     raw = tmp_path / "raw.png"
     browser.save_screenshot(str(raw))
