@@ -12,8 +12,10 @@ Fenced blocks (``` or ~~~, at any indentation), by their language:
   config, and a `--config configs/...` must exist. Placeholders (`PREFIX`, `...`, `s3://bucket/...`) are strings.
 - `yaml`, `yml`: must load. A block with `apiVersion` is a Kubernetes manifest: loading it is all. Any other block
   is a job config or a fragment of one: a mapping of config sections, validated by `config_from_dict` (every key
-  is optional, so a fragment is checked as the config it makes over the defaults). Write the section header. YAML
-  that is neither (Helm values, a dataset card) says so in its info string, `yaml not-config`: loading it is all.
+  is optional, so a fragment is checked as the config it makes over the defaults). Write the section header. A
+  fragment meant for one config file names it, `yaml over=configs/sdxl.yaml`: it is merged over that file, key by
+  key within each section, and the result validated. YAML that is neither config nor Kubernetes (Helm values, a
+  dataset card) says so, `yaml not-config`: loading it is all.
 - `python`: compiles. `python engine-example` blocks also run in the slow tier on the tiny models (the substitution
   is described in docs/guides/engine-api.md).
 - no language or `text`: must hold no `diffedit-batch` command line (label it `bash`, so it is checked).
@@ -219,8 +221,9 @@ def check_command(argv: list[str]) -> str | None:
 # --- yaml blocks -----------------------------------------------------------------------------------------------
 
 
-def check_yaml(text: str, config: bool = True) -> str | None:
-    """Why a YAML block is wrong, or None; `config=False`: only that it loads."""
+def check_yaml(text: str, config: bool = True, over: str | None = None) -> str | None:
+    """Why a YAML block is wrong, or None; `config=False`: only that it loads; `over`: the config file it is merged
+    over (repository-relative)."""
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
@@ -229,10 +232,20 @@ def check_yaml(text: str, config: bool = True) -> str | None:
         return None  # a Kubernetes manifest, or YAML marked not-config
     if len(documents) != 1 or not isinstance(documents[0], dict):
         return "a YAML block is a job config (a mapping of sections) or a Kubernetes manifest (apiVersion)"
+    data = documents[0]
+    if over is not None:
+        if not (ROOT / over).is_file():
+            return f"over={over}: no such file"
+        data = {section: dict(values) for section, values in (yaml.safe_load((ROOT / over).read_text()) or {}).items()}
+        for section, values in documents[0].items():
+            if isinstance(values, dict) and isinstance(data.get(section), dict):
+                data[section].update(values)
+            else:
+                data[section] = values
     try:
-        config_from_dict(documents[0])
+        config_from_dict(data)
     except ConfigError as error:
-        return f"not a valid config: {error}"
+        return f"not a valid config{f' over {over}' if over else ''}: {error}"
     return None
 
 
@@ -361,7 +374,9 @@ def page_problems(page: Path) -> list[str]:
                 if args is not None and (problem := check_command(args)):
                     problems.append((line, f"`{shlex.join(argv)}` {problem}"))
         elif block.language in {"yaml", "yml"}:
-            if problem := check_yaml(block.text, config="not-config" not in block.info.split()[1:]):
+            words = block.info.split()[1:]
+            over = next((word.partition("=")[2] for word in words if word.startswith("over=")), None)
+            if problem := check_yaml(block.text, config="not-config" not in words, over=over):
                 problems.append((block.line, f"YAML block: {problem}"))
         elif block.language == "python":
             try:
@@ -458,6 +473,14 @@ featureGates: [{name: RayCronJob, enabled: true}]
 a: [unclosed
 ```
 
+```yaml over=configs/tiny.yaml
+job: {batch_size: 2}
+```
+
+```yaml over=configs/tiny.yaml
+job: {num_actors: -1}
+```
+
 ```python
 def broken(:
 ```
@@ -479,8 +502,8 @@ def test_the_checker_names_each_problem_with_its_line(tmp_path):
     expected = [
         (3, "missing.md"), (3, "#nowhere"), (4, "job.batch_sise"), (4, "not_a_column"), (4, "has no option --dry"),
         (4, "jobs/gone.py"), (7, "edit.guidance"), (9, "invalid choice: 'zip'"), (10, "jobs/missing.yaml"),
-        (14, "num_inference_step"), (32, "does not load"), (36, "does not compile"), (40, "label the block bash"),
-        (43, "stale"),
+        (14, "num_inference_step"), (32, "does not load"), (40, "over configs/tiny.yaml: job.num_actors"),
+        (44, "does not compile"), (48, "label the block bash"), (51, "stale"),
     ]
     for line, needle in expected:
         assert any(p.startswith(f"{page}:{line}: ") and needle in p for p in problems), (line, needle, problems)
