@@ -25,12 +25,19 @@ def _subcommands(parser: argparse.ArgumentParser) -> tuple[dict[str, argparse.Ar
     return {}, {}
 
 
+def _value(action: argparse.Action) -> str:
+    if action.metavar:
+        return action.metavar
+    if action.choices:  # as argparse writes it in the usage line
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    return action.dest.upper()
+
+
 def _name(action: argparse.Action) -> str:
     if action.option_strings:
         names = ", ".join(action.option_strings)
-        takes_value = action.nargs != 0
-        return f"`{names} {action.metavar or action.dest.upper()}`" if takes_value else f"`{names}`"
-    return f"`{action.metavar or action.dest.upper()}`"
+        return f"`{names} {_value(action)}`" if action.nargs != 0 else f"`{names}`"
+    return f"`{_value(action)}`"
 
 
 def _notes(action: argparse.Action) -> str:

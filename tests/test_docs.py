@@ -547,3 +547,31 @@ def test_engine_example_runs_on_the_tiny_model(where, block, tiny_model_dir, tin
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+
+
+# --- the generated references follow the code --------------------------------------------------------------------
+
+
+def test_a_record_column_without_a_meaning_stops_the_records_reference():
+    import pyarrow as pa
+
+    from diffedit_batch.data.record_reference import record_reference_markdown
+    from diffedit_batch.data.records import RECORD_SCHEMA
+
+    with pytest.raises(ValueError, match="new_column"):
+        record_reference_markdown(RECORD_SCHEMA.append(pa.field("new_column", pa.string())))
+    table = record_reference_markdown()
+    assert all(f"`{name}`" in table for name in RECORD_SCHEMA.names)
+
+
+def test_the_cli_reference_shows_a_new_option_with_its_help_and_choices():
+    import argparse
+
+    from diffedit_batch.cli_reference import cli_reference_markdown
+
+    parser = build_parser()
+    run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    run.add_argument("--colour", choices=["red", "blue"], default="red", help="a new option")
+    text = cli_reference_markdown(parser)
+    assert "| `--colour {red,blue}` | a new option | one of `red`, `blue`; default `red` |" in text
+    assert "usage: diffedit-batch run" in text and "### `compact`" in text
