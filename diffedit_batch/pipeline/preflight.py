@@ -33,6 +33,7 @@ __all__ = [
     "HubModel",
     "PreflightError",
     "check_devices",
+    "check_input_apart",
     "check_models",
     "check_output_prefix",
     "is_hub_id",
@@ -485,6 +486,42 @@ def check_output_prefix(output_prefix: str, options: StorageOptions) -> None:
     if reason:
         raise PreflightError(_one_line(f"{where}: {created or f'{folder} '}is not writable ({reason}); choose a "
                                        "writable --output or fix its permissions"))
+
+
+def check_input_apart(manifest_uri: str, output_prefix: str, options: StorageOptions) -> None:
+    """Raise PreflightError (one line) when `--output` is `--input`, or one lies inside the other: a run would
+    read its own records (PREFIX/manifest/*.parquet) as manifest files, or write into the manifest's folder.
+    Local paths are compared after `~`, `.`/`..` and symlinks are resolved; object-store URIs by bucket and key."""
+    try:
+        manifest = _comparable(manifest_uri, options)
+        output = _comparable(output_prefix, options)
+    except StorageError:
+        return  # the manifest and output checks name a bad URI
+    if manifest[0] != output[0]:
+        return
+    where = f"--output {redact_uri(output_prefix)}"
+    if manifest[1] == output[1]:
+        relation = "is the --input"
+    elif _inside(output[1], manifest[1]):
+        relation = f"is inside --input {redact_uri(manifest_uri)}"
+    elif _inside(manifest[1], output[1]):
+        relation = f"holds --input {redact_uri(manifest_uri)}"
+    else:
+        return
+    raise PreflightError(f"{where} {relation}: a run would read its own records as manifest rows; choose an "
+                         "output prefix outside the input, and an input outside the output")
+
+
+def _comparable(uri: str, options: StorageOptions) -> tuple[str, str]:
+    """(the store, the path) of a URI: a local path resolved as the file system sees it."""
+    filesystem, path = resolve(os.path.expanduser(uri) if "://" not in uri else uri, options)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return "file", os.path.realpath(path)
+    return uri.split("://", 1)[0], path.rstrip("/")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
 
 
 # --- text -------------------------------------------------------------------------------------
