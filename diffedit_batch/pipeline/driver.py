@@ -158,6 +158,9 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
              settings, on_settings_change)
         stop.armed = False
         summary.status = "done"
+        if summary.unrecorded:  # a full disk fails the run, whatever job.max_failed_fraction tolerates
+            summary.status, summary.error = "failed", redact_text(one_line(
+                f"{summary.unrecorded} edit(s) could not be recorded ({summary.unrecorded_error or 'storage error'})"))
     except SettingsChanged as refused:
         # Refused before any work: nothing of this run stays, its run file included.
         stop.armed = False
@@ -202,6 +205,9 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
             lease.release()
             if lease.lost and summary.status == "done":  # lost as the run ended
                 summary.status, summary.error = "failed", lease.lost
+            elif lease.unwritable and summary.status == "done":  # its last renewals failed: a full disk
+                summary.status, summary.error = "failed", redact_text(one_line(
+                    f"the run lease could not be written ({lease.unwritable})"))
         metadata.update(status=summary.status, error=summary.error,
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
                         ok=summary.ok, filtered=summary.filtered, failed=summary.failed,
@@ -214,6 +220,9 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
                 write_run_file()
         except StorageError as error:  # e.g. the disk is still full: the summary line still reaches the operator
             log.error("could not write the run file of run %s: %s", run_id, error)
+            if summary.status == "done":  # a run whose run file says `running` did not end well
+                summary.status, summary.error = "failed", redact_text(one_line(
+                    f"the run file could not be written ({error})"))
         if stop.deferred:
             log.warning("%s arrived as run %s was ending: it ended as %s", stop.deferred, run_id, summary.status)
     return summary
