@@ -68,10 +68,10 @@ SECRET = "s3://AKIAEXAMPLE:s3cr3tKey@bucket/in.parquet"
 
 @pytest.fixture
 def no_model_check(monkeypatch):
-    from diffedit_batch.pipeline import driver
+    from diffedit_batch.pipeline import context
 
     monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: None)
-    monkeypatch.setattr(driver, "resolve_model_family", lambda config: config)  # no model to read the family of
+    monkeypatch.setattr(context, "resolve_model_family", lambda config: config)  # no model to read the family of
 
 
 def _raising(error):

@@ -62,10 +62,12 @@ class PreflightError(Exception):
 
 @dataclass(frozen=True)
 class HubModel:
-    """What the hub says about a model: its files (None when not listed) and whether it is gated."""
+    """What the hub says about a model: its files (None when not listed), whether it is gated, and the commit its
+    revision resolves to (None when not said)."""
 
     files: frozenset[str] | None
     gated: bool = False
+    sha: str | None = None
 
 
 HubLookup = Callable[[str, "str | None"], HubModel]
@@ -467,7 +469,7 @@ def lookup_hub_model(repo_id: str, revision: str | None = None) -> HubModel:
         raise outcome["error"]
     info = outcome["info"]
     files = None if info.siblings is None else frozenset(sibling.rfilename for sibling in info.siblings)
-    return HubModel(files=files, gated=bool(info.gated))
+    return HubModel(files=files, gated=bool(info.gated), sha=getattr(info, "sha", None))
 
 
 def _hub_failure(model: _Model, error: Exception) -> tuple[str, str]:
