@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DIGEST_CACHE_ENV = "DIFFEDIT_BATCH_DIGEST_CACHE"
 _CHUNK = 16 << 20
+_SEGMENT = 256 << 20  # a file's digest is that of its segments' digests, hashed in parallel
 _SKIPPED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".webp")
 _MAX_ENTRIES = 20_000  # the cache forgets its oldest entries past this
 _cache_lock = threading.Lock()
@@ -72,10 +73,18 @@ def folder_digest(folder: str, *, cache: str | None = "default", threads: int | 
             todo.append((key, real, stat.st_size))
     hashed = {}
     if todo:
-        workers = threads or min(8, os.cpu_count() or 1, len(todo))
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="model-digest") as pool:
-            for key, digest in zip((item[0] for item in todo), pool.map(_file_digest, (item[1] for item in todo))):
-                hashed[key] = digest
+        # Large files are hashed in segments, every segment of every file in parallel: one 5 GB UNet file would
+        # otherwise keep one core busy while the others wait.
+        segments = [(index, offset, min(_SEGMENT, size - offset))
+                    for index, (_, _, size) in enumerate(todo) for offset in range(0, max(size, 1), _SEGMENT)]
+        workers = threads or max(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=min(workers, len(segments)), thread_name_prefix="model-digest") as pool:
+            parts = list(pool.map(lambda segment: _segment_digest(todo[segment[0]][1], *segment[1:]), segments))
+        by_file: dict[int, list[str]] = {}
+        for (index, _, _), part in zip(segments, parts):
+            by_file.setdefault(index, []).append(part)
+        for index, (key, _, _) in enumerate(todo):
+            hashed[key] = xxhash.xxh3_128("".join(by_file[index]).encode()).hexdigest()
         if cache_path:
             _write_cache(cache_path, hashed)
     whole = xxhash.xxh3_128()
@@ -108,18 +117,22 @@ def _cache_key(real: str, stat: os.stat_result) -> str:
     return f"{real}\x1f{stat.st_size}\x1f{stat.st_mtime_ns}"
 
 
-def _file_digest(path: str) -> str:
+def _segment_digest(path: str, offset: int, length: int) -> str:
+    """The digest of `length` bytes of a file from `offset`, read in large chunks."""
     import xxhash
 
     digest = xxhash.xxh3_128()
+    buffer = bytearray(min(_CHUNK, max(length, 1)))
+    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as file:
-        buffer = bytearray(_CHUNK)
-        view = memoryview(buffer)
-        while True:
-            read = file.readinto(buffer)
+        file.seek(offset)
+        left = length
+        while left > 0:
+            read = file.readinto(view[: min(len(buffer), left)])
             if not read:
-                break
+                raise OSError(f"{path} became shorter while it was read")
             digest.update(view[:read])
+            left -= read
     return digest.hexdigest()
 
 
