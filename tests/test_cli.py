@@ -247,9 +247,10 @@ def test_numeric_options_of_the_storage_commands_are_checked_in_one_line(tmp_pat
 # --- issue 36: exit status and summary agree, input and output apart, the --set hint as typed ---
 
 
-def test_a_duplicate_id_over_the_fraction_is_named_as_the_summary_counts_it(tmp_path, monkeypatch, capsys,
-                                                                            no_model_check):
+def test_a_duplicate_id_over_the_fraction_is_named_as_the_summary_counts_it(tmp_path, monkeypatch, capsys):
     from diffedit_batch.pipeline.summary import JobSummary
+
+    monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: None)
 
     summary = JobSummary(run_id="r", status="done", ok=15, duplicates=1)
     monkeypatch.setattr(pipeline, "run_job", lambda *args, **kwargs: summary)
