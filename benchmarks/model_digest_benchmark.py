@@ -82,7 +82,8 @@ def main() -> int:
             if what == "first run, cache filled":
                 evict(folder)
             result = folder_digest(str(folder), cache=use_cache)
-            print(f"{what} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): {result.seconds:.2f} s, {result.hashed_bytes / 1e9:.2f} GB hashed "
+            print(f"{what} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): {result.seconds:.2f} s, "
+                  f"{result.hashed_bytes / 1e9:.2f} GB hashed "
                   f"({result.hashed_bytes / 1e9 / max(result.seconds, 1e-9):.2f} GB/s), {result.files} files, "
                   f"{result.digest}")
     finally:

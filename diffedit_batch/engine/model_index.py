@@ -88,4 +88,6 @@ def is_sdxl_refiner(model_index: Mapping) -> bool:
         value = model_index.get(name)
         return isinstance(value, (list, tuple)) and any(part is not None for part in value)
 
-    return bool(model_index.get("requires_aesthetics_score")) or (listed("text_encoder_2") and not listed("text_encoder"))
+    if model_index.get("requires_aesthetics_score"):
+        return True
+    return listed("text_encoder_2") and not listed("text_encoder")

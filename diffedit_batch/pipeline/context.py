@@ -46,6 +46,6 @@ def open_run(config: Config, manifest_uri: str, output_prefix: str, on_settings_
     config = resolve_model_family(config)  # SD or SDXL: the aspect buckets and the settings depend on it
     models = identify_models(config, hub_lookup=hub_lookup, digest_cache=digest_cache)
     config = models.pinned(config)
-    return RunContext(config=config, manifest_uri=manifest_uri, output_prefix=output_prefix.rstrip("/") or output_prefix,
-                      options=config.storage, models=models, settings=run_settings(config, models.settings()),
+    return RunContext(config=config, manifest_uri=manifest_uri,
+                      output_prefix=output_prefix.rstrip("/") or output_prefix, options=config.storage, models=models, settings=run_settings(config, models.settings()),
                       on_settings_change=on_settings_change)

@@ -221,10 +221,12 @@ def _index_problem(model: _Model, folder: str | None) -> str | None:
     return None
 
 
-# UNets that take more than the latents, by their extra input channels over the VAE's latent channels.
+# UNets that take more than the latents, by their extra input channels over the VAE's latent channels (an
+# InstructPix2Pix UNet takes twice the latents: _PIX2PIX).
 _UNET_VARIANTS = {5: "an inpainting UNet ({channels} input channels: the latents, a mask and the masked picture's "
                      "latents)",
                   1: "a depth-to-image UNet ({channels} input channels: the latents and a depth map)"}
+_PIX2PIX = "an InstructPix2Pix UNet ({channels} input channels: the latents and the source picture's latents)"
 
 
 def _channels_problem(model: _Model, vae: _Model | None) -> str | None:
@@ -240,7 +242,7 @@ def _channels_problem(model: _Model, vae: _Model | None) -> str | None:
     if isinstance(own_latents, int) and channels != own_latents:
         variant = _UNET_VARIANTS.get(channels - own_latents)
         if channels == 2 * own_latents:
-            variant = "an InstructPix2Pix UNet ({channels} input channels: the latents and the source picture's latents)"
+            variant = _PIX2PIX
         what = (variant or "a UNet with {channels} input channels").format(channels=channels)
         return (f"{model.where} has {what}, but its VAE has {own_latents} latent channels; DiffEdit needs a "
                 f"text-to-image UNet (as many input channels as latent channels): " + model.fix(
