@@ -77,7 +77,7 @@ def folder_digest(folder: str, *, cache: str | None = "default", threads: int | 
         # otherwise keep one core busy while the others wait.
         segments = [(index, offset, min(_SEGMENT, size - offset))
                     for index, (_, _, size) in enumerate(todo) for offset in range(0, max(size, 1), _SEGMENT)]
-        workers = threads or max(4, os.cpu_count() or 1)
+        workers = threads or min(8, max(4, os.cpu_count() or 1))  # a 16 MiB buffer each
         with ThreadPoolExecutor(max_workers=min(workers, len(segments)), thread_name_prefix="model-digest") as pool:
             parts = list(pool.map(lambda segment: _segment_digest(todo[segment[0]][1], *segment[1:]), segments))
         by_file: dict[int, list[str]] = {}
