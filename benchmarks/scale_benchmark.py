@@ -209,9 +209,10 @@ RUN_SETTINGS = ("job.mode=noop", "model.resolution=64", "job.batch_size=32", "jo
 def settings_print(extra: list[str] = ()) -> str:
     """The settings fingerprint the measured run computes for these rows (no concepts, no captions)."""
     from diffedit_batch.config import load_config
-    from diffedit_batch.config.fingerprint import run_settings
+    from diffedit_batch.pipeline.context import open_run
 
-    return run_settings(load_config(ROOT / "configs" / "tiny.yaml", [*RUN_SETTINGS, *extra])).by_use[0]
+    config = load_config(ROOT / "configs" / "tiny.yaml", [*RUN_SETTINGS, *extra])
+    return open_run(config, "unused", "unused").settings.by_use[0]
 
 
 def measured(command: list[str], env: dict[str, str], what: str) -> tuple[str, float, dict]:

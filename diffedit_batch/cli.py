@@ -32,10 +32,17 @@ def _run(args: argparse.Namespace) -> int:
     from diffedit_batch.data.manifest import ManifestError
     from diffedit_batch.data.storage import redact_uri
     from diffedit_batch.pipeline import JobSetupError, SettingsChanged, run_job
-    from diffedit_batch.pipeline.preflight import PreflightError, check_devices, check_models, check_output_prefix
+    from diffedit_batch.pipeline.preflight import (
+        PreflightError,
+        check_devices,
+        check_input_apart,
+        check_models,
+        check_output_prefix,
+    )
 
     try:
         config = load_config(args.config, args.set or ())
+        check_input_apart(args.input, args.output, config.storage)
         check_output_prefix(args.output, config.storage)
         check_models(config)
         check_devices(config, local=not (args.address or os.environ.get("RAY_ADDRESS")))
@@ -85,12 +92,17 @@ def _run(args: argparse.Namespace) -> int:
         _say(f"run failed: {summary.error}; run the same command again once it is fixed")
         return EXIT_FAILED
     if summary.failed_fraction > config.job.max_failed_fraction:
-        _say(
-            f"{summary.failed + summary.duplicates} of {summary.attempted} edits failed "
-            f"({summary.failed_fraction:.1%} > job.max_failed_fraction {config.job.max_failed_fraction:.1%})"
-        )
+        _say(_failed_line(summary, config.job.max_failed_fraction))
         return EXIT_FAILED
     return EXIT_DONE
+
+
+def _failed_line(summary, max_failed_fraction: float) -> str:
+    """The one line of a run whose failed rows exceed `job.max_failed_fraction`, in the summary's own counts: a
+    duplicate id is no failed edit, but it counts against the fraction."""
+    counts = f"{summary.failed} failed" + (f" and {summary.duplicates} duplicate id(s)" if summary.duplicates else "")
+    return (f"{counts} of {summary.attempted} edits ({summary.failed_fraction:.1%} > job.max_failed_fraction "
+            f"{max_failed_fraction:.1%})")
 
 
 def _storage_options(args: argparse.Namespace):

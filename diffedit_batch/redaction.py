@@ -25,8 +25,10 @@ _USERINFO = re.compile(
     r"|(?P<other>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#\s@]*@)",
     re.IGNORECASE,
 )
+# A parameter name starts a query or follows `&`, a space or a quote; after a `.` it is a dotted name such as a
+# config key (`section.key=value`), which is printed as typed.
 _SECRET_PARAMETER = re.compile(
-    r"(?<![A-Za-z0-9_-])(?P<name>(?:X-Amz-(?:Signature|Credential|Security-Token)|X-Goog-(?:Signature|Credential)|"
+    r"(?<![A-Za-z0-9_.-])(?P<name>(?:X-Amz-(?:Signature|Credential|Security-Token)|X-Goog-(?:Signature|Credential)|"
     r"Signature|sig|"
     r"AWSAccessKeyId|access_token|token|api_key|apikey|key|password|secret)=)[^&\s#'\"]*",
     re.IGNORECASE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -11,6 +12,9 @@ from tests.s3_server import s3_server  # noqa: F401  (session fixture shared by 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Model folders' digests (edit-mode runs) are cached per test session, not in the home folder.
+os.environ.setdefault("DIFFEDIT_BATCH_DIGEST_CACHE",
+                      os.path.join(tempfile.gettempdir(), f"diffedit-test-digests-{os.getpid()}.json"))
 # The tiny models gain nothing from intra-op threads, and on a 2-core machine shared with Ray workers (or another
 # test run) OpenMP's spinning threads oversubscribe the cores: one UNet call went from 5 ms to 200 ms.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -68,10 +68,10 @@ SECRET = "s3://AKIAEXAMPLE:s3cr3tKey@bucket/in.parquet"
 
 @pytest.fixture
 def no_model_check(monkeypatch):
-    from diffedit_batch.pipeline import driver
+    from diffedit_batch.pipeline import context
 
     monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: None)
-    monkeypatch.setattr(driver, "resolve_model_family", lambda config: config)  # no model to read the family of
+    monkeypatch.setattr(context, "resolve_model_family", lambda config: config)  # no model to read the family of
 
 
 def _raising(error):
@@ -242,3 +242,64 @@ def test_numeric_options_of_the_storage_commands_are_checked_in_one_line(tmp_pat
     assert main([args[0], str(tmp_path / "job"), *args[1:]]) == 2
     err = capsys.readouterr().err
     assert err == f"{args[0]} error: {message}\n"
+
+
+# --- issue 36: exit status and summary agree, input and output apart, the --set hint as typed ---
+
+
+def test_a_duplicate_id_over_the_fraction_is_named_as_the_summary_counts_it(tmp_path, monkeypatch, capsys):
+    from diffedit_batch.pipeline.summary import JobSummary
+
+    monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: None)
+
+    summary = JobSummary(run_id="r", status="done", ok=15, duplicates=1)
+    monkeypatch.setattr(pipeline, "run_job", lambda *args, **kwargs: summary)
+    assert main([*RUN, "--output", str(tmp_path / "out")]) == 1
+    out, err = capsys.readouterr()
+    assert "failed 0, duplicates 1" in out
+    assert err == "0 failed and 1 duplicate id(s) of 16 edits (6.2% > job.max_failed_fraction 0.0%)\n"
+
+
+@pytest.mark.parametrize("output, relation", [
+    ("{input}", "is the --input"),
+    ("{input}/", "is the --input"),
+    ("{input}/./out", "is inside --input"),
+    ("{input}/../in/sub/out", "is inside --input"),
+    ("{parent}", "holds --input"),
+    ("{link}/out", "is inside --input"),
+])
+def test_an_output_inside_the_input_or_the_reverse_is_refused_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                               output, relation):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.setattr(preflight, "check_models", lambda config, **kwargs: pytest.fail("checked models"))
+    monkeypatch.setattr(pipeline, "run_job", _raising(AssertionError("the run started")))
+    output = output.format(input=folder, parent=tmp_path, link=tmp_path / "link")
+    code = main(["run", "--config", "configs/tiny.yaml", "--input", str(folder), "--output", output])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"cannot run: --output {output} {relation}")
+    assert err.rstrip().endswith("a run would read its own records as manifest rows; choose an output prefix outside "
+                                 "the input, and an input outside the output")
+    assert sorted(os.listdir(tmp_path)) == ["in", "link"]
+
+
+def test_object_store_input_and_output_are_compared_by_bucket_and_key(monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "run_job", _raising(AssertionError("the run started")))
+    code = main(["run", "--config", "configs/tiny.yaml", "--input", "s3://bucket/jobs/in", "--output",
+                 "s3://bucket/jobs/in/out/"])
+    assert code == 2 and "--output s3://bucket/jobs/in/out/ is inside --input s3://bucket/jobs/in" in \
+        capsys.readouterr().err
+    preflight.check_input_apart("s3://bucket/jobs/in", "s3://bucket/jobs/input-out", preflight.StorageOptions())
+    preflight.check_input_apart("s3://bucket/jobs/in", "gs://bucket/jobs/in/out", preflight.StorageOptions())
+
+
+def test_the_set_hint_is_printed_as_typed_and_secrets_stay_redacted(tmp_path, capsys):
+    assert main([*RUN, "--output", str(tmp_path / "out"), "--set", "edit.guidance_scale"]) == 2
+    assert capsys.readouterr().err == ("config error: override 'edit.guidance_scale' must look like section.key=value "
+                                       "(no '=' found)\n")
+    from diffedit_batch.redaction import redact_text
+
+    assert redact_text("s3://b/a.png?key=deadbeef&token=t0k&x=1") == "s3://b/a.png?key=***&token=***&x=1"
+    assert redact_text("job.token=1 model.key=value") == "job.token=1 model.key=value"

@@ -98,3 +98,116 @@ def test_differences_name_each_key_with_its_old_and_new_value():
     new = pixel_settings(changed(Config(), "edit", guidance_scale=5.0), captions=True)
     assert settings_differences(old, new) == ["captions: (not used) -> (used)", "edit.guidance_scale: 7.5 -> 5.0"]
     assert settings_differences(old, old) == [] and settings_fingerprint(old) != settings_fingerprint(new)
+
+
+# --- issue 36: the model is what its files or its commit are -----------------------------------------------------
+
+
+def _model_folder(tmp_path, name="sd"):
+    """A small folder laid out as a model: a safetensors-like weight file, configs, a README."""
+    folder = tmp_path / name
+    (folder / "unet").mkdir(parents=True)
+    header = b'{"w":{"dtype":"F32","shape":[256],"data_offsets":[0,1024]}}'
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(
+        len(header).to_bytes(8, "little") + header + bytes(range(256)) * 4)
+    (folder / "unet" / "config.json").write_text('{"in_channels": 4}')
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "README.md").write_text("a model card")
+    return folder
+
+
+def _identity(value, tmp_path, revision=None, key="model.pretrained", **kwargs):
+    from diffedit_batch.pipeline.model_identity import identify_model
+
+    return identify_model(key, str(value), revision, digest_cache=str(tmp_path / "digests.json"), **kwargs)
+
+
+def test_a_fine_tune_saved_over_the_folder_is_another_model_however_the_folder_is_spelled(tmp_path, monkeypatch):
+    import os
+
+    folder = _model_folder(tmp_path)
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+    before = _identity(folder, tmp_path)
+    assert before.fingerprinted.startswith("folder xxh3-128:") and before.folder == str(folder)
+    for spelling in (f"{folder}/", "./sd", "sd/.", str(tmp_path / "link"), "link/"):
+        assert _identity(spelling, tmp_path).fingerprinted == before.fingerprinted, spelling
+    (folder / "README.md").write_text("another card")  # documentation changes no pixel
+    assert _identity(folder, tmp_path).fingerprinted == before.fingerprinted
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same name, size and safetensors header: only the bytes tell
+    stat = weights.stat()
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    after = _identity(folder, tmp_path)
+    assert after.fingerprinted != before.fingerprinted
+    config = Config(model=ModelConfig(pretrained=str(folder)))
+    old = run_settings(config, {"pretrained": before.fingerprinted, "revision": None, "vae": None})
+    new = run_settings(config, {"pretrained": after.fingerprinted, "revision": None, "vae": None})
+    assert old.by_use[0] != new.by_use[0]
+    assert settings_differences(old.settings[old.by_use[0]], new.settings[new.by_use[0]]) == [
+        f'model.pretrained: "{before.fingerprinted}" -> "{after.fingerprinted}"']
+
+
+def test_the_digest_is_cached_by_path_size_and_mtime(tmp_path):
+    from diffedit_batch.data.model_digest import folder_digest
+
+    folder = _model_folder(tmp_path)
+    cache = str(tmp_path / "digests.json")
+    first = folder_digest(str(folder), cache=cache)
+    assert first.files == 3 and first.hashed_bytes == first.bytes > 1024  # the README does not count
+    again = folder_digest(str(folder), cache=cache)
+    assert again.digest == first.digest and again.hashed_bytes == 0  # a stat per file
+    (folder / "unet" / "config.json").write_text('{"in_channels": 9}')
+    changed_config = folder_digest(str(folder), cache=cache)
+    assert changed_config.digest != first.digest and changed_config.hashed_bytes == len('{"in_channels": 9}')
+    assert folder_digest(str(folder), cache=None).digest == changed_config.digest
+
+
+def test_a_hub_id_is_its_commit(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from diffedit_batch.pipeline.model_identity import ModelIdentities
+    from diffedit_batch.pipeline.preflight import HubModel
+
+    commit, newer = "0123456789abcdef0123456789abcdef01234567", "89abcdef0123456789abcdef0123456789abcdef"
+    cache = tmp_path / "hf"
+    (cache / "models--org--sd" / "refs").mkdir(parents=True)
+    (cache / "models--org--sd" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def hub(repo_id, revision):
+        raise AssertionError("asked the hub offline")
+
+    offline = _identity("org/sd", tmp_path, hub_lookup=hub)
+    assert (offline.fingerprinted, offline.source) == (f"org/sd@{commit}", "Hugging Face cache")
+    assert _identity("org/sd", tmp_path, revision=newer, hub_lookup=hub).commit == newer  # a commit as revision
+    unknown = _identity("org/sd", tmp_path, revision="v2", hub_lookup=hub)  # no refs/v2: id and revision stand
+    assert (unknown.commit, unknown.fingerprinted, unknown.source) == (None, "org/sd", "unresolved")
+    assert ModelIdentities(unknown).settings() == {"pretrained": "org/sd", "revision": "v2", "vae": None}
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    online = _identity("org/sd", tmp_path, hub_lookup=lambda repo, revision: HubModel(files=None, sha=newer))
+    assert (online.commit, online.source) == (newer, "hub")
+    pinned = ModelIdentities(online).pinned(Config(model=ModelConfig(pretrained="org/sd")))
+    assert pinned.model.revision == newer  # every actor loads the commit the settings name
+
+    def no_answer(repo, revision):
+        raise TimeoutError("no answer in 5 s")
+
+    assert _identity("org/sd", tmp_path, hub_lookup=no_answer).commit == commit  # the cache then
+
+
+def test_model_vae_counts_by_its_files_too(tmp_path):
+    from diffedit_batch.pipeline.model_identity import identify_models
+
+    model, vae = _model_folder(tmp_path, "sd"), _model_folder(tmp_path, "vae")
+    config = Config(model=ModelConfig(pretrained=str(model), vae=str(vae)))
+    first = identify_models(config, digest_cache=None)
+    assert first.vae.fingerprinted.startswith("folder xxh3-128:")
+    assert first.settings()["vae"] == first.vae.fingerprinted and first.settings()["revision"] is None
+    (vae / "unet" / "config.json").write_text('{"in_channels": 16}')
+    assert identify_models(config, digest_cache=None).settings()["vae"] != first.settings()["vae"]
+    noop = identify_models(dataclasses.replace(config, job=dataclasses.replace(config.job, mode="noop")))
+    assert noop.pretrained.digest is None and noop.pretrained.fingerprinted == str(model)  # nothing hashed

@@ -7,7 +7,9 @@
   (`max_unet_batch`: a row's result does not depend on its batch), how it is compiled and laid out in memory
   (`compile_unet`, `compile_mode`, `channels_last`) and `vae_slicing` (the same decode, one picture at a time).
   `dtype` counts (float16 and float32 give other pixels), and so does `vae_tiling` (tiles blend where they
-  overlap). The model's family (`sd`, `sdxl`) is added when its `model_index.json` is at hand.
+  overlap). The model's family (`sd`, `sdxl`) is added when its `model_index.json` is at hand. What the model *is*
+  replaces how it is spelled when the run resolved it (`pipeline.model_identity`): `pretrained` and `vae` become
+  a folder's files' digest or a hub id's commit, `revision` is folded into that.
 - `job`: only `mode` (noop writes the picture back). The job seed reaches an edit through its request's seed, which
   the request fingerprint holds; pool sizes, batch sizes and resources never count.
 - `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
@@ -42,12 +44,15 @@ COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
 
 
 def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = False,
-                   family: str | None = None) -> dict[str, dict[str, Any]]:
+                   family: str | None = None, models: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The settings that change the pixels of an edit made under `config` (see the module docstring for the rule),
-    as plain nested dicts: `concepts` / `captions` when the edit uses them, `family` the model's family if known."""
+    as plain nested dicts: `concepts` / `captions` when the edit uses them, `family` the model's family if known,
+    `models` the model keys as resolved (`ModelIdentities.settings()`: pretrained, revision, vae)."""
     whole = config.to_dict()
     settings = {name: {key: value for key, value in whole[name].items() if key not in OPERATIONAL[name]}
                 for name in ("model", "edit")}
+    if models is not None:
+        settings["model"].update(models)
     if family is not None:
         settings["model"]["family"] = family
     for name, keys in COUNTED.items():
@@ -73,15 +78,16 @@ class RunSettings:
     settings: dict[str, dict]  # fingerprint -> pixel settings
 
 
-def run_settings(config: Config) -> RunSettings:
-    """The settings fingerprints of a run of `config`, its model's family read from the model's files if cheap."""
+def run_settings(config: Config, models: dict[str, Any] | None = None) -> RunSettings:
+    """The settings fingerprints of a run of `config`, its model's family read from the model's files if cheap;
+    `models`: the model keys as the run resolved them (see `pixel_settings`)."""
     family = config.model.family  # resolved from the model before the run (preflight.resolve_model_family)
     if family == "auto":
         family = model_family(config.model.pretrained, config.model.revision)
     fingerprints, settings = [], {}
     for concepts in (False, True):
         for captions in (False, True):
-            chosen = pixel_settings(config, concepts=concepts, captions=captions, family=family)
+            chosen = pixel_settings(config, concepts=concepts, captions=captions, family=family, models=models)
             fingerprint = settings_fingerprint(chosen)
             fingerprints.append(fingerprint)
             settings[fingerprint] = chosen

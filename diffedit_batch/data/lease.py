@@ -209,11 +209,18 @@ class _LocalStore:
 
     def _write(self, data: bytes) -> str:
         temp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(temp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, self.path)
+        try:
+            with open(temp, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, self.path)
+        except BaseException:  # a full disk: the lease keeps its last content, and no temp file stays
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
         return hashlib.sha256(data).hexdigest()
 
     def create(self, data: bytes) -> str | None:
@@ -395,6 +402,8 @@ class Lease:
         self.store, self.holder, self.token, self.prefix, self.clock = store, holder, token, prefix, clock
         self.on_lost = on_lost
         self.lost: str | None = None
+        # Why the latest renewal could not be written, until one is (a full disk): the run then fails.
+        self.unwritable: str | None = None
         self._stop = threading.Event()
         self._store_lock = threading.Lock()  # one store call at a time: a renewal never races the release
         self._lost_lock = threading.Lock()
@@ -427,7 +436,9 @@ class Lease:
             try:
                 if not self.renew():
                     return
+                self.unwritable = None
             except Exception as error:  # a storage hiccup: keep the last token and try again next interval
+                self.unwritable = f"{type(error).__name__}: {error}"
                 log.warning("could not renew the run lease on %s: %s", redact_uri(self.prefix), error)
 
     def _watch_loop(self) -> None:

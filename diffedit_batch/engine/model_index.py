@@ -72,3 +72,22 @@ def read_model_index(pretrained: str, revision: str | None = None, *, download: 
             return json.load(file)
     except (OSError, ValueError) as error:
         raise UnsupportedModelError(f"{pretrained}: model_index.json cannot be read ({error})") from None
+
+
+def null_components(model_index: Mapping) -> list[str]:
+    """The components of SD and SDXL pipelines that `model_index.json` lists without a class (`[null, null]`): a
+    pipeline saved without them, which no loader can build (the safety checker and feature extractor may be null)."""
+    return [name for name in _SDXL_COMPONENTS
+            if isinstance(model_index.get(name), (list, tuple)) and all(part is None for part in model_index[name])]
+
+
+def is_sdxl_refiner(model_index: Mapping) -> bool:
+    """Whether `model_index.json` is an SDXL refiner's: the second text encoder without the first (or its
+    `requires_aesthetics_score`), a model that refines an SDXL base's pictures and cannot edit on its own."""
+    def listed(name: str) -> bool:
+        value = model_index.get(name)
+        return isinstance(value, (list, tuple)) and any(part is not None for part in value)
+
+    if model_index.get("requires_aesthetics_score"):
+        return True
+    return listed("text_encoder_2") and not listed("text_encoder")

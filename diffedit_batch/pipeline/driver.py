@@ -23,7 +23,7 @@ from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
 from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.status import ErrorClass
-from diffedit_batch.config.fingerprint import RunSettings, run_settings
+from diffedit_batch.config.fingerprint import RunSettings
 from diffedit_batch.data.run_metadata import (
     delete_run_metadata,
     new_run_id,
@@ -45,15 +45,9 @@ from .connection import connect
 from .task_errors import one_line, original_error, task_message
 from .placement import check_placement
 from .plan import edit_pass, edit_pass_stages, generate_concept_captions
-from .planning import (
-    SETTINGS_ADVICE,
-    RunPlan,
-    SettingsChanged,
-    plan_run,
-    settings_change_message,
-    settings_policies,
-)
-from .preflight import check_devices, check_models, resolve_model_family
+from .planning import SETTINGS_ADVICE, RunPlan, SettingsChanged, plan_run, settings_change_message
+from .context import RunContext, open_run
+from .preflight import check_devices, check_models
 from .progress import ProgressReporter
 from .summary import JobSummary
 from .supersede import remove_superseded
@@ -117,27 +111,27 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
     were recorded ok under other settings it raises SettingsChanged before any work (leaving no trace) unless
     `on_settings_change` is `redo` or `keep`. `verbose`: Ray's own console output too.
     """
-    output_prefix = output_prefix.rstrip("/") or output_prefix
-    settings_policies(on_settings_change)  # a wrong value is the caller's error, before anything starts
-    config = resolve_model_family(config)  # SD or SDXL: the aspect buckets and the settings depend on it
+    # Once, at the door: the model's family and identity, the settings fingerprints, the storage options.
+    context = open_run(config, manifest_uri, output_prefix, on_settings_change)
     stop = _StopSignals()
     with stop.installed():
-        return _run_under_lease(config, manifest_uri, output_prefix, address, break_lease, verbose, stop,
-                                on_settings_change)
+        return _run_under_lease(context, address, break_lease, verbose, stop)
 
 
-def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, address: str | None, break_lease: bool,
-                     verbose: bool, stop: _StopSignals, on_settings_change: str | None) -> JobSummary:
-    options = config.storage
-    manifest = inspect_manifest(manifest_uri, options)
+def _run_under_lease(context: RunContext, address: str | None, break_lease: bool, verbose: bool,
+                     stop: _StopSignals) -> JobSummary:
+    config, options, output_prefix = context.config, context.options, context.output_prefix
+    manifest = inspect_manifest(context.manifest_uri, options)
     run_id = new_run_id()
     summary = JobSummary(run_id=run_id)
-    settings = run_settings(config)
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "host": socket.gethostname(), "manifest": redact_uri(manifest_uri),
+                "host": socket.gethostname(), "manifest": redact_uri(context.manifest_uri),
                 "config": redact_values(config.to_dict()),
+                # what the model settings resolved to: a folder's files' digest, a hub id's commit
+                "models": redact_values(context.models.describe()),
                 # the settings behind the settings fingerprints this run's records carry
-                "settings": redact_values(settings.settings), "on_settings_change": on_settings_change}
+                "settings": redact_values(context.settings.settings),
+                "on_settings_change": context.on_settings_change}
     run_file_written = False
     lease = None
 
@@ -154,10 +148,12 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
                               on_lost=lambda message: _thread.interrupt_main(signal.SIGINT))
         elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
-        _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file,
-             settings, on_settings_change)
+        _run(context, manifest, run_id, elastic, summary, metadata["manifest"], write_run_file)
         stop.armed = False
         summary.status = "done"
+        if summary.unrecorded:  # a full disk fails the run, whatever job.max_failed_fraction tolerates
+            summary.status, summary.error = "failed", redact_text(one_line(
+                f"{summary.unrecorded} edit(s) could not be recorded ({summary.unrecorded_error or 'storage error'})"))
     except SettingsChanged as refused:
         # Refused before any work: nothing of this run stays, its run file included.
         stop.armed = False
@@ -203,6 +199,9 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
             lease.release()
             if lease.lost and summary.status == "done":  # lost as the run ended
                 summary.status, summary.error = "failed", lease.lost
+            elif lease.unwritable and summary.status == "done":  # its last renewals failed: a full disk
+                summary.status, summary.error = "failed", redact_text(one_line(
+                    f"the run lease could not be written ({lease.unwritable})"))
         metadata.update(status=summary.status, error=summary.error,
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
                         ok=summary.ok, filtered=summary.filtered, failed=summary.failed,
@@ -215,18 +214,21 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
                 write_run_file()
         except StorageError as error:  # e.g. the disk is still full: the summary line still reaches the operator
             log.error("could not write the run file of run %s: %s", run_id, error)
+            if summary.status == "done":  # a run whose run file says `running` did not end well
+                summary.status, summary.error = "failed", redact_text(one_line(
+                    f"the run file could not be written ({error})"))
         if stop.deferred:
             log.warning("%s arrived as run %s was ending: it ended as %s", stop.deferred, run_id, summary.status)
     return summary
 
 
-def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: bool, summary: JobSummary,
-         manifest_label: str, write_run_file: Callable[[], None], settings: RunSettings,
-         on_settings_change: str | None) -> None:
+def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: JobSummary, manifest_label: str,
+         write_run_file: Callable[[], None]) -> None:
     """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
     stages are known to fit: a run that cannot be placed leaves nothing behind; nor does one refused for a change
     of settings (SettingsChanged)."""
-    options = config.storage
+    config, options, output_prefix = context.config, context.options, context.output_prefix
+    settings, on_settings_change = context.settings, context.on_settings_change
     # Before anything is written: the stages this config runs whatever the manifest holds (captions when the config
     # asks for every picture); the exact list is checked again once the plan says what the rows need.
     check_placement(edit_pass_stages(config, output_prefix, run_id,

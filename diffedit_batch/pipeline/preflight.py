@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from diffedit_batch.config import Config
-from diffedit_batch.engine.model_index import SDXL, UnsupportedModelError, family_of, read_model_index
+from diffedit_batch.engine.model_index import (
+    SDXL,
+    UnsupportedModelError,
+    family_of,
+    is_sdxl_refiner,
+    null_components,
+    read_model_index,
+)
 from diffedit_batch.recipe.defaults import DEFAULT_MODEL, SD15_MODEL, SDXL_MODEL, WITHDRAWN_MODELS
 from diffedit_batch.data.storage import StorageError, StorageOptions, file_type, redact_uri, resolve
 
@@ -33,6 +40,7 @@ __all__ = [
     "HubModel",
     "PreflightError",
     "check_devices",
+    "check_input_apart",
     "check_models",
     "check_output_prefix",
     "is_hub_id",
@@ -54,10 +62,12 @@ class PreflightError(Exception):
 
 @dataclass(frozen=True)
 class HubModel:
-    """What the hub says about a model: its files (None when not listed) and whether it is gated."""
+    """What the hub says about a model: its files (None when not listed), whether it is gated, and the commit its
+    revision resolves to (None when not said)."""
 
     files: frozenset[str] | None
     gated: bool = False
+    sha: str | None = None
 
 
 HubLookup = Callable[[str, "str | None"], HubModel]
@@ -150,9 +160,13 @@ def check_models(config: Config, *, stable_diffusion: bool = True, concepts: boo
         models.append(_Model("captions.model", config.captions.model, None, _TRANSFORMERS, tiny=True))
     if clip and config.metrics.clip_model is not None:
         models.append(_Model("metrics.clip_model", config.metrics.clip_model, None, _TRANSFORMERS, tiny=False))
-    problems = [problem for model in models if (problem := _problem(model, hub_lookup or lookup_hub_model))]
+    problems = {model.key: problem for model in models if (problem := _problem(model, hub_lookup or lookup_hub_model))}
+    if edit and stable_diffusion and "model.pretrained" not in problems and "model.vae" not in problems:
+        problem = _channels_problem(models[0], models[1] if config.model.vae is not None else None)
+        if problem:
+            problems["channels"] = problem
     if problems:
-        raise PreflightError(_one_line("; ".join(problems)))
+        raise PreflightError(_one_line("; ".join(problems.values())))
 
 
 def _problem(model: _Model, hub_lookup: HubLookup) -> str | None:
@@ -160,6 +174,10 @@ def _problem(model: _Model, hub_lookup: HubLookup) -> str | None:
     if os.path.exists(path) or not is_hub_id(model.value):
         if model.layout is _VAE and os.path.isdir(os.path.join(path, "vae")):
             path = os.path.join(path, "vae")
+        if model.layout is _STABLE_DIFFUSION:
+            problem = _revision_problem(model) or _index_problem(model, path)
+            if problem:
+                return problem
         problem = _local_problem(model, path)
         if problem is None and model.layout is _STABLE_DIFFUSION:
             return _family_problem(model, path)
@@ -168,8 +186,101 @@ def _problem(model: _Model, hub_lookup: HubLookup) -> str | None:
         return withdrawn_problem(model.key, model.value)
     problem = _hub_problem(model, hub_lookup)
     if problem is None and model.layout is _STABLE_DIFFUSION:
-        return _family_problem(model, None)
+        return _index_problem(model, None) or _family_problem(model, None)
     return problem
+
+
+def _revision_problem(model: _Model) -> str | None:
+    """A revision names a commit of a hub repository: a local folder has none to choose."""
+    if model.revision is None:
+        return None
+    return (f"model.revision: {model.revision!r} is set but {model.key} {model.value!r} is a local folder, which has "
+            f"no revisions; remove model.revision, or set {model.key} to a Hugging Face hub id")
+
+
+def _index_problem(model: _Model, folder: str | None) -> str | None:
+    """What the model's model_index.json says the engine cannot load: an SDXL refiner, a component listed as
+    `[null, null]`. None when it is not at hand (or unreadable: the layout and family checks name that)."""
+    try:
+        index = read_model_index(folder or model.value, model.revision, download=False)
+    except (UnsupportedModelError, OSError, ValueError):
+        return None
+    if not isinstance(index, dict):
+        return None
+    if is_sdxl_refiner(index):
+        return (f"{model.where} is an SDXL refiner ({index.get('_class_name', 'a pipeline')} with only the second "
+                f"text encoder), which refines an SDXL base model's pictures and cannot edit on its own; set "
+                f"{model.key} to the SDXL base model it belongs to (e.g. {SDXL_MODEL})")
+    nulls = null_components(index)
+    if nulls:
+        listed = ", ".join(f"{name}: [null, null]" for name in nulls)
+        return (f"{model.where} has a model_index.json that lists {listed} (a component without a class, which no "
+                f"loader can build); " + model.fix(
+                    f"save the complete pipeline there with save_pretrained, or remove those entries from its "
+                    f"model_index.json if the model has no such component"))
+    return None
+
+
+# UNets that take more than the latents, by their extra input channels over the VAE's latent channels (an
+# InstructPix2Pix UNet takes twice the latents: _PIX2PIX).
+_UNET_VARIANTS = {5: "an inpainting UNet ({channels} input channels: the latents, a mask and the masked picture's "
+                     "latents)",
+                  1: "a depth-to-image UNet ({channels} input channels: the latents and a depth map)"}
+_PIX2PIX = "an InstructPix2Pix UNet ({channels} input channels: the latents and the source picture's latents)"
+
+
+def _channels_problem(model: _Model, vae: _Model | None) -> str | None:
+    """The UNet's input channels against the latent channels of the VAE that will decode them: the model's own
+    (naming an inpainting, depth or InstructPix2Pix UNet), and `model.vae` when set (naming model.vae). None when a
+    config is not at hand (a hub id not cached yet) or does not say."""
+    unet = _component_config(model, "unet")
+    own = _component_config(model, "vae")
+    channels = unet.get("in_channels") if unet else None
+    own_latents = own.get("latent_channels") if own else None
+    if not isinstance(channels, int):
+        return None
+    if isinstance(own_latents, int) and channels != own_latents:
+        variant = _UNET_VARIANTS.get(channels - own_latents)
+        if channels == 2 * own_latents:
+            variant = _PIX2PIX
+        what = (variant or "a UNet with {channels} input channels").format(channels=channels)
+        return (f"{model.where} has {what}, but its VAE has {own_latents} latent channels; DiffEdit needs a "
+                f"text-to-image UNet (as many input channels as latent channels): " + model.fix(
+                    f"set {model.key} to the text-to-image model it was made from"))
+    if vae is None:
+        return None
+    separate = _component_config(vae, None)
+    latents = separate.get("latent_channels") if separate else None
+    if isinstance(latents, int) and latents != channels:
+        return (f"{vae.where} has {latents} latent channels but the UNet of {model.where} takes {channels}; set "
+                f"model.vae to a VAE of that model's family ({channels} latent channels), or remove model.vae")
+    return None
+
+
+def _component_config(model: _Model, subfolder: str | None) -> dict | None:
+    """A component's config.json (a VAE model: the folder's, or its vae/'s), from a local folder or the Hugging
+    Face cache; None when not at hand or unreadable."""
+    folder = os.path.expanduser(model.value)
+    names = [_join(subfolder, "config.json")] if subfolder else ["vae/config.json", "config.json"]
+    for name in names:
+        if os.path.isdir(folder):
+            path = os.path.join(folder, name)
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            try:
+                path = try_to_load_from_cache(model.value, name, revision=model.revision)
+            except ValueError:
+                return None
+        if not isinstance(path, str) or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as file:
+                config = json.load(file)
+        except (OSError, ValueError):
+            return None
+        return config if isinstance(config, dict) else None
+    return None
 
 
 def withdrawn_problem(key: str, value: str) -> str:
@@ -360,7 +471,7 @@ def lookup_hub_model(repo_id: str, revision: str | None = None) -> HubModel:
         raise outcome["error"]
     info = outcome["info"]
     files = None if info.siblings is None else frozenset(sibling.rfilename for sibling in info.siblings)
-    return HubModel(files=files, gated=bool(info.gated))
+    return HubModel(files=files, gated=bool(info.gated), sha=getattr(info, "sha", None))
 
 
 def _hub_failure(model: _Model, error: Exception) -> tuple[str, str]:
@@ -485,6 +596,42 @@ def check_output_prefix(output_prefix: str, options: StorageOptions) -> None:
     if reason:
         raise PreflightError(_one_line(f"{where}: {created or f'{folder} '}is not writable ({reason}); choose a "
                                        "writable --output or fix its permissions"))
+
+
+def check_input_apart(manifest_uri: str, output_prefix: str, options: StorageOptions) -> None:
+    """Raise PreflightError (one line) when `--output` is `--input`, or one lies inside the other: a run would
+    read its own records (PREFIX/manifest/*.parquet) as manifest files, or write into the manifest's folder.
+    Local paths are compared after `~`, `.`/`..` and symlinks are resolved; object-store URIs by bucket and key."""
+    try:
+        manifest = _comparable(manifest_uri, options)
+        output = _comparable(output_prefix, options)
+    except StorageError:
+        return  # the manifest and output checks name a bad URI
+    if manifest[0] != output[0]:
+        return
+    where = f"--output {redact_uri(output_prefix)}"
+    if manifest[1] == output[1]:
+        relation = "is the --input"
+    elif _inside(output[1], manifest[1]):
+        relation = f"is inside --input {redact_uri(manifest_uri)}"
+    elif _inside(manifest[1], output[1]):
+        relation = f"holds --input {redact_uri(manifest_uri)}"
+    else:
+        return
+    raise PreflightError(f"{where} {relation}: a run would read its own records as manifest rows; choose an "
+                         "output prefix outside the input, and an input outside the output")
+
+
+def _comparable(uri: str, options: StorageOptions) -> tuple[str, str]:
+    """(the store, the path) of a URI: a local path resolved as the file system sees it."""
+    filesystem, path = resolve(os.path.expanduser(uri) if "://" not in uri else uri, options)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return "file", os.path.realpath(path)
+    return uri.split("://", 1)[0], path.rstrip("/")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
 
 
 # --- text -------------------------------------------------------------------------------------

@@ -75,6 +75,8 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("actor_wait_s", pa.float64()),
         # False when the row's record could not be written: nothing was persisted for it
         pa.field("recorded", pa.bool_()),
+        # why it could not be written (recorded False), for the run's one line
+        pa.field("record_error", pa.string()),
         pa.field("engine_counts", pa.string()),
         pa.field("fetch_cpu_s", pa.float64()),
         pa.field("write_cpu_s", pa.float64()),

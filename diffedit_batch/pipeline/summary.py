@@ -29,6 +29,8 @@ class JobSummary:
     settings_redone: int = 0  # done earlier under other settings, edited again (--on-settings-change redo)
     settings_kept: int = 0  # done earlier under other settings, kept (--on-settings-change keep)
     unknown_settings: int = 0  # done earlier by records without fingerprints (kept, or redone with redo)
+    unrecorded: int = 0  # edits of the edit pass whose record could not be written (counted in failed too)
+    unrecorded_error: str | None = None  # why the first of them could not be
     seconds: float = 0.0
     error_classes: Counter = field(default_factory=Counter)
     actor_busy_s: float = 0.0  # summed over edit actors: editing
@@ -108,6 +110,11 @@ class JobSummary:
         self.actor_wait_s += pc.sum(batch["actor_wait_s"]).as_py() or 0.0
         self.fetch_cpu_s += pc.sum(batch["fetch_cpu_s"]).as_py() or 0.0
         self.write_cpu_s += pc.sum(batch["write_cpu_s"]).as_py() or 0.0
+        if "recorded" in batch.column_names:
+            unrecorded = batch.num_rows - (pc.sum(batch["recorded"].fill_null(True)).as_py() or 0)
+            self.unrecorded += unrecorded
+            if unrecorded and self.unrecorded_error is None and "record_error" in batch.column_names:
+                self.unrecorded_error = next(iter(batch["record_error"].drop_null().to_pylist()), None)
         for counts in batch["engine_counts"].drop_null().to_pylist():
             self._add_engine(json.loads(counts))
         for status, error_class in zip(batch["status"].to_pylist(), batch["error_class"].to_pylist()):

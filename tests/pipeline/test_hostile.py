@@ -158,3 +158,30 @@ def test_a_storage_failure_of_the_runs_own_files_mid_pass_counts_what_it_could_n
     assert summary.error == "cannot read out/_work/w.parquet: OSError: [Errno 28] No space left on device"
     run_file = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
     assert run_file["status"] == "failed" and run_file["failed"] == 6 and "\x1b" not in run_file["error"]
+
+
+def test_a_run_file_that_cannot_be_written_at_the_end_fails_the_run(ray_local, job_config, tmp_path, monkeypatch):
+    import errno
+
+    from diffedit_batch.data.storage import StorageError
+    from diffedit_batch.pipeline import driver
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(folder / "p.png")
+    manifest = write_manifest(folder / "m.parquet", [
+        {"id": f"r{k}", "image": "p.png", "source_prompt": "a photo", "target_prompt": "a painting"}
+        for k in range(2)])
+    real = driver.write_run_metadata
+
+    def full_at_the_end(prefix, metadata, options=None):
+        if metadata["status"] != "running":
+            raise StorageError(f"writing {prefix}/runs/x.json failed after 1 attempts: OSError: "
+                               f"[Errno {errno.ENOSPC}] No space left on device")
+        return real(prefix, metadata, options)
+
+    monkeypatch.setattr(driver, "write_run_metadata", full_at_the_end)
+    summary = run_job(job_config("job.mode=noop", "job.max_failed_fraction=1.0"), str(manifest),
+                      str(tmp_path / "out"))
+    assert (summary.ok, summary.status) == (2, "failed")
+    assert summary.error.startswith("the run file could not be written (writing ") and "No space left" in summary.error

@@ -282,6 +282,28 @@ def test_a_full_disk_ends_with_a_summary_a_failed_exit_and_a_clean_rerun(run_arg
         subprocess.run(["umount", "-l", str(disk)])
 
 
+def test_a_full_disk_fails_the_run_whatever_the_failed_fraction_and_leaves_no_temp_file(run_args, photos, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the full disk needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        manifest, output = photos(16), disk / "out"
+        result = cli(*run_args(manifest, output, *NOOP, "model.resolution=256", "output.png_compress_level=0",
+                               "storage.write_retries=0", "job.max_failed_fraction=1.0"))
+        assert result.returncode == 1, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("run failed: ") and "No space left on device" in last, result.stderr
+        assert "could not be recorded" in last or "could not be written" in last, last
+        assert "Traceback" not in result.stderr
+        left = [str(path.relative_to(disk)) for path in disk.rglob("*") if path.name.endswith(".tmp")]
+        assert left == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
 # --- interrupts and output ---------------------------------------------------------------------------------------
 
 

@@ -503,3 +503,90 @@ def test_object_store_prefixes_fail_only_when_they_are_an_object(s3_server):
 def test_an_output_scheme_that_is_not_allowed_fails(tmp_path):
     with pytest.raises(PreflightError, match=r"^--output gs://bucket/out: URI scheme 'gs' is not allowed"):
         check_output_prefix("gs://bucket/out", StorageOptions(allowed_schemes=("file",)))
+
+
+# --- issue 36: models the edit actor would crash on, each refused in one line ----------------------
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("channels, named", [
+    (9, "an inpainting UNet (9 input channels: the latents, a mask and the masked picture's latents)"),
+    (5, "a depth-to-image UNet (5 input channels: the latents and a depth map)"),
+    (8, "an InstructPix2Pix UNet (8 input channels: the latents and the source picture's latents)"),
+    (7, "a UNet with 7 input channels"),
+])
+def test_a_unet_that_takes_more_than_the_latents_is_named(sd_copy, channels, named):
+    _edit_json(sd_copy / "unet" / "config.json", in_channels=channels)
+    message = error_of(make_config(sd_copy), hub_lookup=no_hub)
+    assert message == (f"model.pretrained: '{sd_copy}' has {named}, but its VAE has 4 latent channels; DiffEdit needs "
+                       "a text-to-image UNet (as many input channels as latent channels): set model.pretrained to the "
+                       "text-to-image model it was made from, or build the tiny offline models with `diffedit-batch "
+                       "make-tiny-model models/tiny-sd --all`")
+
+
+def test_a_separate_vae_with_other_latent_channels_names_model_vae(sd_copy, tmp_path, tiny_model_dir):
+    vae = Path(shutil.copytree(tiny_model_dir / "vae", tmp_path / "vae16"))
+    _edit_json(vae / "config.json", latent_channels=16)
+    config = config_from_dict({"model": {"pretrained": str(sd_copy), "vae": str(vae)}})
+    assert error_of(config, hub_lookup=no_hub) == (
+        f"model.vae: '{vae}' has 16 latent channels but the UNet of model.pretrained: '{sd_copy}' takes 4; set "
+        "model.vae to a VAE of that model's family (4 latent channels), or remove model.vae")
+    check_models(config_from_dict({"model": {"pretrained": str(sd_copy), "vae": str(tiny_model_dir)}}),
+                 hub_lookup=no_hub)  # a pipeline folder whose vae/ fits
+
+
+def test_a_null_component_in_model_index_is_named(tiny_sdxl_dir, tmp_path):
+    folder = Path(shutil.copytree(tiny_sdxl_dir, tmp_path / "sdxl"))
+    _edit_json(folder / "model_index.json", text_encoder_2=[None, None], safety_checker=[None, None])
+    message = error_of(make_config(folder), hub_lookup=no_hub)
+    assert message.startswith(f"model.pretrained: '{folder}' has a model_index.json that lists text_encoder_2: "
+                              "[null, null] (a component without a class, which no loader can build); ")
+    assert "safety_checker" not in message
+
+
+def test_a_refiner_folder_is_named_as_a_refiner(tiny_sdxl_dir, tmp_path):
+    folder = Path(shutil.copytree(tiny_sdxl_dir, tmp_path / "refiner"))
+    shutil.rmtree(folder / "text_encoder")
+    shutil.rmtree(folder / "tokenizer")
+    _edit_json(folder / "model_index.json", _class_name="StableDiffusionXLImg2ImgPipeline",
+               text_encoder=[None, None], tokenizer=[None, None], requires_aesthetics_score=True)
+    assert error_of(make_config(folder), hub_lookup=no_hub) == (
+        f"model.pretrained: '{folder}' is an SDXL refiner (StableDiffusionXLImg2ImgPipeline with only the second text "
+        "encoder), which refines an SDXL base model's pictures and cannot edit on its own; set model.pretrained to "
+        "the SDXL base model it belongs to (e.g. stabilityai/stable-diffusion-xl-base-1.0)")
+
+
+def test_a_revision_on_a_local_folder_is_refused(tiny_model_dir):
+    assert error_of(make_config(tiny_model_dir, revision="v2"), hub_lookup=no_hub) == (
+        f"model.revision: 'v2' is set but model.pretrained '{tiny_model_dir}' is a local folder, which has no "
+        "revisions; remove model.revision, or set model.pretrained to a Hugging Face hub id")
+
+
+def test_a_cached_hub_inpainting_model_is_named_too(offline_empty_cache):
+    cache_model(offline_empty_cache, "someorg/inpainting", SD_FILES)
+    snapshot = next((offline_empty_cache / "models--someorg--inpainting" / "snapshots").iterdir())
+    (snapshot / "unet" / "config.json").write_text(json.dumps({"in_channels": 9}))
+    (snapshot / "vae" / "config.json").write_text(json.dumps({"latent_channels": 4}))
+    assert "has an inpainting UNet (9 input channels" in error_of(make_config("someorg/inpainting"), hub_lookup=no_hub)
+
+
+def test_the_command_refuses_these_models_with_exit_2_before_any_work(sd_copy, tmp_path, monkeypatch, capsys):
+    from diffedit_batch import pipeline
+    from diffedit_batch.cli import main
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(pipeline, "run_job", no_run)
+    _edit_json(sd_copy / "unet" / "config.json", in_channels=9)
+    code = main(["run", "--config", "configs/tiny.yaml", "--input", str(tmp_path / "in.parquet"), "--output",
+                 str(tmp_path / "out"), "--set", f"model.pretrained={sd_copy}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"cannot run: model.pretrained: '{sd_copy}' has an "
+                                                                 "inpainting UNet")
+    assert not (tmp_path / "out").exists()

@@ -106,3 +106,34 @@ def test_records_from_before_fingerprints_still_read_and_are_kept_unless_redone(
     redone = run_job(job_config(*NOOP), manifest(), str(output), on_settings_change="redo")
     assert (redone.ok, redone.unknown_settings) == (4, 4)
     assert all(r["settings_fingerprint"] for r in by_id(output).values())
+
+
+@pytest.mark.slow
+def test_a_fine_tune_saved_over_the_model_folder_is_a_settings_change_and_its_spelling_is_not(
+        ray_local, job_config, manifest, tmp_path, tiny_model_dir, monkeypatch):
+    import os
+    import shutil
+
+    monkeypatch.setenv("DIFFEDIT_BATCH_DIGEST_CACHE", str(tmp_path / "digests.json"))
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    output, edit = str(tmp_path / "out"), ("model.resolution=64", "edit.num_inference_steps=2")
+    first = run_job(job_config(*edit, f"model.pretrained={model}"), manifest(), output)
+    assert first.ok == 4
+    [run] = runs(output)
+    identity = run["models"]["model.pretrained"]
+    assert identity["folder"] == str(model) and identity["digest"].startswith("xxh3-128:")
+    # the same folder spelled otherwise is the same model
+    monkeypatch.chdir(tmp_path)
+    again = run_job(job_config(*edit, "model.pretrained=./model/"), manifest(), output)
+    assert (again.ok, again.skipped, again.settings_redone) == (0, 4, 0)
+    # a fine-tune saved over it: every name, size and safetensors header kept, other bytes
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = bytes(255 - byte for byte in data[-4:])
+    weights.write_bytes(bytes(data))
+    with pytest.raises(SettingsChanged) as refused:
+        run_job(job_config(*edit, f"model.pretrained={model}"), manifest(), output)
+    message = str(refused.value)
+    assert message.startswith("4 edit(s) of this manifest were recorded ok under other settings: model.pretrained: "
+                              f'"folder {identity["digest"]}" -> "folder xxh3-128:')
+    assert len(runs(output)) == 2 and os.listdir(tmp_path / "out" / "manifest")  # nothing of the refused run

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -101,3 +103,53 @@ def test_a_record_part_that_cannot_be_written_fails_the_blocks_rows_without_cras
     assert [(s["status"], s["error_class"], s["recorded"]) for s in summary] == [("error", "storage", False)] * 2
     assert list_record_files(str(tmp_path)).live == []  # nothing persisted: a re-run edits them again
     assert not list((tmp_path / "manifest").glob("part-*"))
+
+
+def test_records_that_cannot_be_written_are_counted_with_their_reason(monkeypatch, sleeps, tmp_path):
+    import errno
+
+    import pyarrow as pa
+
+    from diffedit_batch.pipeline.rows import SUMMARY_SCHEMA
+    from diffedit_batch.pipeline.summary import JobSummary
+
+    def full(path: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "_write_local", full)
+    rows = to_table([{**row, "status": Status.OK, "image_uri": f"/out/{row['edit_id']}.png"}
+                     for row in edited_rows(2)])
+    out = commit_records(rows, output_prefix=str(tmp_path), options=OPTIONS, model_id="tiny", run_id="run1")
+    summary = JobSummary(run_id="run1")
+    summary.tally(pa.Table.from_pylist(out.to_pylist(), schema=SUMMARY_SCHEMA))
+    assert (summary.unrecorded, summary.failed) == (2, 2)
+    assert "No space left on device" in summary.unrecorded_error and "/manifest/" in summary.unrecorded_error
+
+
+def test_a_lease_renewal_on_a_full_disk_leaves_no_temp_file_and_is_remembered(monkeypatch, tmp_path):
+    import errno
+    import time
+
+    from diffedit_batch.data import lease as lease_module
+    from diffedit_batch.data.lease import acquire_lease
+
+    prefix = tmp_path / "out"
+    held = acquire_lease(str(prefix), "run1", StorageOptions(), timeout_s=4)
+    try:
+        def no_space(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(lease_module.os, "fsync", no_space)
+        with pytest.raises(OSError, match="No space left"):
+            held.renew()
+        deadline = time.time() + 5
+        while held.unwritable is None and time.time() < deadline:  # the renewal thread, every second
+            time.sleep(0.05)
+        assert "No space left on device" in held.unwritable
+        assert sorted(os.listdir(prefix)) == ["lease.json"]  # no lease.json.<pid>.<n>.tmp
+        monkeypatch.undo()
+        while held.unwritable is not None and time.time() < deadline:  # written again: forgotten
+            time.sleep(0.05)
+        assert held.unwritable is None and not held.lost
+    finally:
+        held.release()

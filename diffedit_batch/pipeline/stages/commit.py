@@ -63,7 +63,8 @@ def commit_records(batch: pa.Table, *, output_prefix: str, options: StorageOptio
         except StorageError as error:
             log.warning("cannot write the records of %d edits: %s", len(records), error)
             for row in summary:
-                row.update(status=Status.ERROR, error_class=ErrorClass.STORAGE, recorded=False)
+                row.update(status=Status.ERROR, error_class=ErrorClass.STORAGE, recorded=False,
+                           record_error=str(error))
     del rows, records
     # Arrow's allocator keeps freed pages for reuse; a long-lived worker that handles a batch of shard images and
     # long prompts at a time would otherwise hold its largest batch's worth for good.
