@@ -68,7 +68,6 @@ PENDING_PAGES = {
     "docs/guides/model-fingerprints.md",
     "docs/reference/inputs.md",
     "docs/reference/exports-labelled.md",
-    "docs/reference/exit-codes-36.md",
 }
 
 SHELL = {"bash", "sh", "shell", "console", "zsh"}
