@@ -32,7 +32,7 @@ __all__ = ["OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_
 
 # Section -> its keys that do not change pixels; every other key of these sections counts.
 OPERATIONAL: dict[str, frozenset[str]] = {
-    "model": frozenset({"device", "max_unet_batch", "compile_unet", "compile_mode", "channels_last", "vae_slicing"}),
+    "model": frozenset({"device", "text_encoder_device", "max_unet_batch", "compile_unet", "compile_mode", "channels_last", "vae_slicing"}),
     "edit": frozenset(),
     "concepts": frozenset({"device", "gpus", "cpus"}),
     "captions": frozenset({"device", "gpus", "cpus", "batch_size"}),
