@@ -225,8 +225,9 @@ def picture_multiple(family: str | None) -> int:
 
 def flow_buckets(resolution: int) -> tuple[tuple[int, int], ...]:
     """SD3's and FLUX.1's shapes: about `resolution`^2 pixels (one megapixel at 1024, what both train at), aspect 1:4
-    to 4:1, the longer side in steps of `bucket_step` and the shorter the multiple of 16 px nearest the area."""
-    step = bucket_step(resolution)
+    to 4:1, the longer side in steps of `bucket_step` (at least 16 px) and the shorter the multiple of 16 px nearest
+    the area."""
+    step = max(16, bucket_step(resolution) // 16 * 16)
     area = resolution * resolution
     best: dict[int, int] = {}
     for long in range(resolution // step * step, 4 * resolution + 1, step):
