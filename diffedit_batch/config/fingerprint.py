@@ -37,6 +37,9 @@ OPERATIONAL: dict[str, frozenset[str]] = {
     "concepts": frozenset({"device", "gpus", "cpus"}),
     "captions": frozenset({"device", "gpus", "cpus", "batch_size"}),
 }
+# Model keys added after fingerprints existed whose null means "as before" (the family's default): counted only when
+# set, so runs recorded before them keep their fingerprints.
+UNSET_UNCOUNTED = ("max_sequence_length",)
 # Sections of which only these keys count.
 COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
 
@@ -48,6 +51,9 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
     whole = config.to_dict()
     settings = {name: {key: value for key, value in whole[name].items() if key not in OPERATIONAL[name]}
                 for name in ("model", "edit")}
+    for key in UNSET_UNCOUNTED:
+        if settings["model"].get(key) is None:
+            settings["model"].pop(key, None)
     if family is not None:
         settings["model"]["family"] = family
     for name, keys in COUNTED.items():
