@@ -30,13 +30,11 @@ from diffedit_batch.seeds import SEED_LIMIT
 from .conditioning import Conditioning
 from .denoise import denoise_with_mask
 from .denoiser_runner import DenoiserRunner
-from .families import (FLUX, SD, SD3, SDXL, StableDiffusionFamily, StableDiffusionXLFamily, UnsupportedModelError,
-                       flow_family)
+from .families import FLUX, SD, SD3, SDXL, flow_family, unet_family
 from .inversion import invert
 from .latents import LatentCodec, PreparedImage
 from .mask import threshold_mask
 from .prompts import EncodedPrompt, Prompt, PromptEncoder, prompt_key
-from .schedule import inverse_scheduler_from
 from .settings import EditSettings
 
 EMPTY_PROMPT = ""
@@ -224,21 +222,19 @@ class DiffEditEngine:
                                       latent_channels=vae.config.latent_channels,
                                       max_sequence_length=max_sequence_length)
         else:
-            from diffusers import DDIMScheduler
-
-            if not isinstance(scheduler, DDIMScheduler):
-                scheduler = DDIMScheduler.from_config(scheduler.config)
-            if inverse_scheduler is None:
-                inverse_scheduler = inverse_scheduler_from(scheduler.config)
-            self.family = self._family(force_zeros_for_empty_prompt, vae_scale_factor)
+            self.family = unet_family(unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                                      vae_scale_factor=vae_scale_factor,
+                                      force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
         self.sampler = self.family.make_sampler(scheduler, inverse_scheduler, self.device)
-        self.scheduler, self.inverse_scheduler = self.sampler.scheduler, inverse_scheduler
+        self.scheduler = self.sampler.scheduler
+        self.inverse_scheduler = getattr(self.sampler, "inverse_scheduler", None)
         self.codec = LatentCodec(vae, self.device, max_batch=max(1, max_unet_batch // 2),
                                  pixel_multiple=self.family.pixel_multiple(vae_scale_factor))
         self.run_unet = DenoiserRunner(denoiser, max_unet_batch, static_shapes=static_unet_batches,
                                        unet_inputs=self.family.unet_inputs, call_model=self.family.call_model)
         self.prompts = PromptEncoder(self.family, self.device, self.dtype, prompt_cache_size)
         self.stats = EngineStats()
+        self._said_blend_timing = False
         self._guidance = _Guidance(self.family.classifier_free_guidance, self.family.guidance_key,
                                    self.sampler.reference_blends_late)
         for module in (denoiser, vae, *self.family.text_encoders):
@@ -249,23 +245,6 @@ class DiffEditEngine:
     def schedules(self):
         """SD/SDXL's DDIM walks (`schedule.Schedules`); the sampler's own on flow models."""
         return getattr(self.sampler, "schedules", self.sampler)
-
-    def _family(self, force_zeros_for_empty_prompt: bool, vae_scale_factor: int) -> StableDiffusionFamily:
-        takes_sdxl_conditioning = getattr(self.unet.config, "addition_embed_type", None) == "text_time"
-        if (self.text_encoder_2 is None) != (self.tokenizer_2 is None):
-            raise ValueError("SDXL needs both text_encoder_2 and tokenizer_2")
-        if self.text_encoder_2 is None:
-            if takes_sdxl_conditioning:
-                raise UnsupportedModelError("the UNet takes SDXL's text_time conditioning, but no text_encoder_2 and "
-                                            "tokenizer_2 were given")
-            return StableDiffusionFamily(self.text_encoder, self.tokenizer)
-        if not takes_sdxl_conditioning:
-            raise UnsupportedModelError(
-                "text_encoder_2 was given, but the UNet does not take SDXL's text_time conditioning "
-                f"(addition_embed_type {getattr(self.unet.config, 'addition_embed_type', None)!r})")
-        return StableDiffusionXLFamily(self.text_encoder, self.tokenizer, self.text_encoder_2, self.tokenizer_2,
-                                       vae_scale_factor=vae_scale_factor,
-                                       force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -364,8 +343,10 @@ class DiffEditEngine:
             for i in range(n)
         ]
         if not self.sampler.reference_blends_late and any(s.paper_blend_timing for s in row_settings):
-            log.info("paper_blend_timing changes nothing on %s: its edit always blends at the paper's timing",
-                     self.family_name)
+            if not self._said_blend_timing:  # once per engine, not once per batch of a job
+                log.info("paper_blend_timing changes nothing on %s: its edit always blends at the paper's timing",
+                         self.family_name)
+                self._said_blend_timing = True
 
         started = time.perf_counter()
         posteriors = self.codec.encode(prepared)

@@ -24,7 +24,8 @@ from .model_index import FAMILIES, FAMILY_NAMES, FLUX, SD, SD3, SDXL, Unsupporte
 from .samplers import DDIMSampler, FlowEulerSampler
 
 __all__ = ["FAMILIES", "FAMILY_NAMES", "FLUX", "FluxFamily", "SD", "SD3", "SDXL", "StableDiffusion3Family",
-           "StableDiffusionFamily", "StableDiffusionXLFamily", "UnsupportedModelError", "family_of", "flow_family"]
+           "StableDiffusionFamily", "StableDiffusionXLFamily", "UnsupportedModelError", "family_of", "flow_family",
+           "unet_family"]
 
 
 class StableDiffusionFamily:
@@ -105,7 +106,17 @@ class StableDiffusionFamily:
         return {"encoder_hidden_states": conditioning.tokens}
 
     def make_sampler(self, scheduler, inverse_scheduler, device):
-        """DDIM over the model's training schedule, and DDIM inversion (the DiffEdit guide's schedulers)."""
+        """DDIM over the model's training schedule (`scheduler`, made a DDIMScheduler from its config if it is
+        another, e.g. SDXL's Euler), and DDIM inversion (default: from the same config), as the DiffEdit guide sets
+        them."""
+        from diffusers import DDIMScheduler
+
+        from .schedule import inverse_scheduler_from
+
+        if not isinstance(scheduler, DDIMScheduler):
+            scheduler = DDIMScheduler.from_config(scheduler.config)
+        if inverse_scheduler is None:
+            inverse_scheduler = inverse_scheduler_from(scheduler.config)
         return DDIMSampler(scheduler, inverse_scheduler, device)
 
     def pixel_multiple(self, vae_scale_factor: int) -> int:
@@ -420,6 +431,26 @@ class FluxFamily(StableDiffusionFamily):
     def pixel_multiple(self, vae_scale_factor: int) -> int:
         """Twice the VAE factor (the 2x2 packing), as FluxPipeline's image processor rounds (16 px on FLUX.1)."""
         return 2 * vae_scale_factor
+
+
+def unet_family(unet, text_encoder, tokenizer, text_encoder_2=None, tokenizer_2=None, *, vae_scale_factor: int,
+                force_zeros_for_empty_prompt: bool = True) -> StableDiffusionFamily:
+    """SD 1.x/2.x (one text encoder) or SDXL (two, and a UNet taking SDXL's `text_time` conditioning)."""
+    takes_sdxl_conditioning = getattr(unet.config, "addition_embed_type", None) == "text_time"
+    if (text_encoder_2 is None) != (tokenizer_2 is None):
+        raise ValueError("SDXL needs both text_encoder_2 and tokenizer_2")
+    if text_encoder_2 is None:
+        if takes_sdxl_conditioning:
+            raise UnsupportedModelError("the UNet takes SDXL's text_time conditioning, but no text_encoder_2 and "
+                                        "tokenizer_2 were given")
+        return StableDiffusionFamily(text_encoder, tokenizer)
+    if not takes_sdxl_conditioning:
+        raise UnsupportedModelError(
+            "text_encoder_2 was given, but the UNet does not take SDXL's text_time conditioning "
+            f"(addition_embed_type {getattr(unet.config, 'addition_embed_type', None)!r})")
+    return StableDiffusionXLFamily(text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                                   vae_scale_factor=vae_scale_factor,
+                                   force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
 
 
 def flow_family(transformer, text_encoder, tokenizer, text_encoder_2, tokenizer_2, text_encoder_3=None,

@@ -66,7 +66,7 @@ class DDIMSampler:
     reference_blends_late = True
 
     def __init__(self, scheduler, inverse_scheduler, device):
-        self.scheduler = scheduler
+        self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
         self.schedules = Schedules(scheduler, inverse_scheduler, device)
         self.device = device
 

@@ -168,6 +168,7 @@ def test_paper_blend_timing_changes_nothing_and_says_so(flow_engine, caplog):
     settings = EditSettings(num_inference_steps=6, num_maps_per_mask=2, mask_thresholding_ratio=1.0)
     image = photo(48, 32, seed=3)
     [plain] = flow_engine.edit([image], ["a cat"], ["a dog"], [2], settings)
+    flow_engine._said_blend_timing = False  # said once per engine: this session's engine may have said it already
     with caplog.at_level(logging.INFO, logger="diffedit_batch.engine.engine"):
         [paper] = flow_engine.edit([image], ["a cat"], ["a dog"], [2], settings.replace(paper_blend_timing=True))
     assert plain.image.tobytes() == paper.image.tobytes()
@@ -213,3 +214,38 @@ def test_concept_embeddings_average_tokens_and_pooled(flow_engine):
     with pytest.raises(ValueError, match="prompt embedding must be a Conditioning"):
         flow_engine.edit([photo(32, 32, 1)], [mean.tokens], ["a dog"], [1], settings)
     assert isinstance(mean, Conditioning) and mean.guidance is None
+
+
+@pytest.mark.parametrize("index, found", [
+    ({"_class_name": "FluxFillPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]}, "FLUX.1 Fill"),
+    ({"_class_name": "FluxKontextPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]}, "Kontext"),
+    ({"_class_name": "Flux2Pipeline", "transformer": ["diffusers", "Flux2Transformer2DModel"]}, "FLUX.2"),
+    ({"_class_name": "QwenImagePipeline", "transformer": ["diffusers", "QwenImageTransformer2DModel"]}, "Qwen-Image"),
+    ({"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],
+      "vae": ["diffusers", "AutoencoderKL"]}, "also needs text_encoder, tokenizer, text_encoder_2, tokenizer_2"),
+    ({"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],
+      **{name: ["x", "y"] for name in ("vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+                                        "text_encoder_3", "tokenizer_3", "scheduler")}},
+     "its transformer a FluxTransformer2DModel where StableDiffusion3Pipeline has a SD3Transformer2DModel"),
+])
+def test_other_transformer_models_are_named(index, found):
+    from diffedit_batch.engine.model_index import UnsupportedModelError, family_of
+
+    with pytest.raises(UnsupportedModelError, match=found):
+        family_of(index, where="models/x")
+
+
+def test_a_flux_transformer_that_takes_more_than_the_latents_is_refused(flux_engine):
+    """FLUX.1 Fill/Canny/Depth transformers take the packed latents and a conditioning picture's channels."""
+    from diffusers import FluxTransformer2DModel
+
+    from diffedit_batch import DiffEditEngine
+    from diffedit_batch.engine.model_index import UnsupportedModelError
+
+    fill = FluxTransformer2DModel(patch_size=1, in_channels=384, out_channels=64, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                  pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+    with pytest.raises(UnsupportedModelError, match="takes 384 channels, not the 64"):
+        DiffEditEngine(transformer=fill, vae=flux_engine.vae, text_encoder=flux_engine.text_encoder,
+                       tokenizer=flux_engine.tokenizer, text_encoder_2=flux_engine.text_encoder_2,
+                       tokenizer_2=flux_engine.tokenizer_2, scheduler=flux_engine.scheduler)
