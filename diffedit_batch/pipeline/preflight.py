@@ -276,7 +276,12 @@ def resolve_model_family(config: Config) -> Config:
     if model.family not in ("auto", family):
         raise PreflightError(f"model.family is {model.family!r} but {model.pretrained} is an {family} model; set "
                              f"model.family to {family} or auto")
-    return dataclasses.replace(config, model=dataclasses.replace(model, family=family))
+    try:  # the model's own checks again, with its family: SD3's and FLUX.1's buckets are multiples of 16 px
+        resolved = dataclasses.replace(model, family=family)
+    except ValueError as error:
+        raise PreflightError(_one_line(f"{str(error).replace('ModelConfig.', 'model.')} on {model.pretrained} (an "
+                                       f"{family} model)")) from None
+    return dataclasses.replace(config, model=resolved)
 
 
 # --- local folders ----------------------------------------------------------------------------

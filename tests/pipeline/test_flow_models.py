@@ -134,3 +134,30 @@ def test_make_tiny_model_builds_each_flow_family(tmp_path, capsys, family, name)
     check_models(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
     guidance = json.loads((folder / "transformer" / "config.json").read_text()).get("guidance_embeds")
     assert guidance is (None if family == "sd3" else family == "flux")
+
+
+def test_bucket_shapes_that_a_flow_model_cannot_take_stop_the_run_before_it_starts(tiny_flux_dir):
+    config = config_from_dict({"model": {"pretrained": str(tiny_flux_dir), "aspect_buckets": "1000x1000"}})
+    with pytest.raises(PreflightError, match="model.aspect_buckets shape '1000x1000' must have positive sides that are "
+                                             "multiples of 16"):
+        preflight.resolve_model_family(config)
+
+
+def test_the_text_encoder_device_is_checked_with_the_others(monkeypatch):
+    monkeypatch.setattr(preflight, "_cuda_devices", lambda: (True, 1))
+    config = config_from_dict({"model": {"device": "cuda", "text_encoder_device": "cuda:1"}})
+    with pytest.raises(PreflightError, match="model.text_encoder_device: 'cuda:1', but this machine has 1 CUDA"):
+        preflight.check_devices(config, local=True)
+    preflight.check_devices(config_from_dict({"model": {"device": "cuda", "text_encoder_device": "cpu"}}), local=True)
+
+
+def test_text_encoders_load_on_their_own_device(tiny_flux_dir):
+    import torch
+
+    from diffedit_batch.engine.loading import load_components
+
+    components, options = load_components(str(tiny_flux_dir), device="cpu", dtype="auto", text_encoder_device="cpu",
+                                          max_sequence_length=64)
+    assert components["transformer"].dtype == torch.float32  # auto on the CPU (bfloat16 on CUDA)
+    assert components["text_encoder_2"].device.type == "cpu" and options["max_sequence_length"] == 64
+    assert "unet" not in components and type(components["scheduler"]).__name__ == "FlowMatchEulerDiscreteScheduler"
