@@ -9,6 +9,13 @@ model, peak RSS, and the engine's seconds per stage. The outputs of both sides a
     .venv/bin/python benchmarks/engine_benchmark.py            # defaults: 50 steps, 10 maps, 3 repeats
     .venv/bin/python benchmarks/engine_benchmark.py --quick    # 10 steps, 4 maps, 1 repeat
     .venv/bin/python benchmarks/engine_benchmark.py --json figures.json
+    .venv/bin/python benchmarks/engine_benchmark.py --family flux   # SD3 / FLUX.1: work per edit and FLOPs
+
+With `--family sd3|flux` (no deprecated reference exists for flow models) it counts the transformer samples per
+edit of the engine with all rows in one call against the same edits one by one, on a tiny random model of that
+family at the shipped config's edit settings (configs/sd35.yaml, configs/flux-dev.yaml), and turns them into FLOPs
+per edit at 1024x1024 from the real models' configs built on the meta device (`flow_costs.py`), with the H100's
+physical limit per edit.
 
 Timings are wall-clock on whatever else the machine runs: the CPU used by other processes during each timed
 run is measured (/proc/stat) and printed, so a contaminated run can be recognised and repeated.
@@ -615,9 +622,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", help="an existing diffusers folder to benchmark instead of the built random model")
     parser.add_argument("--model-dir", default=None,
                         help="where the random model is cached (default .cache/bench-sd, or .cache/bench-sdxl)")
-    parser.add_argument("--family", choices=["sd", "sdxl"], default="sd",
+    parser.add_argument("--family", choices=["sd", "sdxl", "sd3", "flux"], default="sd",
                         help="the random model's family: SD 2.1's layout, or SDXL's (two text encoders, pooled "
-                        "embeddings, time ids), whose work per edit is then reported against the SDXL reference")
+                        "embeddings, time ids), whose work per edit is then reported against the SDXL reference; "
+                        "sd3 / flux: the flow families' work per edit and FLOPs (see the module docstring)")
     parser.add_argument("--unet-channels", type=_channels, default=(32, 64, 128))
     parser.add_argument("--layers-per-block", type=int, default=1)
     parser.add_argument("--cross-attention-dim", type=int, default=96)
@@ -641,8 +649,79 @@ def parse_args(argv=None) -> argparse.Namespace:
     return options
 
 
+def run_flow(options: argparse.Namespace) -> dict:
+    """Transformer samples per edit, all rows in one call vs each row alone, on a tiny model of `options.family` at
+    the shipped config's settings; FLOPs per edit at 1024 px from the real configs; the H100 limit."""
+    from benchmarks.flow_costs import H100_BF16_FLOPS, component_costs
+    from diffedit_batch.config import load_config
+    from diffedit_batch.testing.tiny_flux import build_tiny_flux
+    from diffedit_batch.testing.tiny_sd3 import build_tiny_sd3
+
+    config_name = "sd35.yaml" if options.family == "sd3" else "flux-dev.yaml"
+    settings = load_config(ROOT / "configs" / config_name).edit
+    folder = Path(options.model_dir or ROOT / ".cache" / f"bench-{options.family}")
+    if not (folder / "model_index.json").exists():
+        (build_tiny_sd3 if options.family == "sd3" else build_tiny_flux)(folder)
+    engine = DiffEditEngine.from_pretrained(str(folder), device="cpu", dtype=torch.float32, max_unet_batch=64,
+                                            prompt_cache_size=0)
+    candidates = [settings, settings.replace(inpaint_strength=0.6, mask_thresholding_ratio=2.0),
+                  settings.replace(inpaint_strength=0.7, mask_thresholding_ratio=4.0),
+                  settings.replace(mask_thresholding_ratio=2.5)]
+    size = 64
+    scenarios = {
+        "one_target": [(e, settings) for e in scenario_edits(4, 1, size, True)],
+        "four_targets": [(e, settings) for e in scenario_edits(2, 4, size, True)],
+        "four_candidates": [(e, each) for e in scenario_edits(1, 1, size, True) for each in candidates],
+    }
+    costs = component_costs(options.family)
+    per_prompt = sum(c["flops"] for name, c in costs.items() if name.startswith("text_encoder"))
+    vae = costs["vae"]
+    figures = {"family": options.family, "config": config_name,
+               "settings": {**dataclasses.asdict(settings), "edit_steps": settings.edit_steps},
+               "components": costs, "scenarios": {}}
+    for name, rows in scenarios.items():
+        counted = {}
+        for side in ("alone", "one_call"):
+            before = engine.stats.counters()
+            calls = [[row] for row in rows] if side == "alone" else [rows]
+            for call in calls:
+                engine.edit([edit.image for edit, _ in call], [edit.source for edit, _ in call],
+                            [edit.target for edit, _ in call], [edit.seed for edit, _ in call],
+                            [each for _, each in call])
+            after = engine.stats.counters()
+            counted[side] = {key: (after[key] - before[key]) / len(rows)
+                             for key in ("unet_samples", "unet_calls", "vae_encodes", "vae_decodes", "text_encodes")}
+            work = counted[side]
+            flops = (work["unet_samples"] * costs["transformer"]["flops"] + work["text_encodes"] * per_prompt
+                     + work["vae_encodes"] * vae["flops"] + work["vae_decodes"] * vae["decode_flops"])
+            counted[side]["flops_per_edit"] = flops
+            counted[side]["h100_seconds_per_edit"] = flops / H100_BF16_FLOPS
+        figures["scenarios"][name] = counted
+    return figures
+
+
+def report_flow(figures: dict) -> str:
+    lines = [f"{figures['family']} at {figures['config']}'s settings (steps {figures['settings']['num_inference_steps']}, "
+             f"{figures['settings']['edit_steps']} inverted and edited, {figures['settings']['num_maps_per_mask']} maps)",
+             "component            params (B)  bf16 GiB  TFLOP per call at 1024 px"]
+    for name, c in figures["components"].items():
+        lines.append(f"{name:24s} {c['parameters'] / 1e9:7.3f} {c['weights_gib']:8.2f} {c['flops'] / 1e12:10.2f}")
+    lines.append("scenario          side      samples/edit  calls/edit  PFLOP/edit  H100 s/edit")
+    for name, sides in figures["scenarios"].items():
+        for side, work in sides.items():
+            lines.append(f"{name:17s} {side:9s} {work['unet_samples']:12.1f} {work['unet_calls']:11.1f} "
+                         f"{work['flops_per_edit'] / 1e15:11.3f} {work['h100_seconds_per_edit']:12.3f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     options = parse_args(argv)
+    if options.family in ("sd3", "flux"):
+        figures = run_flow(options)
+        print(report_flow(figures))
+        if options.json:
+            Path(options.json).write_text(json.dumps(figures, indent=2))
+        return figures
     figures = run(options)
     print()
     print(report(figures))

@@ -202,6 +202,16 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
         from diffedit_batch.testing.tiny_sdxl import build_tiny_sdxl
 
         print(f"tiny random SDXL saved to {build_tiny_sdxl(args.folder, seed=args.seed)}")
+    elif args.family == "sd3":
+        from diffedit_batch.testing.tiny_sd3 import build_tiny_sd3
+
+        print(f"tiny random SD 3.5 saved to {build_tiny_sd3(args.folder, seed=args.seed)}")
+    elif args.family in ("flux", "flux-schnell"):
+        from diffedit_batch.testing.tiny_flux import build_tiny_flux
+
+        schnell = args.family == "flux-schnell"
+        folder = build_tiny_flux(args.folder, seed=args.seed, guidance_embeds=not schnell)
+        print(f"tiny random FLUX.1-{'schnell' if schnell else 'dev'} saved to {folder}")
     else:
         from diffedit_batch.testing.tiny_sd import build_tiny_stable_diffusion
 
@@ -243,12 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     tiny = commands.add_parser("make-tiny-model", parents=[shared],
-                               help="build a tiny random Stable Diffusion or SDXL for offline runs and tests")
+                               help="build a tiny random Stable Diffusion, SDXL, SD 3.5 or FLUX.1 for offline runs "
+                               "and tests")
     tiny.add_argument("folder", help="where to save it (diffusers folder layout, safetensors)")
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--family", choices=["sd", "sdxl"], default="sd",
+    tiny.add_argument("--family", choices=["sd", "sdxl", "sd3", "flux", "flux-schnell"], default="sd",
                       help="sd: SD 2.1's layout and scheduler (v-prediction); sdxl: SDXL base's layout (two text "
-                      "encoders, Euler scheduler config), e.g. models/tiny-sdxl")
+                      "encoders, Euler scheduler config), e.g. models/tiny-sdxl; sd3: SD 3.5 medium's layout (CLIP-L, "
+                      "CLIP-G, T5, SD3 transformer); flux: FLUX.1-dev's (CLIP-L, T5, transformer with a guidance "
+                      "embedding); flux-schnell: FLUX.1-schnell's (no guidance embedding)")
     tiny.add_argument(
         "--all",
         action="store_true",

@@ -57,6 +57,53 @@ def sdxl_engine(tiny_sdxl_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory):
+    """A tiny random SD 3.5 in the diffusers folder layout of stable-diffusion-3.5-medium (built once per session)."""
+    from diffedit_batch.testing.tiny_sd3 import build_tiny_sd3
+
+    return build_tiny_sd3(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory):
+    """A tiny random FLUX.1-dev (guidance embedding) in the folder layout of FLUX.1-dev (built once per session)."""
+    from diffedit_batch.testing.tiny_flux import build_tiny_flux
+
+    return build_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_schnell_dir(tmp_path_factory):
+    """A tiny random FLUX.1-schnell-style model: no guidance embedding, schnell's fixed-shift scheduler."""
+    from diffedit_batch.testing.tiny_flux import build_tiny_flux
+
+    return build_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux-schnell", guidance_embeds=False)
+
+
+def _flow_engine(folder):
+    import torch
+
+    from diffedit_batch import DiffEditEngine
+
+    return DiffEditEngine.from_pretrained(str(folder), device="cpu", dtype=torch.float32, max_unet_batch=64)
+
+
+@pytest.fixture(scope="session")
+def sd3_engine(tiny_sd3_dir):
+    return _flow_engine(tiny_sd3_dir)
+
+
+@pytest.fixture(scope="session")
+def flux_engine(tiny_flux_dir):
+    return _flow_engine(tiny_flux_dir)
+
+
+@pytest.fixture(scope="session")
+def flux_schnell_engine(tiny_flux_schnell_dir):
+    return _flow_engine(tiny_flux_schnell_dir)
+
+
+@pytest.fixture(scope="session")
 def ray_local(s3_server):  # noqa: F811 (the fixture imported above)
     """One in-process Ray for the whole session, started after the S3 server so that its workers inherit the
     server's (fake) credentials from the environment."""

@@ -107,8 +107,8 @@ def test_model_sizes_are_bounded(override, message):
 
 
 def test_model_family_and_vae_are_checked():
-    with pytest.raises(ConfigError, match="model.family must be one of auto, sd, sdxl"):
-        load_config(None, ["model.family=flux"])
+    with pytest.raises(ConfigError, match="model.family must be one of auto, sd, sdxl, sd3, flux"):
+        load_config(None, ["model.family=flux2"])
     with pytest.raises(ConfigError, match="model.vae"):
         load_config(None, ["model.vae=''"])
 

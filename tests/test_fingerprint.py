@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from diffedit_batch.config import Config, EditSettings, ModelConfig
-from diffedit_batch.config.fingerprint import OPERATIONAL, model_family, pixel_settings, run_settings
+from diffedit_batch.config.fingerprint import OPERATIONAL, UNSET_UNCOUNTED, model_family, pixel_settings, run_settings
 from diffedit_batch.data.fingerprints import settings_differences, settings_fingerprint
 
 
@@ -43,7 +43,10 @@ def test_every_model_and_edit_key_counts_unless_named_operational():
     """The rule is an exclude-list: a key added to `model` or `edit` later (a separate VAE, say) counts."""
     settings = pixel_settings(Config())
     model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
-    assert set(settings["model"]) == model_keys - OPERATIONAL["model"]
+    assert set(settings["model"]) == model_keys - OPERATIONAL["model"] - set(UNSET_UNCOUNTED)
+    # keys added after fingerprints existed count once set, so older runs keep their fingerprints while null
+    for key in UNSET_UNCOUNTED:
+        assert key in pixel_settings(changed(Config(), "model", **{key: 128}))["model"]
     assert {"pretrained", "revision", "dtype", "resolution", "aspect_buckets", "vae_tiling"} <= set(settings["model"])
     assert set(settings["edit"]) == {f.name for f in dataclasses.fields(EditSettings)}
     assert settings["job"] == {"mode": "edit"} and not {"output", "storage", "metrics"} & set(settings)

@@ -34,11 +34,14 @@ __all__ = ["OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_
 
 # Section -> its keys that do not change pixels; every other key of these sections counts.
 OPERATIONAL: dict[str, frozenset[str]] = {
-    "model": frozenset({"device", "max_unet_batch", "compile_unet", "compile_mode", "channels_last", "vae_slicing"}),
+    "model": frozenset({"device", "text_encoder_device", "max_unet_batch", "compile_unet", "compile_mode", "channels_last", "vae_slicing"}),
     "edit": frozenset(),
     "concepts": frozenset({"device", "gpus", "cpus"}),
     "captions": frozenset({"device", "gpus", "cpus", "batch_size"}),
 }
+# Model keys added after fingerprints existed whose null means "as before" (the family's default): counted only when
+# set, so runs recorded before them keep their fingerprints.
+UNSET_UNCOUNTED = ("max_sequence_length",)
 # Sections of which only these keys count.
 COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
 
@@ -51,6 +54,9 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
     whole = config.to_dict()
     settings = {name: {key: value for key, value in whole[name].items() if key not in OPERATIONAL[name]}
                 for name in ("model", "edit")}
+    for key in UNSET_UNCOUNTED:
+        if settings["model"].get(key) is None:
+            settings["model"].pop(key, None)
     if models is not None:
         settings["model"].update(models)
     if family is not None:

@@ -37,7 +37,8 @@ class ModelConfig:
     pretrained: str = field(
         default=DEFAULT_MODEL,
         metadata={
-            "help": "Hugging Face hub id or local diffusers folder of a Stable Diffusion 1.x/2.x or SDXL base model, "
+            "help": "Hugging Face hub id or local diffusers folder of a Stable Diffusion 1.x/2.x, SDXL base, SD 3/3.5 "
+            "or FLUX.1-dev/-schnell model, "
             "loaded with from_pretrained (safetensors only). A relative folder path resolves against the current "
             "working directory. The default is the unofficial community mirror of the withdrawn SD 2.1."
         },
@@ -50,7 +51,8 @@ class ModelConfig:
     family: str = field(
         default="auto",
         metadata={
-            "help": "auto | sd | sdxl: the model family (SD 1.x/2.x or SDXL); auto reads the model's "
+            "help": "auto | sd | sdxl | sd3 | flux: the model family (SD 1.x/2.x, SDXL, SD 3/3.5, FLUX.1); auto reads "
+            "the model's "
             "model_index.json before the run starts. A value that disagrees with the model is an error."
         },
     )
@@ -66,7 +68,18 @@ class ModelConfig:
     )
     dtype: str = field(
         default="auto",
-        metadata={"help": "auto | float32 | float16 | bfloat16; auto = float16 on CUDA, float32 on CPU."},
+        metadata={"help": "auto | float32 | float16 | bfloat16; auto = float16 on CUDA (bfloat16 for SD3 and FLUX.1), "
+                          "float32 on CPU."},
+    )
+    max_sequence_length: int | None = field(
+        default=None,
+        metadata={"help": "SD3 and FLUX.1: the most T5 tokens of a prompt (longer prompts are cut and reported in "
+                          "prompt_truncated); null = the pipeline's default, 256 on SD3, 512 on FLUX.1 (at most 512)."},
+    )
+    text_encoder_device: str | None = field(
+        default=None,
+        metadata={"help": "Where the text encoders run: null = model.device; cpu or cuda:N where they do not fit beside "
+                          "the denoiser (FLUX.1's T5 is 9.5 GB in bfloat16). Embeddings move to model.device."},
     )
     resolution: int = field(
         default=768, metadata={"help": "Longer image side fed to the model, in pixels; a multiple of 8."}
@@ -108,10 +121,17 @@ class ModelConfig:
         fields.check_field_types(self)
         fields.non_empty(self, "pretrained")
         fields.non_empty(self, "revision")
-        fields.one_of(self, "family", ("auto", "sd", "sdxl"))
+        fields.one_of(self, "family", ("auto", "sd", "sdxl", "sd3", "flux"))
         fields.non_empty(self, "vae")
         fields.device(self, "device")
         fields.dtype(self, "dtype")
+        if self.text_encoder_device is not None:
+            fields.device(self, "text_encoder_device")
+        if self.max_sequence_length is not None:
+            fields.positive_int(self, "max_sequence_length")
+            if self.max_sequence_length > 512:
+                raise ValueError(f"ModelConfig.max_sequence_length must be at most 512 (T5's), got "
+                                 f"{self.max_sequence_length!r}")
         fields.positive_int(self, "resolution")
         if self.resolution % 8:
             raise ValueError(f"ModelConfig.resolution must be a multiple of 8, got {self.resolution!r}")

@@ -215,14 +215,41 @@ def sdxl_buckets(resolution: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted({(side(width), side(height)) for width, height in SDXL_TRAINING_SHAPES}))
 
 
+FLOW_FAMILIES = ("sd3", "flux")  # rectified-flow transformers: pictures in multiples of 16 px (VAE 8 x patch 2)
+
+
+def picture_multiple(family: str | None) -> int:
+    """The side multiple a model family's pipeline accepts: 16 px on SD3 and FLUX.1, else 8 (the VAE's cell)."""
+    return 16 if family in FLOW_FAMILIES else 8
+
+
+def flow_buckets(resolution: int) -> tuple[tuple[int, int], ...]:
+    """SD3's and FLUX.1's shapes: about `resolution`^2 pixels (one megapixel at 1024, what both train at), aspect 1:4
+    to 4:1, the longer side in steps of `bucket_step` (at least 16 px) and the shorter the multiple of 16 px nearest
+    the area."""
+    step = max(16, bucket_step(resolution) // 16 * 16)
+    area = resolution * resolution
+    best: dict[int, int] = {}
+    for long in range(resolution // step * step, 4 * resolution + 1, step):
+        short = max(16, round(area / long / 16) * 16)
+        if short <= long and long <= 4 * short:
+            if short not in best or abs(short * long - area) < abs(short * best[short] - area):
+                best[short] = long
+    shapes = {(long, short) for short, long in best.items()} | {(short, long) for short, long in best.items()}
+    return tuple(sorted(shapes))
+
+
 def parse_buckets(spec: str, resolution: int, family: str | None = None) -> tuple[tuple[int, int], ...] | None:
     """`off` -> None (keep aspect ratios: `fit_to_resolution`); `auto` -> `sdxl_buckets(resolution)` for an SDXL
-    model (`family` "sdxl"), else `default_buckets(resolution)`; `WxH,WxH,...` -> those shapes, each side a
-    positive multiple of 8. Raises ValueError naming a bad entry."""
+    model (`family` "sdxl"), `flow_buckets(resolution)` for SD3 and FLUX.1, else `default_buckets(resolution)`;
+    `WxH,WxH,...` -> those shapes, each side a positive multiple of 8 (16 on SD3 and FLUX.1). Raises ValueError
+    naming a bad entry."""
     spec = spec.strip().lower()
     if spec == "off":
         return None
     if spec == "auto":
+        if family in FLOW_FAMILIES:
+            return flow_buckets(resolution)
         return sdxl_buckets(resolution) if family == "sdxl" else default_buckets(resolution)
     shapes = []
     for entry in spec.split(","):
@@ -230,8 +257,9 @@ def parse_buckets(spec: str, resolution: int, family: str | None = None) -> tupl
         if not match:
             raise ValueError(f"must be off, auto or a list of WxH shapes such as 768x768,896x640; got {entry!r}")
         width, height = int(match.group(1)), int(match.group(2))
-        if width <= 0 or height <= 0 or width % 8 or height % 8:
-            raise ValueError(f"shape {entry.strip()!r} must have positive sides that are multiples of 8")
+        multiple = picture_multiple(family)
+        if width <= 0 or height <= 0 or width % multiple or height % multiple:
+            raise ValueError(f"shape {entry.strip()!r} must have positive sides that are multiples of {multiple}")
         shapes.append((width, height))
     return tuple(dict.fromkeys(shapes))
 

@@ -1,4 +1,4 @@
-"""The edit: guided DDIM denoising under the target prompt, the background kept from the inversion."""
+"""The edit: guided denoising (the sampler's `Walk`) under the target prompt, the background kept from the inversion."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Sequence
 import torch
 
 from .conditioning import Conditioning
-from .ddim import DDIMSchedule
+from .samplers import Walk
 from .inversion import active_rows, guided_prediction
-from .unet_runner import UNetRunner
+from .denoiser_runner import DenoiserRunner
 
 
 def blend_index(step: int, steps: int, paper_timing: bool) -> int | None:
@@ -26,8 +26,8 @@ def blend_index(step: int, steps: int, paper_timing: bool) -> int | None:
 
 
 def denoise_with_mask(
-    run_unet: UNetRunner,
-    schedule: DDIMSchedule,
+    run_unet: DenoiserRunner,
+    schedule: Walk,
     trajectory: list[torch.Tensor],
     clean_latents: torch.Tensor,
     masks: torch.Tensor,

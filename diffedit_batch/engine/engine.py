@@ -5,18 +5,21 @@ encode per distinct picture, one text-encoder pass per distinct prompt, one set 
 seed, prompt, mask settings) whatever each row's threshold, one inversion per (picture, seed, inversion prompt,
 inversion settings) walked to the highest inpaint strength that needs it (a lower strength's inversion is its
 prefix), and one denoising walk per latent size and step count, rows of lower strength joining it late. Rows of
-equal latent size share UNet calls, up to `max_unet_batch` samples per call. Each row's result equals what the
-deprecated diffusers pipeline gives for that row alone, with its own settings and
-`torch.Generator().manual_seed(seed)`. What differs between model families (SD 1.x/2.x, SDXL) is behind
-`families`; the math here is the same for all.
+equal latent size share denoiser calls, up to `max_unet_batch` samples per call. On SD 1.x/2.x and SDXL each row's
+result equals what the deprecated diffusers pipeline gives for that row alone, with its own settings and
+`torch.Generator().manual_seed(seed)`; on SD3 and FLUX.1 (rectified flow) the same method is walked by Euler steps
+(`samplers`), its edit at a full mask equal to the model's own pipeline. What differs between model families (SD
+1.x/2.x, SDXL, SD3, FLUX.1) is behind `families` (conditioning, model call, guidance, sampler); the math here is
+the same for all.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import PIL.Image
@@ -26,24 +29,25 @@ from diffedit_batch.seeds import SEED_LIMIT
 
 from .conditioning import Conditioning
 from .denoise import denoise_with_mask
-from .families import SD, SDXL, StableDiffusionFamily, StableDiffusionXLFamily, UnsupportedModelError
+from .denoiser_runner import DenoiserRunner
+from .families import FLUX, SD, SD3, SDXL, flow_family, unet_family
 from .inversion import invert
 from .latents import LatentCodec, PreparedImage
-from .mask import noised_latents, threshold_mask
+from .mask import threshold_mask
 from .prompts import EncodedPrompt, Prompt, PromptEncoder, prompt_key
-from .schedule import Schedules, inverse_scheduler_from
 from .settings import EditSettings
-from .unet_runner import UNetRunner
 
 EMPTY_PROMPT = ""
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class EditResult:
     """One row's edit."""
 
-    # RGB, the size the model worked at (input size rounded down to a multiple of 8); None when the edit came out
-    # NaN or Inf (float16 overflow): there is no picture to show, and the caller must treat the row as failed.
+    # RGB, the size the model worked at (input size rounded down to a multiple of 8; of 16 on SD3 and FLUX.1); None
+    # when the edit came out NaN or Inf (float16 overflow): there is no picture to show, and the caller must treat
+    # the row as failed.
     image: PIL.Image.Image | None
     mask: np.ndarray  # uint8 in {0, 1}, (H / 8, W / 8): 1 where the edit may change the image
     truncated_prompts: tuple[str, ...] = ()  # which of "source", "target", "inversion" were cut to the encoder's limit
@@ -51,11 +55,13 @@ class EditResult:
 
 @dataclass
 class EngineStats:
-    """Work counters and stage seconds, cumulative since the engine was built (for benchmarks and logs)."""
+    """Work counters and stage seconds, cumulative since the engine was built (for benchmarks and logs). The
+    `unet_*` counters count the denoiser's calls, a transformer's on SD3 and FLUX.1 (shapes in the unpacked
+    (B, C, h, w) latent layout)."""
 
-    unet_calls: int = 0  # UNet forward calls
-    unet_samples: int = 0  # UNet sample-evaluations (the batch sizes of those calls, summed)
-    unet_shapes: set[tuple[int, ...]] = field(default_factory=set)  # distinct UNet input shapes
+    unet_calls: int = 0  # denoiser (UNet or transformer) forward calls
+    unet_samples: int = 0  # denoiser sample-evaluations (the batch sizes of those calls, summed)
+    unet_shapes: set[tuple[int, ...]] = field(default_factory=set)  # distinct denoiser input shapes
     vae_encodes: int = 0
     vae_decodes: int = 0
     text_encodes: int = 0
@@ -70,6 +76,15 @@ class EngineStats:
 
 
 @dataclass(frozen=True)
+class _Guidance:
+    """How the engine's family takes guidance and its sampler blends, as far as a row's keys depend on it."""
+
+    classifier_free: bool  # guidance mixes a conditional and an unconditional call (SD, SDXL, SD3)
+    key: Callable[[float], object]  # what the model calls depend on of a stage's scale when it is an input (FLUX.1-dev)
+    blends_late: bool  # the sampler's reference blends one step late unless `paper_blend_timing` (DDIM)
+
+
+@dataclass(frozen=True)
 class _Row:
     """One row of a call, as keys of the work it needs: rows with equal keys share that work."""
 
@@ -80,6 +95,25 @@ class _Row:
     target: tuple
     inversion: tuple  # the inversion's conditioning prompt key (the empty prompt for the paper's inversion)
     settings: EditSettings
+    guidance: _Guidance
+
+    @property
+    def inversion_scale(self) -> float:
+        """The inversion's guidance scale: 1 (unguided) for the paper's unconditional inversion."""
+        s = self.settings
+        return 1.0 if s.paper_unconditional_inversion else s.invert_guidance_scale
+
+    @property
+    def inversion_cfg(self) -> bool:
+        return self.guidance.classifier_free and self.settings.inversion_guided
+
+    @property
+    def edit_cfg(self) -> bool:
+        return self.guidance.classifier_free and self.settings.edit_guided
+
+    @property
+    def paper_timing(self) -> bool:
+        return self.settings.paper_blend_timing or not self.guidance.blends_late
 
     @property
     def noise_unit(self) -> tuple:
@@ -88,9 +122,14 @@ class _Row:
         return (self.image, self.seed, s.num_inference_steps, s.mask_encode_strength, s.num_maps_per_mask)
 
     @property
+    def mask_guidance(self):
+        """The mask's predictions are unguided; a guidance-distilled model still takes the edit's scale."""
+        return self.guidance.key(self.settings.guidance_scale)
+
+    @property
     def mask_unit(self) -> tuple:
         """The mask's predictions: thresholding (`mask_thresholding_ratio`) is post-processing, not part of it."""
-        return (self.noise_unit, self.source, self.target)
+        return (self.noise_unit, self.source, self.target, self.mask_guidance)
 
     @property
     def mask_key(self) -> tuple:
@@ -100,20 +139,21 @@ class _Row:
     def inversion_unit(self) -> tuple:
         """Not the strength: one inversion to the highest strength serves every lower one (its prefix)."""
         s = self.settings
-        guidance = s.invert_guidance_scale if s.inversion_guided else None
-        return (self.image, self.seed, self.inversion, s.num_inference_steps, guidance)
+        guidance = s.invert_guidance_scale if self.inversion_cfg else None
+        return (self.image, self.seed, self.inversion, s.num_inference_steps, guidance,
+                self.guidance.key(self.inversion_scale))
 
     @property
     def edit_walk(self) -> tuple:
         """Rows that can share one denoising walk: the same step count, guided or not, blend timing."""
-        s = self.settings
-        return (s.num_inference_steps, s.edit_guided, s.paper_blend_timing)
+        return (self.settings.num_inference_steps, self.edit_cfg, self.paper_timing)
 
     @property
     def edit_unit(self) -> tuple:
         s = self.settings
-        guidance = (self.source, s.guidance_scale) if s.edit_guided else None
-        return (self.inversion_unit, self.mask_key, self.target, guidance, s.edit_steps, self.edit_walk)
+        guidance = (self.source, s.guidance_scale) if self.edit_cfg else None
+        return (self.inversion_unit, self.mask_key, self.target, guidance, self.guidance.key(s.guidance_scale),
+                s.edit_steps, self.edit_walk)
 
 
 def _by_steps(units: list[tuple], steps: dict[tuple, int]) -> list[tuple]:
@@ -125,24 +165,30 @@ class DiffEditEngine:
     """Batched DiffEdit. Pure torch/diffusers: no Ray, files or config here.
 
     Args:
-        unet, vae, text_encoder, tokenizer: Stable Diffusion components (diffusers / transformers modules).
-        scheduler: denoising scheduler (any diffusers scheduler: DiffEdit walks DDIM made from its config); pass
-            one or use `from_pretrained`.
-        inverse_scheduler: inversion scheduler; defaults to DDIMInverseScheduler built from `scheduler`'s config.
-        max_unet_batch: most UNet samples per forward call (bounds activation memory).
+        unet, vae, text_encoder, tokenizer: Stable Diffusion components (diffusers / transformers modules); for SD3
+            and FLUX.1 pass `transformer` instead of `unet`.
+        scheduler: denoising scheduler; pass one or use `from_pretrained`. SD/SDXL walk DDIM made from its config;
+            SD3/FLUX.1 a `FlowMatchEulerDiscreteScheduler` (made from its config if it is another).
+        inverse_scheduler: SD/SDXL's inversion scheduler; defaults to DDIMInverseScheduler built from `scheduler`'s
+            config (flow models invert by reverse Euler on the denoising schedule).
+        max_unet_batch: most denoiser samples per forward call (bounds activation memory).
         prompt_cache_size: prompt embeddings kept across calls.
-        static_unet_batches: every UNet call has exactly `max_unet_batch` samples (padded), for a compiled UNet.
+        static_unet_batches: every denoiser call has exactly `max_unet_batch` samples (padded), for a compiled model.
         text_encoder_2, tokenizer_2: SDXL's second text encoder (`CLIPTextModelWithProjection`) and tokenizer; with
-            them the engine drives SDXL (the UNet must take SDXL's `text_time` conditioning), without them SD 1.x/2.x.
+            them and a UNet the engine drives SDXL (the UNet must take SDXL's `text_time` conditioning), without them
+            SD 1.x/2.x. SD3: CLIP-G; FLUX.1: T5.
         force_zeros_for_empty_prompt: SDXL's `model_index.json` flag: guidance's unconditional side is zeros.
+        transformer: an `SD3Transformer2DModel` (SD 3/3.5: also text_encoder_3 (T5) and tokenizer_3) or a
+            `FluxTransformer2DModel` (FLUX.1-dev with a guidance embedding, -schnell without).
+        max_sequence_length: T5's token limit on SD3 (default 256) and FLUX.1 (default 512), as their pipelines'.
     """
 
     def __init__(
         self,
-        unet,
-        vae,
-        text_encoder,
-        tokenizer,
+        unet=None,
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
         scheduler=None,
         inverse_scheduler=None,
         max_unet_batch: int = 16,
@@ -151,47 +197,54 @@ class DiffEditEngine:
         text_encoder_2=None,
         tokenizer_2=None,
         force_zeros_for_empty_prompt: bool = True,
+        transformer=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+        max_sequence_length: int | None = None,
     ):
-        from diffusers import DDIMScheduler
-
         if scheduler is None:
             raise ValueError("scheduler is required (or load with DiffEditEngine.from_pretrained)")
-        if not isinstance(scheduler, DDIMScheduler):
-            scheduler = DDIMScheduler.from_config(scheduler.config)
-        if inverse_scheduler is None:
-            inverse_scheduler = inverse_scheduler_from(scheduler.config)
-        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        if (unet is None) == (transformer is None):
+            raise ValueError("pass exactly one denoiser: unet (SD 1.x/2.x, SDXL) or transformer (SD3, FLUX.1)")
+        if vae is None or text_encoder is None or tokenizer is None:
+            raise ValueError("vae, text_encoder and tokenizer are required")
+        denoiser = unet if unet is not None else transformer
+        self.unet, self.transformer, self.denoiser = unet, transformer, denoiser
+        self.vae, self.text_encoder, self.tokenizer = vae, text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
-        self.scheduler, self.inverse_scheduler = scheduler, inverse_scheduler
-        self.device = unet.device
-        self.dtype = unet.dtype
-        self.codec = LatentCodec(vae, self.device, max_batch=max(1, max_unet_batch // 2))
-        self.family = self._family(force_zeros_for_empty_prompt)
-        self.schedules = Schedules(scheduler, inverse_scheduler, self.device)
-        self.run_unet = UNetRunner(unet, max_unet_batch, static_shapes=static_unet_batches,
-                                   unet_inputs=self.family.unet_inputs)
+        self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
+        self.device = denoiser.device
+        self.dtype = denoiser.dtype
+        vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        if transformer is not None:
+            self.family = flow_family(transformer, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                                      text_encoder_3, tokenizer_3, vae_scale_factor=vae_scale_factor,
+                                      latent_channels=vae.config.latent_channels,
+                                      max_sequence_length=max_sequence_length)
+        else:
+            self.family = unet_family(unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                                      vae_scale_factor=vae_scale_factor,
+                                      force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
+        self.sampler = self.family.make_sampler(scheduler, inverse_scheduler, self.device)
+        self.scheduler = self.sampler.scheduler
+        self.inverse_scheduler = getattr(self.sampler, "inverse_scheduler", None)
+        self.codec = LatentCodec(vae, self.device, max_batch=max(1, max_unet_batch // 2),
+                                 pixel_multiple=self.family.pixel_multiple(vae_scale_factor))
+        self.run_unet = DenoiserRunner(denoiser, max_unet_batch, static_shapes=static_unet_batches,
+                                       unet_inputs=self.family.unet_inputs, call_model=self.family.call_model)
         self.prompts = PromptEncoder(self.family, self.device, self.dtype, prompt_cache_size)
         self.stats = EngineStats()
-        for module in (unet, vae, *self.family.text_encoders):
+        self._said_blend_timing = False
+        self._guidance = _Guidance(self.family.classifier_free_guidance, self.family.guidance_key,
+                                   self.sampler.reference_blends_late)
+        for module in (denoiser, vae, *self.family.text_encoders):
             module.requires_grad_(False)
             module.eval()
 
-    def _family(self, force_zeros_for_empty_prompt: bool) -> StableDiffusionFamily:
-        takes_sdxl_conditioning = getattr(self.unet.config, "addition_embed_type", None) == "text_time"
-        if (self.text_encoder_2 is None) != (self.tokenizer_2 is None):
-            raise ValueError("SDXL needs both text_encoder_2 and tokenizer_2")
-        if self.text_encoder_2 is None:
-            if takes_sdxl_conditioning:
-                raise UnsupportedModelError("the UNet takes SDXL's text_time conditioning, but no text_encoder_2 and "
-                                            "tokenizer_2 were given")
-            return StableDiffusionFamily(self.text_encoder, self.tokenizer)
-        if not takes_sdxl_conditioning:
-            raise UnsupportedModelError(
-                "text_encoder_2 was given, but the UNet does not take SDXL's text_time conditioning "
-                f"(addition_embed_type {getattr(self.unet.config, 'addition_embed_type', None)!r})")
-        return StableDiffusionXLFamily(self.text_encoder, self.tokenizer, self.text_encoder_2, self.tokenizer_2,
-                                       vae_scale_factor=self.codec.scale_factor,
-                                       force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
+    @property
+    def schedules(self):
+        """SD/SDXL's DDIM walks (`schedule.Schedules`); the sampler's own on flow models."""
+        return getattr(self.sampler, "schedules", self.sampler)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -199,7 +252,7 @@ class DiffEditEngine:
 
     @property
     def family_name(self) -> str:
-        """`sd` (Stable Diffusion 1.x/2.x) or `sdxl`."""
+        """`sd` (Stable Diffusion 1.x/2.x), `sdxl`, `sd3` (SD 3/3.5) or `flux` (FLUX.1)."""
         return self.family.name
 
     @classmethod
@@ -212,11 +265,13 @@ class DiffEditEngine:
         max_unet_batch: int = 16,
         **options,
     ) -> "DiffEditEngine":
-        """Load a Stable Diffusion 1.x/2.x or SDXL folder or hub id (safetensors only) onto `device` in `dtype`.
+        """Load a Stable Diffusion 1.x/2.x, SDXL, SD 3/3.5 or FLUX.1 folder or hub id (safetensors only) onto
+        `device` in `dtype`.
 
         The family is read from the folder's `model_index.json`. `device` defaults to CUDA when available; `dtype`
-        to float16 on CUDA, float32 on CPU. Further `options` (vae, compile_unet, channels_last, vae_slicing,
-        vae_tiling, prompt_cache_size) are described in `diffedit_batch.engine.loading.load_components`.
+        to float16 on CUDA (bfloat16 for FLUX.1), float32 on CPU. Further `options` (vae, compile_unet,
+        channels_last, vae_slicing, vae_tiling, prompt_cache_size, max_sequence_length, text_encoder_device) are
+        described in `diffedit_batch.engine.loading.load_components`.
         """
         from .loading import load_components
 
@@ -239,8 +294,8 @@ class DiffEditEngine:
     ) -> list[EditResult]:
         """Edit row i of `images` from `source_prompts[i]` to `target_prompts[i]`, seeded by `seeds[i]`.
 
-        Prompts are strings or precomputed embeddings (SD 1.x/2.x: (seq, dim) or (1, seq, dim) tensors; SDXL: a
-        `Conditioning` with pooled embeddings). `settings` is one `EditSettings` for every row or one per row
+        Prompts are strings or precomputed embeddings (SD 1.x/2.x: (seq, dim) or (1, seq, dim) tensors; SDXL, SD3,
+        FLUX.1: a `Conditioning` with pooled embeddings). `settings` is one `EditSettings` for every row or one per row
         (e.g. a picture's candidates with different thresholds, strengths and guidance scales, which share its mask
         predictions and inversion). `inversion_prompts[i]` (e.g. an image caption) conditions the inversion; None
         falls back to the source. Images may differ in size. Raises ValueError/TypeError naming the row for
@@ -283,9 +338,15 @@ class DiffEditEngine:
                 target=prompt_key(target_prompts[i]),
                 inversion=empty if row_settings[i].paper_unconditional_inversion else prompt_key(inversion_prompts[i]),
                 settings=row_settings[i],
+                guidance=self._guidance,
             )
             for i in range(n)
         ]
+        if not self.sampler.reference_blends_late and any(s.paper_blend_timing for s in row_settings):
+            if not self._said_blend_timing:  # once per engine, not once per batch of a job
+                log.info("paper_blend_timing changes nothing on %s: its edit always blends at the paper's timing",
+                         self.family_name)
+                self._said_blend_timing = True
 
         started = time.perf_counter()
         posteriors = self.codec.encode(prepared)
@@ -339,60 +400,67 @@ class DiffEditEngine:
         return {row.index: EditResult(image=images[row.edit_unit], mask=masks[row.mask_key]) for row in rows}
 
     def _masks(self, rows: list[_Row], posteriors, encoded) -> dict[tuple, np.ndarray]:
-        """Per (mask unit, threshold): the binary mask. One UNet prediction set per (image, seed, mask settings,
+        """Per (mask unit, threshold): the binary mask. One denoiser prediction set per (image, seed, mask settings,
         prompt), thresholded once per ratio that a row asks for."""
-        scheduler = self.scheduler  # add_noise only reads its training schedule
         noisy: dict[tuple, torch.Tensor] = {}
-        timestep_of: dict[tuple, int] = {}
+        level_of: dict[tuple, object] = {}
         for row in rows:
             if row.noise_unit in noisy:
                 continue
             s = row.settings
             posterior = posteriors[row.image]
-            timestep = self.schedules.mask_timestep(s.num_inference_steps, s.mask_encode_strength)
+            level = self.sampler.mask_level(s.num_inference_steps, s.mask_encode_strength, posterior.latent_shape)
             # The reference samples the posterior of `maps` copies, then draws the noise, from one generator.
             generator = torch.Generator().manual_seed(row.seed)
             shape = (s.num_maps_per_mask, *posterior.latent_shape)
             latents = self.codec.sample(posterior, self.codec.draw(generator, shape))
             noise = self.codec.draw(generator, shape)
-            noisy[row.noise_unit] = noised_latents(latents, noise, scheduler, torch.tensor(timestep, device=self.device))
-            timestep_of[row.noise_unit] = timestep
+            noisy[row.noise_unit] = self.sampler.noised(latents, noise, level)
+            level_of[row.noise_unit] = level
 
-        evaluations = list(dict.fromkeys(
-            key for row in rows for key in ((row.noise_unit, row.source), (row.noise_unit, row.target))
-        ))
-        by_timestep: dict[int, list[tuple]] = defaultdict(list)
-        for evaluation in evaluations:
-            by_timestep[timestep_of[evaluation[0]]].append(evaluation)
+        # (noise unit, prompt, guidance key) -> the conditioning of that evaluation
+        conditioning_of: dict[tuple, Conditioning] = {}
+        for row in rows:
+            for prompt in (row.source, row.target):
+                key = (row.noise_unit, prompt, row.mask_guidance)
+                if key not in conditioning_of:
+                    conditioning_of[key] = self.family.stage_conditioning(encoded[prompt].conditioning,
+                                                                          row.settings.guidance_scale)
+        by_level: dict[object, list[tuple]] = defaultdict(list)
+        for evaluation in conditioning_of:
+            by_level[level_of[evaluation[0]]].append(evaluation)
         prediction_of: dict[tuple, torch.Tensor] = {}
-        for timestep, batch in by_timestep.items():
-            latents = torch.cat([noisy[unit] for unit, _ in batch])
-            conditioning = Conditioning.cat([encoded[prompt].conditioning.repeat(len(noisy[unit])) for unit, prompt in batch])
-            predictions = self.run_unet(latents, torch.tensor(timestep, device=self.device), conditioning)
-            prediction_of.update(zip(batch, predictions.split([len(noisy[unit]) for unit, _ in batch])))
+        for level, batch in by_level.items():
+            latents = torch.cat([noisy[evaluation[0]] for evaluation in batch])
+            conditioning = Conditioning.cat([conditioning_of[evaluation].repeat(len(noisy[evaluation[0]]))
+                                             for evaluation in batch])
+            predictions = self.run_unet(latents, self.sampler.model_timestep(level), conditioning)
+            prediction_of.update(zip(batch, predictions.split([len(noisy[evaluation[0]]) for evaluation in batch])))
 
         masks = {}
         for row in rows:
             if row.mask_key not in masks:
-                source = prediction_of[(row.noise_unit, row.source)]
-                target = prediction_of[(row.noise_unit, row.target)]
+                source = prediction_of[(row.noise_unit, row.source, row.mask_guidance)]
+                target = prediction_of[(row.noise_unit, row.target, row.mask_guidance)]
                 ratio = row.settings.mask_thresholding_ratio
                 masks[row.mask_key] = threshold_mask(source, target, ratio).cpu().numpy()
         return masks
 
     def _inversions(self, rows: list[_Row], posteriors, encoded) -> dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]]:
         """Per inversion unit: (clean latent, inverted latents lowest noise first, as many as its rows' highest
-        strength needs). Units of equal step count and guidance share one walk."""
+        strength needs). Units of equal step count and classifier-free guidance share one walk."""
         steps: dict[tuple, int] = {}
         strength: dict[tuple, float] = {}
+        scale_of: dict[tuple, float] = {}
         for row in rows:
             unit = row.inversion_unit
+            scale_of[unit] = row.inversion_scale
             if row.settings.edit_steps > steps.get(unit, 0):
                 steps[unit], strength[unit] = row.settings.edit_steps, row.settings.inpaint_strength
         clean_of: dict[tuple, torch.Tensor] = {}
         walks: dict[tuple, list[tuple]] = defaultdict(list)
         for unit in steps:
-            image, seed, _, num_steps, guidance = unit
+            image, seed, _, num_steps, guidance, _ = unit
             if (image, seed) not in clean_of:
                 posterior = posteriors[image]
                 generator = torch.Generator().manual_seed(seed)
@@ -404,12 +472,13 @@ class DiffEditEngine:
         for (num_steps, guidance), units in walks.items():
             units = _by_steps(units, steps)
             clean = torch.cat([clean_of[(unit[0], unit[1])] for unit in units])
-            conditional = Conditioning.cat([encoded[unit[2]].conditioning for unit in units])
+            conditional = Conditioning.cat([self.family.stage_conditioning(encoded[unit[2]].conditioning, scale_of[unit])
+                                            for unit in units])
             unconditional = None
             if guidance is not None:
                 empty = encoded[prompt_key(EMPTY_PROMPT)].conditioning
                 unconditional = self.family.unconditional(empty).repeat(len(units))
-            schedule = self.schedules.invert(num_steps, strength[units[0]])
+            schedule = self.sampler.invert(num_steps, strength[units[0]], clean.shape[1:])
             trajectory = invert(
                 self.run_unet, schedule, clean.to(self.dtype), conditional, unconditional, guidance or 1.0,
                 steps_per_row=[steps[unit] for unit in units],
@@ -419,28 +488,29 @@ class DiffEditEngine:
         return inversions
 
     def _edit_walk(self, rows: list[_Row], masks, inversions, encoded) -> dict[tuple, torch.Tensor]:
-        """One denoising walk for edit units of equal step count, guidance on or off and blend timing (`rows` holds
-        one row per unit); lower strengths join it late. Returns each unit's final latent (1, C, h, w)."""
+        """One denoising walk for edit units of equal step count, classifier-free guidance on or off and blend timing
+        (`rows` holds one row per unit); lower strengths join it late. Returns each unit's final latent (1, C, h, w)."""
         rows = sorted(rows, key=lambda row: -row.settings.edit_steps)
         steps = [row.settings.edit_steps for row in rows]
         longest = rows[0].settings
-        schedule = self.schedules.denoise(longest.num_inference_steps, longest.inpaint_strength)
+        clean = torch.cat([inversions[row.inversion_unit][0] for row in rows])
+        schedule = self.sampler.denoise(longest.num_inference_steps, longest.inpaint_strength, clean.shape[1:])
         # trajectory[m]: the m-th inverted latent of every row that has one (rows are sorted, so a prefix).
         trajectory = [
             torch.cat([inversions[row.inversion_unit][1][m] for row in rows if row.settings.edit_steps > m])
             for m in range(steps[0])
         ]
-        clean = torch.cat([inversions[row.inversion_unit][0] for row in rows])
         mask_batch = torch.stack([torch.from_numpy(masks[row.mask_key]) for row in rows]).unsqueeze(1)
-        target = Conditioning.cat([encoded[row.target].conditioning for row in rows])
+        target = Conditioning.cat([self.family.stage_conditioning(encoded[row.target].conditioning,
+                                                                  row.settings.guidance_scale) for row in rows])
         negative, guidance = None, 1.0
-        if longest.edit_guided:
+        if rows[0].edit_cfg:
             negative = Conditioning.cat([encoded[row.source].conditioning for row in rows])
             scales = [row.settings.guidance_scale for row in rows]
             guidance = scales[0] if len(set(scales)) == 1 else torch.tensor(scales, device=self.device)
         latents = denoise_with_mask(
             self.run_unet, schedule, trajectory, clean, mask_batch.to(self.device), target, negative, guidance,
-            longest.paper_blend_timing, steps_per_row=steps,
+            rows[0].paper_timing, steps_per_row=steps,
         )
         return {row.edit_unit: latents[i : i + 1] for i, row in enumerate(rows)}
 
@@ -487,4 +557,4 @@ class DiffEditEngine:
         self.stats.unet_shapes = self.run_unet.shapes
 
 
-__all__ = ["DiffEditEngine", "EditResult", "EngineStats", "SD", "SDXL"]
+__all__ = ["DiffEditEngine", "EditResult", "EngineStats", "FLUX", "SD", "SD3", "SDXL"]

@@ -1,4 +1,5 @@
-"""DDIM inversion: walk each latent from the clean image up the noise schedule, keeping every step."""
+"""Inversion: walk each latent from the clean image up the noise schedule (DDIM inversion, or reverse Euler on a
+flow model: the sampler's `Walk`), keeping every step."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from typing import Sequence
 import torch
 
 from .conditioning import Conditioning
-from .ddim import DDIMSchedule
-from .unet_runner import UNetRunner
+from .samplers import Walk
+from .denoiser_runner import DenoiserRunner
 
 
 def guided_prediction(
-    run_unet: UNetRunner,
+    run_unet: DenoiserRunner,
     latents: torch.Tensor,
     timestep: torch.Tensor,
     conditional: Conditioning,
@@ -38,8 +39,8 @@ def active_rows(steps_per_row: Sequence[int], threshold: int) -> int:
 
 
 def invert(
-    run_unet: UNetRunner,
-    schedule: DDIMSchedule,
+    run_unet: DenoiserRunner,
+    schedule: Walk,
     clean_latents: torch.Tensor,
     conditional: Conditioning,
     unconditional: Conditioning | None,

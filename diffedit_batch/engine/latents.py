@@ -33,22 +33,32 @@ class Posterior:
 
 
 class LatentCodec:
-    def __init__(self, vae, device: torch.device, max_batch: int = 8):
+    """Args:
+        vae: the diffusers `AutoencoderKL`; its config's `scaling_factor` and (SD3, FLUX.1) `shift_factor` map a
+            posterior sample to the denoiser's latents: z = (sample - shift_factor) * scaling_factor.
+        pixel_multiple: picture sides are rounded down to a multiple of this (the family's: the VAE factor for
+            SD/SDXL, 16 px for SD3 and FLUX.1); default the VAE factor.
+    """
+
+    def __init__(self, vae, device: torch.device, max_batch: int = 8, pixel_multiple: int | None = None):
         self.vae = vae
         self.device = device
         self.max_batch = max_batch
         self.scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = vae.config.scaling_factor
-        self.processor = VaeImageProcessor(vae_scale_factor=self.scale_factor)
+        self.shift_factor = getattr(vae.config, "shift_factor", None)
+        self.pixel_multiple = pixel_multiple or self.scale_factor
+        self.processor = VaeImageProcessor(vae_scale_factor=self.pixel_multiple)
 
     def prepare(self, image: PIL.Image.Image) -> PreparedImage:
-        """Resize down to a multiple of the VAE scale factor and normalise, as the reference does."""
+        """Resize down to a multiple of `pixel_multiple` and normalise, as the reference does."""
         if not isinstance(image, PIL.Image.Image):
             raise TypeError(f"images must be PIL images, got {type(image).__name__}")
         width, height = image.size
-        if width < self.scale_factor or height < self.scale_factor:
+        if width < self.pixel_multiple or height < self.pixel_multiple:
+            cell = "latent cell" if self.pixel_multiple == self.scale_factor else "smallest picture side"
             raise ValueError(
-                f"image of {width}x{height} px is smaller than the model's {self.scale_factor} px latent cell"
+                f"image of {width}x{height} px is smaller than the model's {self.pixel_multiple} px {cell}"
             )
         rgb = image.convert("RGB")
         # Preprocessing is a function of the picture alone, so the input's key stands for the pixels' key.
@@ -78,8 +88,11 @@ class LatentCodec:
         return torch.randn(shape, generator=generator, device="cpu", dtype=self.vae.dtype).to(self.device)
 
     def sample(self, posterior: Posterior, standard_normal: torch.Tensor) -> torch.Tensor:
-        """A scaled latent sample `scaling_factor * (mean + std * eps)`, one per row of `standard_normal`."""
-        return self.scaling_factor * (posterior.mean + posterior.std * standard_normal)
+        """A scaled latent sample `scaling_factor * (mean + std * eps - shift_factor)` (no shift on SD/SDXL), one
+        per row of `standard_normal`."""
+        if self.shift_factor is None:
+            return self.scaling_factor * (posterior.mean + posterior.std * standard_normal)
+        return (posterior.mean + posterior.std * standard_normal - self.shift_factor) * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image | None]:
@@ -88,7 +101,10 @@ class LatentCodec:
         images: list[PIL.Image.Image | None] = []
         for start in range(0, latents.shape[0], self.max_batch):
             chunk = latents[start : start + self.max_batch]
-            decoded = self.vae.decode(chunk.to(self.vae.dtype) / self.scaling_factor, return_dict=False)[0]
+            latents_in = chunk.to(self.vae.dtype) / self.scaling_factor
+            if self.shift_factor is not None:
+                latents_in = latents_in + self.shift_factor
+            decoded = self.vae.decode(latents_in, return_dict=False)[0]
             finite = (torch.isfinite(chunk).flatten(1).all(1) & torch.isfinite(decoded).flatten(1).all(1)).tolist()
             pictures = self.processor.postprocess(decoded if all(finite) else decoded.nan_to_num(), output_type="pil")
             images.extend(picture if ok else None for picture, ok in zip(pictures, finite))

@@ -1,5 +1,5 @@
-"""Loading Stable Diffusion 1.x/2.x and SDXL components from a hub id or a local folder: safetensors only, no remote
-code. The family comes from the folder's `model_index.json` (`families.family_of`)."""
+"""Loading Stable Diffusion 1.x/2.x, SDXL, SD 3/3.5 and FLUX.1 components from a hub id or a local folder:
+safetensors only, no remote code. The family comes from the folder's `model_index.json` (`families.family_of`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import torch
 
 from .devices import resolve_device, resolve_dtype
-from .families import SDXL, StableDiffusionXLFamily, UnsupportedModelError, family_of
+from .families import FLUX, SD3, SDXL, StableDiffusionXLFamily, UnsupportedModelError, family_of
 from .model_index import read_model_index
 from .schedule import inverse_scheduler_from
 
@@ -37,11 +37,18 @@ def load_components(
     vae_slicing: bool = False,
     vae_tiling: bool = False,
     prompt_cache_size: int = 256,
+    max_sequence_length: int | None = None,
+    text_encoder_device: str | torch.device | None = None,
 ) -> tuple[dict, dict]:
-    """Load unet, vae, text encoder(s), tokenizer(s) and DDIM (inverse) schedulers, placed and configured.
+    """Load unet (or transformer), vae, text encoder(s), tokenizer(s) and schedulers, placed and configured.
 
-    - the family (SD 1.x/2.x or SDXL) from `model_index.json`; any other architecture is an UnsupportedModelError
-      naming what was found. `revision` applies to every component of the model.
+    - the family (SD 1.x/2.x, SDXL, SD 3/3.5, FLUX.1) from `model_index.json`; any other architecture is an
+      UnsupportedModelError naming what was found. `revision` applies to every component of the model.
+    - SD3 and FLUX.1 (`_load_flow_components`): the transformer, the VAE, CLIP and T5 text encoders and the
+      folder's `FlowMatchEulerDiscreteScheduler`; `dtype` auto is bfloat16 on CUDA (their released precision);
+      `max_sequence_length`: T5's token limit (default 256 on SD3, 512 on FLUX.1).
+    - text_encoder_device: where the text encoders run (e.g. `cpu` or a second GPU, where they do not fit beside
+      the transformer: FLUX.1's T5 is 9.5 GB in bfloat16); None = `device`. Embeddings move to `device`.
     - safetensors only (`use_safetensors=True`): a folder holding only pickled weights fails to load.
     - schedulers: DDIM to denoise and DDIM inversion to encode, both made from the folder's scheduler config
       (SDXL ships an Euler config: its training schedule is what DDIM reads), as the DiffEdit guide sets them.
@@ -64,6 +71,13 @@ def load_components(
         raise UnsupportedModelError(f"{pretrained} is neither a local folder nor a Hugging Face hub id")
     family = family_of(model_index, where=pretrained)
     device = resolve_device(device)
+    encoder_device = device if text_encoder_device is None else resolve_device(text_encoder_device)
+    if family in (SD3, FLUX):
+        return _load_flow_components(
+            pretrained, family, device, encoder_device, resolve_dtype(dtype, device, auto=_flow_auto_dtype(device)),
+            revision=revision, vae=vae, compile_model=compile_unet, compile_mode=compile_mode,
+            channels_last=channels_last, vae_slicing=vae_slicing, vae_tiling=vae_tiling,
+            prompt_cache_size=prompt_cache_size, max_sequence_length=max_sequence_length)
     dtype = resolve_dtype(dtype, device)
     common = {"revision": revision}
     unet = UNet2DConditionModel.from_pretrained(
@@ -103,7 +117,7 @@ def load_components(
     vae_model.set_attn_processor(AttnProcessor2_0())
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if name in components:
-            components[name].to(device)
+            components[name].to(encoder_device if name.startswith("text_encoder") else device)
     if channels_last if channels_last is not None else device.type == "cuda":
         unet.to(memory_format=torch.channels_last)
         vae_model.to(memory_format=torch.channels_last)
@@ -116,3 +130,79 @@ def load_components(
         components["unet"] = torch.compile(unet, mode=compile_mode)
     return components, options
 
+
+
+def _flow_auto_dtype(device: torch.device) -> torch.dtype:
+    """SD 3.5 and FLUX.1 are released and run in bfloat16 (float16 overflows in T5 and FLUX.1's transformer)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _t5_tokenizer():
+    try:
+        from transformers import T5TokenizerFast
+
+        return T5TokenizerFast
+    except ImportError:  # transformers 5 has one T5 tokenizer class
+        from transformers import T5Tokenizer
+
+        return T5Tokenizer
+
+
+def _load_flow_components(pretrained: str, family: str, device: torch.device, encoder_device: torch.device,
+                          dtype: torch.dtype, *, revision: str | None, vae: str | None, compile_model: bool,
+                          compile_mode: str, channels_last: bool | None, vae_slicing: bool, vae_tiling: bool,
+                          prompt_cache_size: int, max_sequence_length: int | None) -> tuple[dict, dict]:
+    """SD3 (`SD3Transformer2DModel`, CLIP-L and CLIP-G with projection, T5) or FLUX.1 (`FluxTransformer2DModel`,
+    CLIP-L, T5), each component from its subfolder as the model's pipeline loads it."""
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel,
+                           SD3Transformer2DModel)
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel
+
+    common = {"revision": revision}
+    weights = {"use_safetensors": True, **common}
+    transformer_class = SD3Transformer2DModel if family == SD3 else FluxTransformer2DModel
+    transformer = transformer_class.from_pretrained(pretrained, subfolder="transformer", torch_dtype=dtype, **weights)
+    vae_model = AutoencoderKL.from_pretrained(**_vae_location(pretrained, vae, revision), torch_dtype=dtype,
+                                              use_safetensors=True)
+    t5_tokenizer = _t5_tokenizer()
+    if family == SD3:
+        components = {
+            "text_encoder": CLIPTextModelWithProjection.from_pretrained(
+                pretrained, subfolder="text_encoder", dtype=dtype, **weights),
+            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **common),
+            "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+                pretrained, subfolder="text_encoder_2", dtype=dtype, **weights),
+            "tokenizer_2": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", **common),
+            "text_encoder_3": T5EncoderModel.from_pretrained(pretrained, subfolder="text_encoder_3", dtype=dtype,
+                                                             **weights),
+            "tokenizer_3": t5_tokenizer.from_pretrained(pretrained, subfolder="tokenizer_3", **common),
+        }
+    else:
+        components = {
+            "text_encoder": CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", dtype=dtype, **weights),
+            "tokenizer": CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **common),
+            "text_encoder_2": T5EncoderModel.from_pretrained(pretrained, subfolder="text_encoder_2", dtype=dtype,
+                                                             **weights),
+            "tokenizer_2": t5_tokenizer.from_pretrained(pretrained, subfolder="tokenizer_2", **common),
+        }
+    components["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(pretrained, subfolder="scheduler",
+                                                                              **common)
+    transformer.to(device)
+    vae_model.to(device)
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+        if name in components:
+            components[name].to(encoder_device)
+    if channels_last if channels_last is not None else device.type == "cuda":
+        vae_model.to(memory_format=torch.channels_last)  # the transformer has no convolutions to speed up
+    if vae_slicing:
+        vae_model.enable_slicing()
+    if vae_tiling:
+        vae_model.enable_tiling()
+    if compile_model:
+        log.info("compiling the transformer with torch.compile (mode %s, once per engine)", compile_mode)
+        transformer = torch.compile(transformer, mode=compile_mode)
+    components["transformer"] = transformer
+    components["vae"] = vae_model
+    options = {"prompt_cache_size": prompt_cache_size, "static_unet_batches": compile_model,
+               "max_sequence_length": max_sequence_length}
+    return components, options

@@ -15,17 +15,20 @@ class EditSettings:
     from it; both are off by default (reference parity).
     """
 
-    num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps of the full schedule."})
+    num_inference_steps: int = field(default=50, metadata={"help": "Steps of the full schedule (DDIM; Euler on SD3 "
+                                                                     "and FLUX.1)."})
     inpaint_strength: float = field(
         default=0.8,
         metadata={"help": "Fraction of the schedule that is inverted and re-denoised, in (0, 1]."},
     )
     guidance_scale: float = field(
-        default=7.5, metadata={"help": "Classifier-free guidance of the edit (target vs. source as negative)."}
+        default=7.5, metadata={"help": "Classifier-free guidance of the edit (target vs. source as negative); on "
+                                        "FLUX.1-dev the guidance embedding of the mask and the edit."}
     )
     invert_guidance_scale: float = field(
         default=7.5,
-        metadata={"help": "Classifier-free guidance of the DDIM inversion; <= 1 inverts without guidance (half the cost)."},
+        metadata={"help": "Classifier-free guidance of the inversion; <= 1 inverts without guidance (half the cost); "
+                          "on FLUX.1-dev the inversion's guidance embedding."},
     )
     num_maps_per_mask: int = field(
         default=10, metadata={"help": "Noise draws averaged into the mask."}
@@ -39,13 +42,15 @@ class EditSettings:
     )
     paper_unconditional_inversion: bool = field(
         default=False,
-        metadata={"help": "Invert with the unconditional model (empty prompt, no guidance), as the paper does."},
+        metadata={"help": "Invert with the unconditional model (empty prompt, no guidance; FLUX.1-dev: embedding 1), "
+                          "as the paper does."},
     )
     paper_blend_timing: bool = field(
         default=False,
         metadata={
             "help": "Blend each denoising step's output with the inverted latent of the same timestep (the clean "
-            "latent at the last step), as the paper does; the reference blends one step late."
+            "latent at the last step), as the paper does; the reference blends one step late. SD3 and FLUX.1 always "
+            "blend at the paper's timing: there it changes nothing."
         },
     )
 

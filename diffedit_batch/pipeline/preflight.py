@@ -13,6 +13,7 @@ hub id (as `from_pretrained` reads it): its message says both that no such path 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,8 @@ import pyarrow.fs as pafs
 
 from diffedit_batch.config import Config
 from diffedit_batch.engine.model_index import (
+    FLUX,
+    SD3,
     SDXL,
     UnsupportedModelError,
     family_of,
@@ -102,6 +105,26 @@ _SDXL_EXTRA = _Layout(
     "diffusers SDXL", weights=(("text_encoder_2", "model"),),
     files=("tokenizer_2/vocab.json", "tokenizer_2/merges.txt"),
 )
+# The flow transformers (engine/loading.py's _load_flow_components): no UNet, CLIP and T5 encoders.
+_SD3 = _Layout(
+    "diffusers SD3",
+    weights=(("transformer", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model"),
+             ("text_encoder_2", "model"), ("text_encoder_3", "model")),
+    files=("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+           "tokenizer_2/vocab.json", "tokenizer_2/merges.txt", "tokenizer_3/tokenizer_config.json"),
+)
+_FLUX = _Layout(
+    "diffusers FLUX.1",
+    weights=(("transformer", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model"),
+             ("text_encoder_2", "model")),
+    files=("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+           "tokenizer_2/tokenizer_config.json"),
+)
+_FLOW_LAYOUTS = {SD3: _SD3, FLUX: _FLUX}
+# A folder whose model_index.json names no family the engine drives: `_family_problem` says what it holds.
+_UNSUPPORTED = _Layout("diffusers", weights=(), files=("model_index.json",))
+_DIFFUSION_LAYOUTS = (_STABLE_DIFFUSION, _SD3, _FLUX, _UNSUPPORTED)
+_SUPPORTED_MODELS = "a Stable Diffusion 1.x/2.x, SDXL base, SD 3/3.5 or FLUX.1-dev/-schnell model"
 # A separate VAE (`model.vae`): a VAE folder, or a pipeline folder with vae/.
 _VAE = _Layout("diffusers VAE", weights=(("", "diffusion_pytorch_model"),))
 # What the recipe's Flan-T5, BLIP and CLIP loaders read (their tokenizer and processor files vary by model).
@@ -174,18 +197,20 @@ def _problem(model: _Model, hub_lookup: HubLookup) -> str | None:
     if os.path.exists(path) or not is_hub_id(model.value):
         if model.layout is _VAE and os.path.isdir(os.path.join(path, "vae")):
             path = os.path.join(path, "vae")
-        if model.layout is _STABLE_DIFFUSION:
+        model = _flow_layout(model, path)
+        if model.layout in _DIFFUSION_LAYOUTS:
             problem = _revision_problem(model) or _index_problem(model, path)
             if problem:
                 return problem
         problem = _local_problem(model, path)
-        if problem is None and model.layout is _STABLE_DIFFUSION:
+        if problem is None and model.layout in _DIFFUSION_LAYOUTS:
             return _family_problem(model, path)
         return problem
     if model.value in WITHDRAWN_MODELS and _missing_from_cache(model):
         return withdrawn_problem(model.key, model.value)
+    model = _flow_layout(model, None)
     problem = _hub_problem(model, hub_lookup)
-    if problem is None and model.layout is _STABLE_DIFFUSION:
+    if problem is None and model.layout in _DIFFUSION_LAYOUTS:
         return _index_problem(model, None) or _family_problem(model, None)
     return problem
 
@@ -283,6 +308,29 @@ def _component_config(model: _Model, subfolder: str | None) -> dict | None:
     return None
 
 
+def _flow_layout(model: _Model, folder: str | None) -> _Model:
+    """`model` checked against the SD3 or FLUX.1 layout when its model_index.json (the folder's, or a cached hub
+    id's) names a flow pipeline whose components are all there; else as it is (a partial or refused flow folder
+    then fails in `_family_problem`, naming what it found and what it lacks)."""
+    if model.layout is not _STABLE_DIFFUSION:
+        return model
+    try:
+        index = read_model_index(folder or model.value, model.revision, download=False)
+        family = family_of(index, where=model.where) if index is not None else None
+    except Exception:  # noqa: BLE001 (read again, and reported, by _family_problem)
+        if folder is not None and os.path.isfile(os.path.join(folder, "model_index.json")):
+            return dataclasses.replace(model, layout=_UNSUPPORTED)
+        return model
+    return dataclasses.replace(model, layout=_FLOW_LAYOUTS[family]) if family in _FLOW_LAYOUTS else model
+
+
+def _hub_flow_layout(model: _Model, files: frozenset) -> _Model:
+    """For an uncached hub id: the SD3 or FLUX.1 layout when the hub's file list shows a transformer."""
+    if model.layout is not _STABLE_DIFFUSION or "transformer/config.json" not in files:
+        return model
+    return dataclasses.replace(model, layout=_SD3 if "text_encoder_3/config.json" in files else _FLUX)
+
+
 def withdrawn_problem(key: str, value: str) -> str:
     """The one line for a hub id that was withdrawn from the hub: which id to use instead."""
     instead = WITHDRAWN_MODELS[value]
@@ -292,15 +340,16 @@ def withdrawn_problem(key: str, value: str) -> str:
 
 
 def _family_problem(model: _Model, folder: str | None) -> str | None:
-    """A Stable Diffusion folder or cached hub id must be SD 1.x/2.x or SDXL base; SDXL's extra files must be there.
-    A hub id whose model_index.json is not cached was listed by the hub: its family is read when the run starts."""
+    """A diffusion model folder or cached hub id must be SD 1.x/2.x, SDXL base, SD3 or FLUX.1; SDXL's extra files
+    must be there. A hub id whose model_index.json is not cached was listed by the hub: its family is read when the
+    run starts."""
     try:
         index = read_model_index(folder or model.value, model.revision, download=False)
         if index is None:
             return None
         family = family_of(index, where=model.where)
     except UnsupportedModelError as error:
-        return f"{error}; " + model.fix(f"set {model.key} to a Stable Diffusion 1.x/2.x or SDXL base model")
+        return f"{error}; " + model.fix(f"set {model.key} to {_SUPPORTED_MODELS}")
     if family != SDXL:
         return None
     extra = _Model(model.key, model.value, model.revision, _SDXL_EXTRA, model.tiny)
@@ -318,8 +367,6 @@ def resolve_model_family(config: Config) -> Config:
     buckets and settings depend on it). In `edit` mode an unreadable or unsupported model, or a set family that
     disagrees with the model, is a PreflightError naming `model.pretrained` or `model.family`; in `noop` mode (no
     model loads) a family that cannot be read without a download stays `auto`."""
-    import dataclasses
-
     model = config.model
     edit = config.job.mode == "edit"
     where = f"model.pretrained: {model.pretrained!r}"
@@ -329,20 +376,24 @@ def resolve_model_family(config: Config) -> Config:
     except UnsupportedModelError as error:
         if not edit:
             return config
-        raise PreflightError(_one_line(f"{error}; set model.pretrained to a Stable Diffusion 1.x/2.x or SDXL base "
-                                       "model")) from None
+        raise PreflightError(_one_line(f"{error}; set model.pretrained to {_SUPPORTED_MODELS}")) from None
     except Exception as error:  # noqa: BLE001 (the hub client's failures: one line, the fix)
         if not edit or model.family != "auto":  # a family set by hand stands when the model cannot tell
             return config
         raise PreflightError(_one_line(
             f"{where}: its model_index.json cannot be read ({type(error).__name__}: {error}); run where the hub is "
-            "reachable, or set model.family (sd or sdxl) and have the model in the Hugging Face cache")) from None
+            "reachable, or set model.family (sd, sdxl, sd3 or flux) and have the model in the Hugging Face cache")) from None
     if family is None:
         return config
     if model.family not in ("auto", family):
         raise PreflightError(f"model.family is {model.family!r} but {model.pretrained} is an {family} model; set "
                              f"model.family to {family} or auto")
-    return dataclasses.replace(config, model=dataclasses.replace(model, family=family))
+    try:  # the model's own checks again, with its family: SD3's and FLUX.1's buckets are multiples of 16 px
+        resolved = dataclasses.replace(model, family=family)
+    except ValueError as error:
+        raise PreflightError(_one_line(f"{str(error).replace('ModelConfig.', 'model.')} on {model.pretrained} (an "
+                                       f"{family} model)")) from None
+    return dataclasses.replace(config, model=resolved)
 
 
 # --- local folders ----------------------------------------------------------------------------
@@ -421,6 +472,7 @@ def _hub_problem(model: _Model, hub_lookup: HubLookup) -> str | None:
         reason, fix = _hub_failure(model, error)
         return f"{where}, and {reason}; " + model.fix(fix)
     if answer.files is not None:
+        model = _hub_flow_layout(model, answer.files)
         needs = model.layout.required()
         absent = [alternatives[0] for alternatives in needs if not any(path in answer.files for path in alternatives)]
         pickled = sorted(name for name in answer.files if name.endswith(_PICKLED)
@@ -527,6 +579,7 @@ def check_devices(config: Config, *, local: bool, stable_diffusion: bool = True,
         captions = config.captions.caption_inversion
     edit = config.job.mode == "edit"
     keys = [("model.device", config.model.device, edit and stable_diffusion),
+            ("model.text_encoder_device", config.model.text_encoder_device or "auto", edit and stable_diffusion),
             ("concepts.device", config.concepts.device, edit and concepts),
             ("captions.device", config.captions.device, edit and captions),
             ("metrics.clip_device", config.metrics.clip_device, clip and config.metrics.clip_model is not None)]

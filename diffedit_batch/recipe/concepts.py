@@ -195,9 +195,9 @@ def embed_prompts(captions: Sequence[str], text_encoder, tokenizer) -> torch.Ten
 def concept_embedding(engine, captions: Sequence[str]) -> Conditioning:
     """The mean prompt embedding of `captions` under a `DiffEditEngine`'s text encoder(s), through its prompt cache.
 
-    SD 1.x/2.x: tokens (1, seq_len, dim), as `embed_prompts`. SDXL: each caption embedded by both encoders as
-    `StableDiffusionXLPipeline.encode_prompt` does; the per-token embeddings and the pooled embeddings are both
-    averaged. On the engine's device and dtype; a prompt for `engine.edit`. Captions already in the engine's prompt
+    SD 1.x/2.x: tokens (1, seq_len, dim), as `embed_prompts`. SDXL, SD3, FLUX.1: each caption embedded by every
+    encoder as the family's pipeline `encode_prompt` does (SD3: CLIP-L, CLIP-G and T5; FLUX.1: CLIP's pooled output
+    and T5's tokens); the per-token embeddings and the pooled embeddings are both averaged. On the engine's device and dtype; a prompt for `engine.edit`. Captions already in the engine's prompt
     cache are not encoded again.
     """
     return _mean_embedding(engine.prompts, captions)

@@ -53,3 +53,14 @@ def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> None
     tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), pad_token=pad_token)
     tokenizer.model_max_length = MODEL_MAX_LENGTH
     tokenizer.save_pretrained(folder)
+
+
+def write_t5_tokenizer(folder: Path, model_max_length: int = 512) -> None:
+    """A T5 Unigram tokenizer laid out like T5's (<pad>=0, </s>=1, <unk>=2), over common caption words and single
+    characters (every ASCII string tokenizes), as the SD3 and FLUX.1 repos' `tokenizer_3` / `tokenizer_2`."""
+    from transformers import T5Tokenizer
+
+    from .tiny_recipe import _t5_vocab
+
+    folder.mkdir(parents=True, exist_ok=True)
+    T5Tokenizer(vocab=_t5_vocab(), extra_ids=0, model_max_length=model_max_length).save_pretrained(folder)

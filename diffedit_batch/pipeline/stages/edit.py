@@ -110,6 +110,8 @@ class EditStage:
                 vae_slicing=model_config.vae_slicing,
                 vae_tiling=model_config.vae_tiling,
                 vae=model_config.vae,
+                max_sequence_length=model_config.max_sequence_length,
+                text_encoder_device=model_config.text_encoder_device,
             )
             if model_config.family not in ("auto", self.engine.family_name):
                 raise ValueError(f"model.family is {model_config.family!r} but {model_config.pretrained} loaded as an "

@@ -7,7 +7,8 @@ import time
 import pyarrow as pa
 
 from diffedit_batch.config import Config
-from diffedit_batch.data.images import ImageDecodeError, decode_image, fit_to_bucket, fit_to_resolution, parse_buckets
+from diffedit_batch.data.images import (ImageDecodeError, decode_image, fit_to_bucket, fit_to_resolution, parse_buckets,
+                                        picture_multiple)
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, redact_uri
 
@@ -30,7 +31,8 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
     `model_height`, `pixels`: RGB bytes); a row whose picture cannot be read or decoded becomes an error row.
 
     The model input keeps the picture's aspect ratio (longer side `resolution`), or with `aspect_buckets` is the
-    nearest bucket shape (`data.images.parse_buckets`; `auto` on an SDXL model (`family`): SDXL's training shapes).
+    nearest bucket shape (`data.images.parse_buckets`; `auto` on an SDXL model (`family`): SDXL's training shapes;
+    on SD3 and FLUX.1: multiples of 16 px around one megapixel). Sides are multiples of 8 px (16 on SD3 and FLUX.1).
     Rows of one picture (a manifest row's targets, next to
     each other) share one read and one decode, even across batches, and each carries its share of the time.
     """
@@ -44,11 +46,11 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
         if row["status"] == Status.PENDING:
             sharing.setdefault(row["source_image_uri"], []).append(row)
     for uri, group in sharing.items():
-        key = (uri, options, resolution, max_pixels, buckets)
+        key = (uri, options, resolution, max_pixels, buckets, family)
         if _last is not None and _last[0] == key:
             fetched = {**_last[1], "fetch_s": 0.0}
         else:
-            fetched = _fetch_one(uri, options, resolution, max_pixels, buckets)
+            fetched = _fetch_one(uri, options, resolution, max_pixels, buckets, picture_multiple(family))
             _last = (key, dict(fetched))
         if "fetch_s" in fetched:
             fetched["fetch_s"] /= len(group)  # each row's share, as edit_s is a batch's time per row
@@ -61,7 +63,7 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
 
 
 def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: int,
-               buckets: tuple[tuple[int, int], ...] | None = None) -> dict:
+               buckets: tuple[tuple[int, int], ...] | None = None, multiple: int = 8) -> dict:
     """What fetching `uri` adds to a row: its picture, or an error status and message."""
     started = time.perf_counter()
     try:
@@ -74,7 +76,7 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
         image = decode_image(data, max_pixels=max_pixels)
     except ImageDecodeError as error:
         return _error(ErrorClass.IMAGE_DECODE, str(error))
-    model_input = fit_to_resolution(image, resolution) if buckets is None else fit_to_bucket(image, buckets)
+    model_input = fit_to_resolution(image, resolution, multiple) if buckets is None else fit_to_bucket(image, buckets)
     return {
         "width": image.width,
         "height": image.height,
