@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.compaction import compact_records
+from diffedit_batch.data.classlabel_names import manifest_class_names
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
@@ -53,7 +54,7 @@ from .planning import (
     settings_change_message,
     settings_policies,
 )
-from .preflight import check_devices, check_models, resolve_model_family
+from .preflight import check_devices, check_manifest_columns, check_models, resolve_model_family
 from .progress import ProgressReporter
 from .summary import JobSummary
 from .supersede import remove_superseded
@@ -129,7 +130,10 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
 def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, address: str | None, break_lease: bool,
                      verbose: bool, stop: _StopSignals, on_settings_change: str | None) -> JobSummary:
     options = config.storage
-    manifest = inspect_manifest(manifest_uri, options)
+    manifest = inspect_manifest(manifest_uri, options, templated_targets=bool(config.prompts.targets))
+    # Before any work: every column the templates, augment and regions name must be in the manifest.
+    check_manifest_columns(config, manifest.schema.names)
+    class_names = manifest_class_names([file.uri for file in manifest.files], options)
     run_id = new_run_id()
     summary = JobSummary(run_id=run_id)
     settings = run_settings(config)
@@ -155,7 +159,7 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
         _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file,
-             settings, on_settings_change)
+             settings, on_settings_change, class_names)
         stop.armed = False
         summary.status = "done"
     except SettingsChanged as refused:
@@ -221,7 +225,7 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
 
 def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: bool, summary: JobSummary,
          manifest_label: str, write_run_file: Callable[[], None], settings: RunSettings,
-         on_settings_change: str | None) -> None:
+         on_settings_change: str | None, class_names: dict[str, list[str]] | None = None) -> None:
     """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
     stages are known to fit: a run that cannot be placed leaves nothing behind; nor does one refused for a change
     of settings (SettingsChanged)."""
@@ -240,7 +244,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
     started = time.perf_counter()
     with ProgressReporter(summary, config.job.progress_interval_s):
         plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards),
-                        settings=settings, on_settings_change=on_settings_change)
+                        settings=settings, on_settings_change=on_settings_change, class_names=class_names)
         _settle_settings(plan, settings, on_settings_change, output_prefix, run_id, options)
         _remove_orphan_shards(shards, plan, options)
         summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
@@ -257,7 +261,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
         check_devices(config, local=not elastic, **needs)
         concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
         stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
-                                  concept_captions=concept_captions)
+                                  concept_captions=concept_captions, label_classes=plan.classes)
         check_placement(stages, elastic)
         if plan.work_files:
             batches = iter(edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",
