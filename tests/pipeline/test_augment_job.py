@@ -88,6 +88,10 @@ def test_a_labelled_dataset_is_augmented_balanced_with_its_boxes_kept(ray_local,
     again = run_job(config, str(manifest), str(output))
     assert (again.ok, again.filtered, again.skipped) == (0, 0, 11)  # the same draws, the same ids
     assert export_dataset(str(output), str(tmp_path / "export")).rows == len(ok)
+    import pyarrow.dataset as ds
+
+    exported = ds.dataset(str(tmp_path / "export"), format="parquet").to_table(columns=["id", "class_name"])
+    assert dict(zip(*exported.to_pydict().values())) == {r["id"]: r["class_name"] for r in ok}
     report = build_report(str(output), workers=2, thumbnails=False)
     page = Path(report.index_uri).read_text()
     assert "Edits per class" in page and "<td>bird</td>" in page

@@ -195,3 +195,16 @@ def test_a_template_naming_no_column_stops_the_run_before_any_work(tmp_path, job
     code = main(["run", "--config", "configs/tiny.yaml", "--input", str(manifest), "--output", str(tmp_path / "out"),
                  "--set", f"model.pretrained={tiny_model_dir}", "--set", 'prompts.targets=["a {label} in {place}"]'])
     assert code == 2 and "{place}" in capsys.readouterr().err
+
+
+def test_the_caption_fills_a_templates_caption_placeholder():
+    from diffedit_batch.data.manifest import needs_caption
+    from diffedit_batch.pipeline.stages.captions import apply_caption
+
+    row = {"source_prompt": "a photo of a cat", "target_prompt": "{caption}, in the snow", "source_concept": None,
+           "inversion_prompt": None}
+    assert needs_caption(row["source_prompt"], None, False, row["target_prompt"])
+    assert not needs_caption("a photo of a cat", None, False, "a dog")
+    apply_caption(row, "a cat on a mat", caption_inversion=False)
+    assert row["target_prompt"] == "a cat on a mat, in the snow" and row["source_prompt"] == "a photo of a cat"
+    assert row["inversion_prompt"] is None  # the source conditions the inversion, as it does without a caption

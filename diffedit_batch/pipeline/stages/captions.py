@@ -26,9 +26,11 @@ def apply_caption(row: dict, caption: str, caption_inversion: bool) -> None:
     row["caption"] = caption
     for name in ("source_prompt", "target_prompt", "inversion_prompt"):
         row[name] = fill_caption(row[name], caption)
-    if caption_inversion or row["inversion_prompt"] is None:
+    sourceless = not has_source(row["source_prompt"], row["source_concept"])
+    # (a row captioned only for a template's {caption} keeps its source as its inversion prompt)
+    if caption_inversion or (row["inversion_prompt"] is None and sourceless):
         row["inversion_prompt"] = caption
-    if not has_source(row["source_prompt"], row["source_concept"]):
+    if sourceless:
         row["source_prompt"] = caption
 
 
