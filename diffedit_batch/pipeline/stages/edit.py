@@ -190,11 +190,6 @@ class EditStage:
             if edited is None:  # the engine's latents or pixels were NaN/Inf: a black picture is not an edit
                 row.update(failed(row, ErrorClass.ENGINE, NON_FINITE_EDIT))
                 continue
-            if self.engine is not None and not mask.any():
-                # DiffEdit's mask (and the region) left nothing to change: the "edit" would be the input
-                reason = NOTHING_LEFT + (" (the region leaves none of DiffEdit's mask)" if row.get("region") else "")
-                row.update(status=Status.FILTERED, filter_reason=reason, **dict.fromkeys(PAYLOADS))
-                continue
             row.update(
                 edited=edited.tobytes(),
                 mask=np.ascontiguousarray(mask, dtype=np.uint8).tobytes(),
@@ -204,6 +199,12 @@ class EditStage:
                 prompt_truncated=truncated,
                 edit_s=seconds,
             )
+            if self.engine is not None and not mask.any():
+                # DiffEdit's mask (and the region) left nothing to change: the "edit" would be the input
+                reason = NOTHING_LEFT + (" (the region leaves none of DiffEdit's mask)" if row.get("region") else "")
+                row.update(status=Status.FILTERED, filter_reason=reason)
+                if self.filters is None or not self.filters.keep_rejected:
+                    row.update(dict.fromkeys(PAYLOADS))
 
     def _run(self, rows: list[dict]) -> list[tuple[Image.Image, np.ndarray, bool]]:
         images = [Image.frombytes("RGB", (row["model_width"], row["model_height"]), row["pixels"]) for row in rows]
