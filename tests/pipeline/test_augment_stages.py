@@ -208,3 +208,35 @@ def test_the_caption_fills_a_templates_caption_placeholder():
     apply_caption(row, "a cat on a mat", caption_inversion=False)
     assert row["target_prompt"] == "a cat on a mat, in the snow" and row["source_prompt"] == "a photo of a cat"
     assert row["inversion_prompt"] is None  # the source conditions the inversion, as it does without a caption
+
+
+def test_the_preflight_names_every_column_the_config_needs_and_the_manifest_lacks():
+    from diffedit_batch.config import config_from_dict
+    from diffedit_batch.pipeline.preflight import PreflightError, check_manifest_columns
+
+    config = config_from_dict({"prompts": {"source": "a {label}", "targets": ["{caption} in {place}"],
+                                           "label_template": "a photo of a {label}"},
+                               "augment": {"balance_by": "klass", "per_class": 3},
+                               "region": {"boxes_from": "objects.bbox"}})
+    check_manifest_columns(config, ["id", "image", "label", "place", "klass", "objects"])  # {caption}: the BLIP one
+    with pytest.raises(PreflightError) as raised:
+        check_manifest_columns(config, ["id", "image", "label"])
+    message = str(raised.value)
+    assert "{place}" in message and "augment.balance_by names column 'klass'" in message
+    assert "region.boxes_from names column 'objects'" in message and "\n" not in message
+
+
+def test_regions_and_a_pasted_background_change_the_settings_fingerprint_only_when_set():
+    from diffedit_batch.config import config_from_dict
+    from diffedit_batch.config.fingerprint import run_settings
+
+    def fingerprints(**sections):
+        return run_settings(config_from_dict({"model": {"family": "sd"}, **sections})).by_use
+
+    plain = fingerprints()
+    assert fingerprints(prompts={"targets": ["a {label}"]}, augment={"per_image": 2}) == plain  # the request's part
+    assert fingerprints(region={"mode": "outside"}) != plain
+    assert fingerprints(output={"paste_background": True}) != plain
+    assert fingerprints(output={"paste_background": True, "feather_px": 2}) != fingerprints(
+        output={"paste_background": True})
+    assert fingerprints(candidates={"min": {"mask_coverage": 0.1}}) != plain  # floors on a single edit
