@@ -81,12 +81,13 @@ class Recipe:
         return list(dict.fromkeys(name for name in names if name))
 
     def fill(self, row: dict) -> dict:
-        """`row` with its prompts filled from the templates where it has none of its own. Raises TemplateProblem
-        naming a column whose value is null."""
+        """`row` with its prompts filled from the templates where it has none of its own (a concept counts as its
+        own). Raises TemplateProblem naming a column whose value is null."""
         row = dict(row)
-        if self.source_template and _blank(row.get("source_prompt")):
+        if self.source_template and _blank(row.get("source_prompt")) and _blank(row.get("source_concept")):
             row["source_prompt"] = render(self.source_template, row, self.class_names)
-        has_targets = not _blank(row.get("target_prompt")) or _listed(row.get("target_prompts"))
+        has_targets = (not _blank(row.get("target_prompt")) or _listed(row.get("target_prompts"))
+                       or not _blank(row.get("target_concept")))
         if self.target_templates and not has_targets:
             row["target_prompts"] = [render(t, row, self.class_names) for t in self.target_templates]
         return row

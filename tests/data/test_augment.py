@@ -67,9 +67,11 @@ def test_templates_make_the_prompts_edit_ids_keep_the_target_index_and_a_rows_ow
                     class_names=NAMES)
     rows = [{"id": "a", "image": "/a.png", "label": 0},
             {"id": "b", "image": "/b.png", "label": 2, "target_prompts": ["an owl", "a crow"]},
-            {"id": "c", "image": "/c.png", "label": 1, "source_prompt": "my dog", "target_prompt": "my cat"}]
+            {"id": "c", "image": "/c.png", "label": 1, "source_prompt": "my dog", "target_prompt": "my cat"},
+            {"id": "d", "image": "/d.png", "label": 1, "source_concept": "dog", "target_concept": "wolf"}]
     plan = {row["edit_id"]: row for row in _plan(rows, recipe)}
-    assert sorted(plan) == ["a#0", "a#1", "a#2", "b#0", "b#1", "c"]
+    assert sorted(plan) == ["a#0", "a#1", "a#2", "b#0", "b#1", "c", "d"]
+    assert (plan["d"]["source_prompt"], plan["d"]["target_prompt"]) == (None, None)  # its concepts are its own
     assert plan["a#0"]["source_prompt"] == "a photo of a cat"
     assert plan["a#0"]["target_prompt"] == "a photo of a cat in the snow"
     assert plan["a#2"]["target_prompt"] == "a cat at night"
