@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["RegionProblem", "boxes_from_column", "editable_area", "grow", "latent_constraint", "pack", "parse_boxes",
-           "paste_background", "region_mask_array", "unpack"]
+__all__ = ["RegionProblem", "boxes_from_column", "editable_area", "final_mask", "grow", "latent_constraint", "pack",
+           "parse_boxes", "paste_background", "region_mask_array", "unpack"]
 
 
 class RegionProblem(ValueError):
@@ -130,6 +130,18 @@ def latent_constraint(editable: np.ndarray, latent_height: int, latent_width: in
     x1 = np.minimum(width, np.ceil((cols + 1) * width / latent_width).astype(int))
     kept = keep[y1][:, x1] - keep[y0][:, x1] - keep[y1][:, x0] + keep[y0][:, x0]
     return (kept == 0).astype(np.uint8)
+
+
+def final_mask(mask: np.ndarray, size: tuple[int, int], region: bytes | None = None) -> np.ndarray:
+    """The final binary mask at the picture's `size` (width, height): the engine's mask at latent size upsampled
+    nearest-neighbour (`images.upsample_mask`), AND the editable area (`pack`ed) when the edit has a region. The
+    written mask, and the one `mask_coverage` measures."""
+    from .images import upsample_mask
+
+    final = upsample_mask(mask, size)
+    if region:
+        final &= unpack(region, *size)
+    return final
 
 
 def pack(area: np.ndarray) -> bytes:

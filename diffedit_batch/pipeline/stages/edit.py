@@ -25,7 +25,7 @@ from diffedit_batch.data.manifest import nothing_to_edit
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.recipe.candidates import CLIP_SCORES
 
-from diffedit_batch.data.regions import latent_constraint, unpack
+from diffedit_batch.data.regions import final_mask, latent_constraint, unpack
 
 from ..rows import PAYLOADS, failed, require, to_table
 from .candidates import LabelTexts, expand_candidates, score_and_select
@@ -90,6 +90,7 @@ class EditStage:
         self.filters = candidates if candidates is not None and (candidates.enabled or candidates.filters_single) \
             else None
         self.labels = LabelTexts(label_template, list(label_classes or ())) if label_template else None
+        self._coverage_floored = self.filters is not None and "mask_coverage" in self.filters.scores_used
         # The settings of the block's candidates by id (an actor runs one block at a time)
         self.candidate_settings: dict[str, object] = {}
         self.scorer = scorer
@@ -199,6 +200,9 @@ class EditStage:
                 prompt_truncated=truncated,
                 edit_s=seconds,
             )
+            if self._coverage_floored and row.get("width"):
+                # held to a floor or ceiling: the coverage the record will have, of the final mask at picture size
+                row["mask_coverage"] = mask_coverage(final_mask(mask, (row["width"], row["height"]), row.get("region")))
             if self.engine is not None and not mask.any():
                 # DiffEdit's mask (and the region) left nothing to change: the "edit" would be the input
                 reason = NOTHING_LEFT + (" (the region leaves none of DiffEdit's mask)" if row.get("region") else "")

@@ -23,11 +23,10 @@ from diffedit_batch.data.images import (
     mask_coverage,
     restore_size,
     upright_image_bytes,
-    upsample_mask,
 )
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.metrics import background_metrics
-from diffedit_batch.data.regions import paste_background, unpack
+from diffedit_batch.data.regions import final_mask, paste_background
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, write_bytes_atomic
 
@@ -87,9 +86,7 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
     # The final mask at the picture's size: the engine's (at latent size, the region applied there) upsampled, and
     # the region again at picture size. It is the written mask, its coverage the record's, and with
     # paste_background the written picture is the input's own pixels wherever it is 0.
-    final = upsample_mask(mask, size)
-    if row.get("region"):
-        final &= unpack(row["region"], *size)
+    final = final_mask(mask, size, row.get("region"))
     row["mask_coverage"] = mask_coverage(final)
     mask_png = encode_png(Image.fromarray(final.astype(np.uint8) * 255, "L"), output.png_compress_level)
     if output.paste_background:
