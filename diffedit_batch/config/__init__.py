@@ -1,7 +1,8 @@
 """The job config: typed sections validated once, at the door.
 
 A config is YAML with one mapping per section (`model:`, `edit:`, `job:`, `output:`, `storage:`, `metrics:`,
-`concepts:`, `captions:`, `candidates:`, `prompts:`, `augment:`, `region:`). Each section maps one to one onto a frozen dataclass whose fields carry their own help text:
+`concepts:`, `captions:`, `candidates:`, `prompts:`, `augment:`, `region:`). Each section maps one to one onto a
+frozen dataclass whose fields carry their own help text:
 
 - `schema`: `Config`, the table of sections; `sections`: the sections the config owns;
 - `fields`: field types and value checks; `loading`: YAML, mappings and overrides in; `reference`: the docs.

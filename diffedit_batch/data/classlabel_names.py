@@ -29,7 +29,8 @@ def class_names_from_metadata(metadata: dict | None) -> dict[str, list[str]]:
         return {}
     names = {}
     for column, feature in features.items() if isinstance(features, dict) else ():
-        if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list):
+        if (isinstance(feature, dict) and feature.get("_type") == "ClassLabel"
+                and isinstance(feature.get("names"), list)):
             names[column] = [str(name) for name in feature["names"]]
     return names
 

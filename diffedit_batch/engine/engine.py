@@ -2,8 +2,8 @@
 
 One call edits many rows, each with its own settings. Work is shared wherever the result cannot differ: one VAE
 encode per distinct picture, one text-encoder pass per distinct prompt, one set of mask predictions per (picture,
-seed, prompt, mask settings) whatever each row's threshold or region, one inversion per (picture, seed, inversion prompt,
-inversion settings) walked to the highest inpaint strength that needs it (a lower strength's inversion is its
+seed, prompt, mask settings) whatever each row's threshold or region, one inversion per (picture, seed, inversion
+prompt, inversion settings) walked to the highest inpaint strength that needs it (a lower strength's inversion is its
 prefix), and one denoising walk per latent size and step count, rows of lower strength joining it late. Rows of
 equal latent size share UNet calls, up to `max_unet_batch` samples per call. Each row's result equals what the
 deprecated diffusers pipeline gives for that row alone, with its own settings and
