@@ -95,3 +95,23 @@ def test_a_labelled_dataset_is_augmented_balanced_with_its_boxes_kept(ray_local,
     report = build_report(str(output), workers=2, thumbnails=False)
     page = Path(report.index_uri).read_text()
     assert "Edits per class" in page and "<td>bird</td>" in page
+
+
+def test_a_caption_placeholder_is_filled_with_the_pictures_blip_caption(ray_local, job_config, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for i in range(2):
+        synthetic_photo(48, 48, i).save(tmp_path / f"p{i}.png")
+    pq.write_table(pa.table({"id": ["a", "b"], "image": ["p0.png", "p1.png"], "label": ["cat", "dog"]}),
+                   tmp_path / "m.parquet")
+    config = job_config("prompts.source=a photo of a {label}", 'prompts.targets=["{caption} at night", "a {label}"]',
+                        "edit.num_inference_steps=4")
+    summary = run_job(config, str(tmp_path / "m.parquet"), str(tmp_path / "out"))
+    assert summary.ok == 4, summary.line()
+    records = {r["id"]: r for r in read_records(tmp_path / "out")}
+    for row, label in (("a", "cat"), ("b", "dog")):
+        night = records[f"{row}#0"]
+        assert night["caption"] and night["target_prompt"] == f"{night['caption']} at night"
+        assert night["source_prompt"] == f"a photo of a {label}" and night["inversion_prompt"] is None
+        assert records[f"{row}#1"]["target_prompt"] == f"a {label}"
