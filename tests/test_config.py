@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from diffedit_batch.config import (
+    AugmentConfig,
     CandidatesConfig,
+    PromptsConfig,
+    RegionConfig,
     SECTIONS,
     CaptionsConfig,
     ConceptsConfig,
@@ -320,7 +323,7 @@ def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
     )
     data = config.to_dict()
     assert list(data) == list(SECTIONS) == ["model", "edit", "job", "output", "storage", "metrics", "concepts",
-                                            "captions", "candidates"]
+                                            "captions", "candidates", "prompts", "augment", "region"]
     assert data["candidates"]["vary"] == {"guidance_scale": [5, 9]}
     assert data["storage"]["allowed_schemes"] == ["s3"]
     assert data["edit"]["num_inference_steps"] == 10
@@ -341,7 +344,7 @@ def test_sections_table_matches_config_fields():
     assert SECTIONS == {
         "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "output": OutputConfig, "storage": StorageOptions,
         "metrics": MetricsConfig, "concepts": ConceptsConfig, "captions": CaptionsConfig,
-        "candidates": CandidatesConfig,
+        "candidates": CandidatesConfig, "prompts": PromptsConfig, "augment": AugmentConfig, "region": RegionConfig,
     }
     for cls in SECTIONS.values():
         for f in dataclasses.fields(cls):

@@ -1,7 +1,8 @@
 """The job config: typed sections validated once, at the door.
 
 A config is YAML with one mapping per section (`model:`, `edit:`, `job:`, `output:`, `storage:`, `metrics:`,
-`concepts:`, `captions:`, `candidates:`). Each section maps one to one onto a frozen dataclass whose fields carry their own help text:
+`concepts:`, `captions:`, `candidates:`, `prompts:`, `augment:`, `region:`). Each section maps one to one onto a
+frozen dataclass whose fields carry their own help text:
 
 - `schema`: `Config`, the table of sections; `sections`: the sections the config owns;
 - `fields`: field types and value checks; `loading`: YAML, mappings and overrides in; `reference`: the docs.
@@ -15,6 +16,7 @@ from .loading import apply_overrides, config_from_dict, load_config
 from .reference import config_reference_markdown, write_config_reference
 from .schema import SECTIONS, Config
 from .sections import (
+    AugmentConfig,
     CandidatesConfig,
     CaptionsConfig,
     ConceptsConfig,
@@ -22,10 +24,13 @@ from .sections import (
     MetricsConfig,
     ModelConfig,
     OutputConfig,
+    PromptsConfig,
+    RegionConfig,
 )
 
 __all__ = [
     "SECTIONS",
+    "AugmentConfig",
     "CandidatesConfig",
     "CaptionsConfig",
     "ConceptsConfig",
@@ -36,6 +41,8 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "OutputConfig",
+    "PromptsConfig",
+    "RegionConfig",
     "StorageOptions",
     "apply_overrides",
     "config_from_dict",

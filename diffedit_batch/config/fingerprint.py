@@ -15,9 +15,11 @@
 - `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
   edit with a concept, an edit whose inversion prompt or source is a BLIP caption), only in edit mode: changing the
   Flan-T5 model does not touch an edit without concepts.
-- `candidates`: every key, when there is more than one candidate per request (the draws and the selection decide
+- `candidates`: every key, when there is more than one candidate per request or a single edit is held to floors (the draws and the selection decide
   what is kept), with `metrics.clip_model` when the selection uses CLIP scores. With one candidate, nothing.
-- never: `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
+- `region` when it is not the default, `output.paste_background` and `output.feather_px` when the background is
+  pasted (both change pixels; counted only then, so the fingerprints of runs without them stay as they were).
+- never: the rest of `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
   score an edit, they do not change it) but for the CLIP model that selects candidates.
 """
 
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffedit_batch.data.fingerprints import settings_fingerprint
+
+from diffedit_batch.recipe.candidates import CLIP_SCORES
 
 from .schema import Config
 
@@ -63,11 +67,19 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
         settings["model"]["family"] = family
     for name, keys in COUNTED.items():
         settings[name] = {key: whole[name][key] for key in keys}
-    if config.candidates.enabled:
+    if config.candidates.enabled or config.candidates.filters_single:
         # What is kept depends on the draws, the scores and the CLIP model that scores them.
         settings["candidates"] = whole["candidates"]
-        if config.candidates.scores_used & {"clip_directional", "clip_image", "clip_target_score"}:
+        if config.candidates.scores_used & set(CLIP_SCORES):
             settings["candidates"] = {**whole["candidates"], "clip_model": config.metrics.clip_model}
+        if "clip_label" in config.candidates.scores_used:
+            settings["candidates"]["label_template"] = config.prompts.label_template
+    # Regions and the pasted background change pixels; counted only when not the defaults, so that the fingerprints
+    # of runs that use neither stay what they were.
+    if whole["region"] != Config().to_dict()["region"]:
+        settings["region"] = whole["region"]
+    if config.output.paste_background:
+        settings["paste"] = {key: whole["output"][key] for key in ("paste_background", "feather_px")}
     if config.job.mode == "edit":
         for name, used in (("concepts", concepts), ("captions", captions)):
             if used:

@@ -14,6 +14,7 @@ from diffedit_batch.engine.settings import EditSettings
 
 from .fields import ConfigError, type_hints
 from .sections import (
+    AugmentConfig,
     CandidatesConfig,
     CaptionsConfig,
     ConceptsConfig,
@@ -21,6 +22,8 @@ from .sections import (
     MetricsConfig,
     ModelConfig,
     OutputConfig,
+    PromptsConfig,
+    RegionConfig,
 )
 
 
@@ -37,6 +40,9 @@ class Config:
     concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
     captions: CaptionsConfig = field(default_factory=CaptionsConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    region: RegionConfig = field(default_factory=RegionConfig)
 
     def __post_init__(self) -> None:
         """Checks across sections: the candidates' draws must be valid edit settings, their CLIP scores need a
@@ -52,6 +58,10 @@ class Config:
             raise ConfigError(f"candidates use CLIP scores ({', '.join(clip)}) but metrics.clip_model is null; set "
                               "metrics.clip_model (e.g. openai/clip-vit-large-patch14) or rank and filter by other "
                               "scores", key="metrics.clip_model")
+        if "clip_label" in self.candidates.scores_used and self.prompts.label_template is None:
+            raise ConfigError("candidates use the clip_label score but prompts.label_template is null; set it to a "
+                              "template naming the label column, e.g. 'a photo of a {label}'",
+                              key="prompts.label_template")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict of builtins (tuples as lists), YAML/JSON-serialisable; `config_from_dict` reads it back."""

@@ -295,6 +295,17 @@ class OutputConfig:
         default=True,
         metadata={"help": "Shards also hold each source picture's own bytes (<key>.src.<ext>): complete training pairs."},
     )
+    paste_background: bool = field(
+        default=False,
+        metadata={"help": "The written edit takes the input's own pixels wherever the final mask is 0, so the kept "
+                          "part of the picture is bit-identical to the input (not a VAE round trip; exact in PNG, "
+                          "not in JPEG)."},
+    )
+    feather_px: int = field(
+        default=0,
+        metadata={"help": "With paste_background: blend the edit into the input over this many pixels, inside the "
+                          "edited area only (the kept part stays the input's)."},
+    )
 
     def __post_init__(self) -> None:
         fields.check_field_types(self)
@@ -306,6 +317,9 @@ class OutputConfig:
             raise ValueError(f"OutputConfig.jpeg_quality must be in [1, 100], got {self.jpeg_quality!r}")
         if not 0 <= self.png_compress_level <= 9:
             raise ValueError(f"OutputConfig.png_compress_level must be in [0, 9], got {self.png_compress_level!r}")
+        fields.at_least(self, "feather_px", 0)
+        if self.feather_px and not self.paste_background:
+            raise ValueError("OutputConfig.feather_px needs output.paste_background: true")
 
     @property
     def sharded(self) -> bool:
@@ -465,12 +479,13 @@ class CandidatesConfig:
     rank_by: str = field(
         default="clip_directional",
         metadata={"help": "The score candidates are ranked by, higher first: clip_directional | clip_image | "
-                          "clip_target_score | background_psnr | background_ssim | mask_coverage."},
+                          "clip_target_score | clip_label | background_psnr | background_ssim | mask_coverage."},
     )
     min: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Floors per score, e.g. {clip_directional: 0.2, clip_image: 0.7}: a candidate below one "
-                          "(or whose score cannot be computed) is filtered, whatever its rank."},
+        metadata={"help": "Floors per score, e.g. {clip_directional: 0.2, clip_image: 0.7, clip_label: 0.5}: a "
+                          "candidate below one (or whose score cannot be computed) is filtered, whatever its rank. "
+                          "With count 1 they apply to the single edit: an edit below is filtered, saying why."},
     )
     max: dict[str, Any] = field(
         default_factory=dict,
@@ -509,5 +524,129 @@ class CandidatesConfig:
         return self.count > 1
 
     @property
+    def filters_single(self) -> bool:
+        """One edit per request held to floors or ceilings: it is scored and filtered as a candidate would be."""
+        return not self.enabled and bool(self.min or self.max)
+
+    @property
     def scores_used(self) -> set[str]:
-        return {self.rank_by, *self.min, *self.max} if self.enabled else set()
+        if self.enabled:
+            return {self.rank_by, *self.min, *self.max}
+        return {*self.min, *self.max}
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    """Prompt templates: prompts made from each manifest row's own columns (diffedit_batch.data.templates). A
+    placeholder `{column}` names any manifest column (a Hugging Face ClassLabel column gives its class name);
+    `{caption}` is the BLIP caption of the picture, unless the manifest has a column of that name. A row's own
+    source_prompt, target_prompt or target_prompts win over the templates."""
+
+    source: str | None = field(
+        default=None,
+        metadata={"help": "Template of the source prompt, e.g. 'a photo of a {label}'; null = the row's "
+                          "source_prompt (or a caption)."},
+    )
+    targets: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Target templates applied to every row (a domain list, e.g. ['a photo of a {label} in the "
+                          "snow', 'a painting of a {label}']). They share one inversion per picture, as a row's "
+                          "target_prompts do; edit ids are '<id>#<k>', k the index in this list. A row's own "
+                          "target_prompt or target_prompts replace them for that row."},
+    )
+    label_template: str | None = field(
+        default=None,
+        metadata={"help": "Template naming the label column once, e.g. 'a photo of a {label}': the texts of the "
+                          "clip_label score (one per class of that column)."},
+    )
+
+    def __post_init__(self) -> None:
+        from diffedit_batch.data.templates import check_template, placeholders
+
+        fields.check_field_types(self)
+        for name in ("source", "label_template"):
+            fields.non_empty(self, name)
+        for name, template in (("source", self.source), ("label_template", self.label_template),
+                               *((f"targets[{k}]", t) for k, t in enumerate(self.targets))):
+            if template is None:
+                continue
+            if not template.strip():
+                raise ValueError(f"PromptsConfig.{name} must not be empty")
+            try:
+                check_template(template)
+            except ValueError as error:
+                raise ValueError(f"PromptsConfig.{name} {error}") from None
+        if self.label_template is not None and len(set(placeholders(self.label_template))) != 1:
+            raise ValueError(f"PromptsConfig.label_template must name exactly one column (the label), got "
+                             f"{self.label_template!r}")
+
+    @property
+    def label_column(self) -> str | None:
+        """The column `label_template` names, if any."""
+        from diffedit_batch.data.templates import placeholders
+
+        return None if self.label_template is None else placeholders(self.label_template)[0]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How many edits each row makes: K of its targets, or a number per class spread over the class's rows."""
+
+    per_image: int | None = field(
+        default=None,
+        metadata={"help": "Edits per row: K of its targets (prompts.targets, or its own target_prompts), drawn from "
+                          "the row's seed (a larger K keeps the smaller K's draws); null = all of them. With "
+                          "balance_by: the most edits any row makes."},
+    )
+    balance_by: str | None = field(
+        default=None,
+        metadata={"help": "A column whose values are classes (e.g. label): each class gets per_class edits, or as "
+                          "many as its rows allow, spread evenly over its rows (a rare class's rows make more edits "
+                          "each). Class counts come from a group-by over the whole manifest before the plan."},
+    )
+    per_class: int | None = field(
+        default=None, metadata={"help": "Edits per class with balance_by."},
+    )
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.non_empty(self, "balance_by")
+        for name in ("per_image", "per_class"):
+            if getattr(self, name) is not None:
+                fields.positive_int(self, name)
+        if (self.balance_by is None) != (self.per_class is None):
+            raise ValueError("AugmentConfig.per_class and balance_by go together: set both or neither")
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_image is not None or self.balance_by is not None
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """Regions of the picture the edit must keep to or keep out of: the manifest's region_mask and region_boxes
+    columns (or boxes read from a column), applied to DiffEdit's mask."""
+
+    mode: str = field(
+        default="inside",
+        metadata={"help": "inside | outside. inside: edit only inside the region (DiffEdit's mask AND the region); "
+                          "outside: keep the region (DiffEdit's mask minus the region), e.g. labelled objects of a "
+                          "detection set. At latent size a cell that touches a kept pixel is kept."},
+    )
+    grow_px: int = field(
+        default=0, metadata={"help": "Grow the region by this many pixels (square), at the picture's own size."},
+    )
+    boxes_from: str | None = field(
+        default=None,
+        metadata={"help": "Read region boxes ([x, y, w, h] in pixels, COCO order) from a column path such as "
+                          "objects.bbox: a struct of lists (as datasets writes a Sequence of dicts) or a list of "
+                          "structs. Replaces the region_boxes column."},
+    )
+
+    def __post_init__(self) -> None:
+        fields.check_field_types(self)
+        fields.one_of(self, "mode", ("inside", "outside"))
+        fields.at_least(self, "grow_px", 0)
+        fields.non_empty(self, "boxes_from")
+        if self.boxes_from is not None and len(self.boxes_from.split(".")) != 2:
+            raise ValueError(f"RegionConfig.boxes_from must be 'column.field', got {self.boxes_from!r}")

@@ -62,6 +62,8 @@ EXPORT_SCHEMA = hf_image_schema([
     ("background_ssim", pa.float64(), "float64"),
     ("clip_target_score", pa.float64(), "float64"),
     ("clip_source_score", pa.float64(), "float64"),
+    ("clip_label", pa.float64(), "float64"),
+    ("class_name", pa.string(), "string"),  # the class of the edit's row (augment.balance_by or the label column)
     ("model_id", pa.string(), "string"),
     ("width", pa.int32(), "int32"),
     ("height", pa.int32(), "int32"),

@@ -28,6 +28,7 @@ REQUEST_FINGERPRINT_FIELDS = (
     "source_image_uri", "source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept",
     "seed", "target_index",
 )
+REGION_FINGERPRINT_FIELDS = ("region_boxes", "region_mask_uri", "region_mask")
 _NULL = "\x00"  # stands for a missing value: no text holds it after a manifest's strings are read
 _SEPARATOR = "\x1f"
 
@@ -43,6 +44,15 @@ def request_fingerprint(request: Mapping[str, Any]) -> str:
         if name == "source_image_uri" and value is not None:
             value = redact_uri(value)
         parts.append(_NULL if value is None else str(value))
+    # A region counts when there is one (a request without one keeps the fingerprint it had before regions).
+    for name in REGION_FINGERPRINT_FIELDS:
+        value = request.get(name)
+        if value is not None:
+            if isinstance(value, bytes):
+                value = hashlib.blake2b(value, digest_size=8).hexdigest()
+            elif name == "region_mask_uri":
+                value = redact_uri(value)
+            parts.append(f"{name}={value}")
     digest.update(_SEPARATOR.join(parts).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 

@@ -96,6 +96,17 @@ MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
     ManifestColumn("seed", "integer", False, "Seed of this row's noise; derived from the job seed and id when null."),
     ManifestColumn("source_concept", "string", False, "Source concept (e.g. 'fruits'), expanded into prompts by the Flan-T5 stage."),
     ManifestColumn("target_concept", "string", False, "Target concept (e.g. 'pears'), expanded into prompts by the Flan-T5 stage."),
+    ManifestColumn(
+        "region_mask", "picture", False,
+        "A grayscale picture (URI, relative as image is; or its bytes), white = the region (region.mode says "
+        "whether the edit keeps to it or out of it). One of another size than the image is resized "
+        "nearest-neighbour to it.",
+    ),
+    ManifestColumn(
+        "region_boxes", "box list", False,
+        "Region boxes [[x, y, w, h], ...] in pixels of the image (COCO order), rounded outward and clipped to the "
+        "picture; a box of negative size makes the row invalid. Read from another column with region.boxes_from.",
+    ),
 )
 
 
@@ -134,6 +145,17 @@ def _matches(kind: str, data_type: pa.DataType, required: bool) -> bool:
         return _is_string(data_type)
     if kind == "integer":
         return pa.types.is_integer(data_type)
+    if kind == "picture":  # a URI, bytes, or the datasets image struct {bytes, path}
+        return _is_string(data_type) or pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) or (
+            pa.types.is_struct(data_type) and bool({"bytes", "path"} & {f.name for f in data_type}))
+    if kind == "box list":
+        if not (pa.types.is_list(data_type) or pa.types.is_large_list(data_type)
+                or pa.types.is_fixed_size_list(data_type)):
+            return False
+        inner = data_type.value_type
+        return (pa.types.is_list(inner) or pa.types.is_large_list(inner) or pa.types.is_fixed_size_list(inner)) and (
+            pa.types.is_integer(inner.value_type) or pa.types.is_floating(inner.value_type)
+            or pa.types.is_null(inner.value_type))
     if kind == "string list":
         is_list = (
             pa.types.is_list(data_type)
@@ -147,15 +169,18 @@ def _matches(kind: str, data_type: pa.DataType, required: bool) -> bool:
     raise ValueError(f"unknown column kind {kind!r}")
 
 
-_EXPECTED = {"string": "a string", "integer": "an integer", "string list": "a list of strings"}
+_EXPECTED = {"string": "a string", "integer": "an integer", "string list": "a list of strings",
+             "picture": "a URI string, binary, or an image struct {bytes, path}",
+             "box list": "a list of [x, y, w, h] number lists"}
 
 
-def check_manifest_schema(schema: pa.Schema) -> None:
+def check_manifest_schema(schema: pa.Schema, templated_targets: bool = False) -> None:
     """Raise ManifestError naming every missing or mistyped manifest column, all in one message.
 
     Accepts any integer width, string/large_string (also dictionary-encoded), list/large_list of
-    strings. Extra columns are allowed and ignored. A manifest with none of target_prompt,
-    target_prompts, target_concept is an error too: no row of it could ever be edited.
+    strings. Extra columns are allowed (templates and regions may read them). A manifest with none of
+    target_prompt, target_prompts, target_concept is an error too, unless the config's `prompts.targets` make the
+    targets (`templated_targets`): no row of it could ever be edited.
     """
     problems = []
     duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
@@ -172,7 +197,7 @@ def check_manifest_schema(schema: pa.Schema) -> None:
             problems.append(
                 f"column {column.name!r} has type {data_type}, expected {_EXPECTED[column.kind]}"
             )
-    if not any(name in schema.names for name in _TARGET_COLUMNS):
+    if not templated_targets and not any(name in schema.names for name in _TARGET_COLUMNS):
         problems.append(f"no target column: add one of {', '.join(_TARGET_COLUMNS)}")
     if duplicated:
         problems.append(f"duplicated column names: {', '.join(duplicated)}")
@@ -250,7 +275,8 @@ class Manifest:
         return sum(file.rows for file in self.files)
 
 
-def _read_footer(file_uri: str, options: StorageOptions | None) -> tuple[pa.Schema, int]:
+def _read_footer(file_uri: str, options: StorageOptions | None,
+                 templated_targets: bool = False) -> tuple[pa.Schema, int]:
     options = options or StorageOptions()
     filesystem, path = resolve(file_uri, options)
     try:
@@ -260,13 +286,14 @@ def _read_footer(file_uri: str, options: StorageOptions | None) -> tuple[pa.Sche
     except (OSError, pa.ArrowException, StorageError) as exc:
         raise ManifestError(f"cannot read manifest file {redact_uri(file_uri)}: {exc}") from exc
     try:
-        check_manifest_schema(schema)
+        check_manifest_schema(schema, templated_targets)
     except ManifestError as exc:
         raise ManifestError(f"{redact_uri(file_uri)}: {exc}") from None
     return schema.remove_metadata(), metadata.num_rows
 
 
-def inspect_manifest(uri: str, options: StorageOptions | None = None, threads: int = 16) -> Manifest:
+def inspect_manifest(uri: str, options: StorageOptions | None = None, threads: int = 16,
+                     templated_targets: bool = False) -> Manifest:
     """Read the footers of every file of the manifest at `uri` (no row data), in parallel threads.
 
     Every file's schema is checked with ``check_manifest_schema`` (the error names the file) and the files must
@@ -276,7 +303,7 @@ def inspect_manifest(uri: str, options: StorageOptions | None = None, threads: i
 
     uris = manifest_files(uri, options)
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(uris)))) as pool:
-        footers = list(pool.map(lambda file_uri: _read_footer(file_uri, options), uris))
+        footers = list(pool.map(lambda file_uri: _read_footer(file_uri, options, templated_targets), uris))
     try:
         schema = pa.unify_schemas([schema for schema, _ in footers], promote_options="permissive")
     except (pa.ArrowException, TypeError) as exc:
@@ -288,14 +315,18 @@ def inspect_manifest(uri: str, options: StorageOptions | None = None, threads: i
     return Manifest(tuple(files), schema, manifest_base_dir(uri, options))
 
 
-def resolve_images(table: pa.Table, file_uri: str) -> pa.Table:
-    """``table`` (rows of the manifest file at ``file_uri``) with each relative ``image`` resolved against that
-    file's own folder, so a file reads the same given alone or within a folder of files. One that cannot be
-    resolved (it climbs out of its bucket) stays as it is: reading it fails as that row's storage error."""
-    if "image" not in table.column_names:
-        return table
-    base_dir = parent_uri(file_uri)
+def resolve_images(table: pa.Table, file_uri: str, columns: tuple[str, ...] = ("image", "region_mask")) -> pa.Table:
+    """``table`` (rows of the manifest file at ``file_uri``) with each relative URI of ``columns`` (``image``, and
+    ``region_mask`` when it holds URIs) resolved against that file's own folder, so a file reads the same given
+    alone or within a folder of files. One that cannot be resolved (it climbs out of its bucket) stays as it is:
+    reading it fails as that row's storage error."""
+    for column in columns:
+        if column in table.column_names and _is_string(table.schema.field(column).type):
+            table = _resolve_column(table, column, parent_uri(file_uri))
+    return table
 
+
+def _resolve_column(table: pa.Table, column: str, base_dir: str) -> pa.Table:
     def resolved(image: Any) -> Any:
         if not isinstance(image, str) or not image.strip():
             return image
@@ -304,8 +335,8 @@ def resolve_images(table: pa.Table, file_uri: str) -> pa.Table:
         except StorageError:
             return image
 
-    images = pa.array([resolved(image) for image in table.column("image").to_pylist()], pa.string())
-    return table.set_column(table.column_names.index("image"), "image", images)
+    images = pa.array([resolved(image) for image in table.column(column).to_pylist()], pa.string())
+    return table.set_column(table.column_names.index(column), column, images)
 
 
 def manifest_file_error(file_uri: str, error: BaseException) -> ManifestError:
@@ -520,7 +551,12 @@ def has_source(source_prompt: str | None, source_concept: str | None) -> bool:
     return source_prompt is not None or source_concept is not None
 
 
-def needs_caption(source_prompt: str | None, source_concept: str | None, caption_inversion: bool) -> bool:
-    """Whether a BLIP caption is made for an edit's picture: the config asks for caption inversion, or the edit
-    has no source (the caption then stands in for it). The one rule the manifest scan and the captions stage share."""
-    return caption_inversion or not has_source(source_prompt, source_concept)
+def needs_caption(source_prompt: str | None, source_concept: str | None, caption_inversion: bool,
+                  target_prompt: str | None = None) -> bool:
+    """Whether a BLIP caption is made for an edit's picture: the config asks for caption inversion, the edit
+    has no source (the caption then stands in for it), or a prompt template left `{caption}` in its source or
+    target prompt. The one rule the manifest scan and the captions stage share."""
+    from .templates import has_caption
+
+    return (caption_inversion or not has_source(source_prompt, source_concept) or has_caption(source_prompt)
+            or has_caption(target_prompt))

@@ -48,6 +48,8 @@ METRIC_FIELDS = (
     # the change of text embeddings (target - source), and the input against the edit
     pa.field("clip_directional", pa.float64()),
     pa.field("clip_image", pa.float64()),
+    # CLIP's zero-shot probability of the row's class among all classes of its label column (prompts.label_template)
+    pa.field("clip_label", pa.float64()),
 )
 
 _SIGMA = 1.5

@@ -42,6 +42,10 @@ RECORD_COLUMN_MEANINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("clip_directional", "clip_image"), "a candidate's InstructPix2Pix scores: cosine of (edit - input) image "
      "embeddings with (target - source) text embeddings, and of input with edit; null unless `metrics.clip_model` "
      "is set"),
+    (("class_name",), "the class of the edit's source row (the `augment.balance_by` column's value, a `ClassLabel` "
+     "as its name); null when the run has no class column"),
+    (("clip_label",), "CLIP zero-shot probability of the row's class among all classes (`prompts.label_template`); "
+     "null unless `candidates.min`, `candidates.max` or `candidates.rank_by` use it"),
 )
 
 

@@ -93,6 +93,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("candidate", pa.int32()),
         pa.field("candidate_settings", pa.string()),
         pa.field("filter_reason", pa.string()),
+        # the row's class as text (augment.balance_by, else the label template's column; a ClassLabel's name)
+        pa.field("class_name", pa.string()),
     ]
 )
 
@@ -228,6 +230,7 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "candidate": row.get("candidate"),
         "candidate_settings": row.get("candidate_settings"),
         "filter_reason": row.get("filter_reason"),
+        "class_name": row.get("class_name"),
     }
 
 

@@ -34,6 +34,7 @@ The rules, per row id:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import posixpath
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
+from .augment import Recipe, RegionProblem, TemplateProblem, draw_targets
 from .compaction import SUPERSEDED_SCHEMA
 from .fingerprints import request_fingerprint
 from .layout import OutputLayout
@@ -85,6 +87,11 @@ REQUEST_SCHEMA = pa.schema([
     # what made the edit (data.fingerprints): the request's, and the settings' it is made under
     pa.field("request_fingerprint", pa.string()),
     pa.field("settings_fingerprint", pa.string()),
+    # augmenting a labelled dataset (data.augment): the row's class as text, and its region
+    pa.field("class_name", pa.string()),
+    pa.field("region_boxes", pa.list_(pa.list_(pa.float64()))),
+    pa.field("region_mask_uri", pa.string()),
+    pa.field("region_mask", pa.binary()),
 ])
 # What the plan does with the earlier ok records of an edit made under other settings, or unknown ones (records
 # from before fingerprints): `stop` plans them as `redo` and the driver refuses the run before any work.
@@ -137,9 +144,12 @@ def bucket_of(row_id: str | None, buckets: int) -> int:
 
 
 def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: int, buckets: int,
-                          settings: Sequence[str] = ("",) * 4, caption_inversion: bool = False) -> pa.Table:
-    """Manifest rows (with a `row_index` column) -> one plan row per edit request: validated, seeded and
-    fingerprinted.
+                          settings: Sequence[str] = ("",) * 4, caption_inversion: bool = False,
+                          recipe: Recipe | None = None) -> pa.Table:
+    """Manifest rows (with a `row_index` column, and `class_rank` with `augment.balance_by`) -> one plan row per edit
+    request: validated, seeded and fingerprinted. With a `recipe` (`data.augment`), prompts come from templates, a
+    row edits the targets its recipe draws (a row whose quota is 0 makes no edit), and carries its class and region;
+    a null value a template or the recipe needs, or a bad box, makes the row one invalid_row record naming it.
 
     A request that cannot be edited carries status `error` and its reason; mistyped values that the error names
     are made to fit the schema (prompts stringified, a seed outside int64 dropped). `settings`: the run's settings
@@ -151,11 +161,25 @@ def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: in
     rows = []
     for row in batch.to_pylist():
         row_index = row.pop("row_index")
-        for request in expand_edits(row, base_dir=base_dir):
-            plan = {**request.to_dict(), "row_index": row_index, "status": Status.PENDING, "kind": _REQUEST,
+        class_rank = row.pop("class_rank", None)
+        extra, row_problem, wanted = {}, None, None
+        if recipe is not None:
+            try:
+                row = recipe.fill(row)
+                extra = _recipe_columns(row, recipe)
+                wanted = recipe.edits_wanted(row, class_rank)
+            except (TemplateProblem, RegionProblem) as error:
+                row_problem = str(error)
+        requests = expand_edits(row, base_dir=base_dir)
+        if row_problem is not None:  # the row's one record, under its id
+            requests = [dataclasses.replace(requests[0], edit_id=requests[0].row_id, target_index=None)]
+        elif wanted is not None and requests[0].row_id:
+            requests = _drawn(requests, wanted, job_seed)
+        for request in requests:
+            plan = {**request.to_dict(), **extra, "row_index": row_index, "status": Status.PENDING, "kind": _REQUEST,
                     "bucket": bucket_of(request.row_id, buckets)}
             # A row without a source is valid: the captions stage supplies one whenever the work list needs it.
-            problem = validate_request(request, caption_available=True)
+            problem = row_problem or validate_request(request, caption_available=True)
             if problem is not None:
                 plan.update(status=Status.ERROR, error_class=ErrorClass.INVALID_ROW, error=problem)
             elif plan["seed"] is None:
@@ -168,10 +192,34 @@ def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: in
                 plan["seed"] = None
             plan["request_fingerprint"] = request_fingerprint(plan)
             uses_concepts = plan["source_concept"] is not None or plan["target_concept"] is not None
-            uses_caption = needs_caption(plan["source_prompt"], plan["source_concept"], caption_inversion)
+            uses_caption = needs_caption(plan["source_prompt"], plan["source_concept"], caption_inversion,
+                                         plan["target_prompt"])
             plan["settings_fingerprint"] = settings[2 * uses_concepts + uses_caption]
             rows.append(plan)
     return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
+
+
+def _recipe_columns(row: dict, recipe: Recipe) -> dict:
+    """What a recipe adds to each request of a row: its class and its region (boxes; a mask's URI or bytes)."""
+    extra = {"class_name": recipe.class_of(row), "region_boxes": recipe.boxes(row)}
+    mask = row.get("region_mask")
+    if isinstance(mask, dict):  # the datasets image struct: its bytes win, else its path
+        mask = mask.get("bytes") or mask.get("path")
+    if isinstance(mask, str) and mask.strip():
+        extra["region_mask_uri"] = mask.strip()
+    elif isinstance(mask, (bytes, bytearray)) and mask:
+        extra["region_mask"] = bytes(mask)
+    return extra
+
+
+def _drawn(requests: list, wanted: int, job_seed: int) -> list:
+    """The `wanted` requests a row edits (`Recipe.edits_wanted`), drawn from the row's seed; none for 0."""
+    from diffedit_batch.seeds import derive_seed, is_seed
+
+    if wanted >= len(requests):
+        return requests
+    seed = requests[0].seed if is_seed(requests[0].seed) else derive_seed(job_seed, requests[0].row_id)
+    return [requests[i] for i in draw_targets(seed, len(requests), wanted)]
 
 
 def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Table:
@@ -349,7 +397,8 @@ def plan_bucket(
         settings_changes=best.get_column("change").drop_nulls().unique().sort().head(MAX_SETTINGS_CHANGES).to_list(),
         invalid=invalid.height,
         duplicates=duplicates.height,
-        captions_needed=sum(needs_caption(prompt, concept, caption_inversion) for prompt, concept in sources),
+        captions_needed=sum(needs_caption(prompt, concept, caption_inversion, target)
+                        for (prompt, concept), target in zip(sources, pending.get_column("target_prompt").to_list())),
         concepts=list(concepts),
         shards=ok.get_column("shard").drop_nulls().unique().sort().to_list(),
     )

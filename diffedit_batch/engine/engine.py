@@ -2,8 +2,8 @@
 
 One call edits many rows, each with its own settings. Work is shared wherever the result cannot differ: one VAE
 encode per distinct picture, one text-encoder pass per distinct prompt, one set of mask predictions per (picture,
-seed, prompt, mask settings) whatever each row's threshold, one inversion per (picture, seed, inversion prompt,
-inversion settings) walked to the highest inpaint strength that needs it (a lower strength's inversion is its
+seed, prompt, mask settings) whatever each row's threshold or region, one inversion per (picture, seed, inversion
+prompt, inversion settings) walked to the highest inpaint strength that needs it (a lower strength's inversion is its
 prefix), and one denoising walk per latent size and step count, rows of lower strength joining it late. Rows of
 equal latent size share denoiser calls, up to `max_unet_batch` samples per call. On SD 1.x/2.x and SDXL each row's
 result equals what the deprecated diffusers pipeline gives for that row alone, with its own settings and
@@ -33,7 +33,7 @@ from .denoiser_runner import DenoiserRunner
 from .families import FLUX, SD, SD3, SDXL, flow_family, unet_family
 from .inversion import invert
 from .latents import LatentCodec, PreparedImage
-from .mask import threshold_mask
+from .mask import constrain_mask, region_key, threshold_mask
 from .prompts import EncodedPrompt, Prompt, PromptEncoder, prompt_key
 from .settings import EditSettings
 
@@ -114,6 +114,7 @@ class _Row:
     @property
     def paper_timing(self) -> bool:
         return self.settings.paper_blend_timing or not self.guidance.blends_late
+    region: tuple | None = None  # the row's region constraint's key (`region_key`); None = no constraint
 
     @property
     def noise_unit(self) -> tuple:
@@ -133,7 +134,8 @@ class _Row:
 
     @property
     def mask_key(self) -> tuple:
-        return (self.mask_unit, self.settings.mask_thresholding_ratio)
+        """The final mask: thresholding, then the region constraint (rows share predictions whatever their region)."""
+        return (self.mask_unit, self.settings.mask_thresholding_ratio, self.region)
 
     @property
     def inversion_unit(self) -> tuple:
@@ -291,6 +293,7 @@ class DiffEditEngine:
         seeds: Sequence[int],
         settings: EditSettings | Sequence[EditSettings] | None = None,
         inversion_prompts: Sequence[Prompt | None] | None = None,
+        regions: Sequence[np.ndarray | None] | None = None,
     ) -> list[EditResult]:
         """Edit row i of `images` from `source_prompts[i]` to `target_prompts[i]`, seeded by `seeds[i]`.
 
@@ -298,15 +301,19 @@ class DiffEditEngine:
         FLUX.1: a `Conditioning` with pooled embeddings). `settings` is one `EditSettings` for every row or one per row
         (e.g. a picture's candidates with different thresholds, strengths and guidance scales, which share its mask
         predictions and inversion). `inversion_prompts[i]` (e.g. an image caption) conditions the inversion; None
-        falls back to the source. Images may differ in size. Raises ValueError/TypeError naming the row for
-        malformed input.
+        falls back to the source. `regions[i]` (None: none) constrains row i's mask: a (h, w) array at latent
+        size (the picture's size / 8), nonzero where the edit may change the picture; the row's final mask is
+        DiffEdit's mask AND it (`mask.constrain_mask`). Images may differ in size. Raises ValueError/TypeError naming
+        the row for malformed input.
         """
         n = len(images)
         row_settings = self._row_settings(settings, n)
         if inversion_prompts is None:
             inversion_prompts = [None] * n
+        if regions is None:
+            regions = [None] * n
         for name, values in (("source_prompts", source_prompts), ("target_prompts", target_prompts),
-                             ("seeds", seeds), ("inversion_prompts", inversion_prompts)):
+                             ("seeds", seeds), ("inversion_prompts", inversion_prompts), ("regions", regions)):
             if len(values) != n:
                 raise ValueError(f"{name} has {len(values)} entries for {n} images")
         if n == 0:
@@ -314,6 +321,8 @@ class DiffEditEngine:
 
         started = time.perf_counter()
         prepared = [self._prepare(i, image) for i, image in enumerate(images)]
+        region_of: dict[tuple, np.ndarray] = {}
+        region_keys = [self._region(i, region, prepared[i], region_of) for i, region in enumerate(regions)]
         seeds = [self._check_seed(i, seed) for i, seed in enumerate(seeds)]
         inversion_prompts = [
             source if inversion is None else inversion for source, inversion in zip(source_prompts, inversion_prompts)
@@ -339,6 +348,7 @@ class DiffEditEngine:
                 inversion=empty if row_settings[i].paper_unconditional_inversion else prompt_key(inversion_prompts[i]),
                 settings=row_settings[i],
                 guidance=self._guidance,
+                region=region_keys[i],
             )
             for i in range(n)
         ]
@@ -358,7 +368,7 @@ class DiffEditEngine:
             by_shape[posteriors[row.image].latent_shape].append(row)
         results: dict[int, EditResult] = {}
         for group in by_shape.values():
-            results.update(self._edit_group(group, posteriors, encoded))
+            results.update(self._edit_group(group, posteriors, encoded, region_of))
         for row in rows:
             truncated = []
             for name, key in (("source", row.source), ("target", row.target),
@@ -371,9 +381,9 @@ class DiffEditEngine:
 
     # ------------------------------------------------------------------ stages of one same-size group
 
-    def _edit_group(self, rows: list[_Row], posteriors, encoded) -> dict[int, EditResult]:
+    def _edit_group(self, rows: list[_Row], posteriors, encoded, region_of=None) -> dict[int, EditResult]:
         started = time.perf_counter()
-        masks = self._masks(rows, posteriors, encoded)
+        masks = self._masks(rows, posteriors, encoded, region_of or {})
         self._stage("mask", started)
 
         started = time.perf_counter()
@@ -399,9 +409,9 @@ class DiffEditEngine:
         self._stage("vae_decode", started)
         return {row.index: EditResult(image=images[row.edit_unit], mask=masks[row.mask_key]) for row in rows}
 
-    def _masks(self, rows: list[_Row], posteriors, encoded) -> dict[tuple, np.ndarray]:
-        """Per (mask unit, threshold): the binary mask. One denoiser prediction set per (image, seed, mask settings,
-        prompt), thresholded once per ratio that a row asks for."""
+    def _masks(self, rows: list[_Row], posteriors, encoded, region_of=None) -> dict[tuple, np.ndarray]:
+        """Per (mask unit, threshold, region): the binary mask. One denoiser prediction set per (image, seed, mask
+        settings, prompt), thresholded once per ratio that a row asks for, then constrained by the row's region."""
         noisy: dict[tuple, torch.Tensor] = {}
         level_of: dict[tuple, object] = {}
         for row in rows:
@@ -443,7 +453,10 @@ class DiffEditEngine:
                 source = prediction_of[(row.noise_unit, row.source, row.mask_guidance)]
                 target = prediction_of[(row.noise_unit, row.target, row.mask_guidance)]
                 ratio = row.settings.mask_thresholding_ratio
-                masks[row.mask_key] = threshold_mask(source, target, ratio).cpu().numpy()
+                mask = threshold_mask(source, target, ratio).cpu().numpy()
+                if row.region is not None:
+                    mask = constrain_mask(mask, region_of[row.region])
+                masks[row.mask_key] = mask
         return masks
 
     def _inversions(self, rows: list[_Row], posteriors, encoded) -> dict[tuple, tuple[torch.Tensor, list[torch.Tensor]]]:
@@ -528,6 +541,19 @@ class DiffEditEngine:
             if not isinstance(each, EditSettings):
                 raise TypeError(f"row {i}: settings must be EditSettings, got {type(each).__name__}")
         return list(settings)
+
+    def _region(self, index: int, region, prepared: PreparedImage, region_of: dict) -> tuple | None:
+        """The key of row `index`'s region constraint (None for none), its array kept in `region_of`."""
+        if region is None:
+            return None
+        region = np.asarray(region.cpu() if isinstance(region, torch.Tensor) else region)
+        shape = (prepared.pixels.shape[-2] // self.vae_scale_factor, prepared.pixels.shape[-1] // self.vae_scale_factor)
+        if region.shape != shape:
+            raise ValueError(f"row {index}: region must be {shape[0]}x{shape[1]} (the latent size), got "
+                             f"{'x'.join(map(str, region.shape))}")
+        key = region_key(region)
+        region_of.setdefault(key, region != 0)
+        return key
 
     def _prepare(self, index: int, image) -> PreparedImage:
         try:

@@ -8,6 +8,9 @@ thresholding below divides away. So we evaluate each prompt once, unguided: half
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 
 
@@ -29,3 +32,14 @@ def threshold_mask(source_prediction: torch.Tensor, target_prediction: torch.Ten
     normalised = guidance_map.clamp(0, clamp_magnitude) / clamp_magnitude
     # NaN (identical predictions: 0 / 0) compares False and yields 1, as in the reference.
     return torch.where(normalised <= 0.5, 0, 1).to(torch.uint8)
+
+
+def constrain_mask(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """DiffEdit's binary (h, w) mask AND a region constraint of the same shape (nonzero: the edit may change it)."""
+    return (mask * (np.asarray(region) != 0)).astype(np.uint8)
+
+
+def region_key(region: np.ndarray) -> tuple:
+    """A key of a region constraint: rows with equal constraints share their final mask."""
+    binary = np.ascontiguousarray(np.asarray(region) != 0)
+    return (binary.shape, hashlib.blake2b(np.packbits(binary).tobytes(), digest_size=16).hexdigest())

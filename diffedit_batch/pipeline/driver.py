@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.compaction import compact_records
+from diffedit_batch.data.classlabel_names import manifest_class_names
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
@@ -47,7 +48,7 @@ from .placement import check_placement
 from .plan import edit_pass, edit_pass_stages, generate_concept_captions
 from .planning import SETTINGS_ADVICE, RunPlan, SettingsChanged, plan_run, settings_change_message
 from .context import RunContext, open_run
-from .preflight import check_devices, check_models
+from .preflight import check_devices, check_manifest_columns, check_models
 from .progress import ProgressReporter
 from .summary import JobSummary
 from .supersede import remove_superseded
@@ -121,7 +122,10 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
 def _run_under_lease(context: RunContext, address: str | None, break_lease: bool, verbose: bool,
                      stop: _StopSignals) -> JobSummary:
     config, options, output_prefix = context.config, context.options, context.output_prefix
-    manifest = inspect_manifest(context.manifest_uri, options)
+    manifest = inspect_manifest(context.manifest_uri, options, templated_targets=bool(config.prompts.targets))
+    # Before any work: every column the templates, augment and regions name must be in the manifest.
+    check_manifest_columns(config, manifest.schema.names)
+    class_names = manifest_class_names([file.uri for file in manifest.files], options)
     run_id = new_run_id()
     summary = JobSummary(run_id=run_id)
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -148,7 +152,8 @@ def _run_under_lease(context: RunContext, address: str | None, break_lease: bool
                               on_lost=lambda message: _thread.interrupt_main(signal.SIGINT))
         elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
-        _run(context, manifest, run_id, elastic, summary, metadata["manifest"], write_run_file)
+        _run(context, manifest, run_id, elastic, summary, metadata["manifest"], write_run_file,
+             class_names)
         stop.armed = False
         summary.status = "done"
         if summary.unrecorded:  # a full disk fails the run, whatever job.max_failed_fraction tolerates
@@ -223,7 +228,7 @@ def _run_under_lease(context: RunContext, address: str | None, break_lease: bool
 
 
 def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: JobSummary, manifest_label: str,
-         write_run_file: Callable[[], None]) -> None:
+         write_run_file: Callable[[], None], class_names: dict[str, list[str]] | None = None) -> None:
     """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
     stages are known to fit: a run that cannot be placed leaves nothing behind; nor does one refused for a change
     of settings (SettingsChanged)."""
@@ -243,7 +248,7 @@ def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: Job
     started = time.perf_counter()
     with ProgressReporter(summary, config.job.progress_interval_s):
         plan = plan_run(config, manifest, earlier.live, output_prefix, run_id, with_shards=bool(shards),
-                        settings=settings, on_settings_change=on_settings_change)
+                        settings=settings, on_settings_change=on_settings_change, class_names=class_names)
         _settle_settings(plan, settings, on_settings_change, output_prefix, run_id, options)
         _remove_orphan_shards(shards, plan, options)
         summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
@@ -260,7 +265,7 @@ def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: Job
         check_devices(config, local=not elastic, **needs)
         concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
         stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
-                                  concept_captions=concept_captions)
+                                  concept_captions=concept_captions, label_classes=plan.classes)
         check_placement(stages, elastic)
         if plan.work_files:
             batches = iter(edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",

@@ -33,13 +33,15 @@ def edit_pass_stages(
     *,
     caption_images: bool,
     concept_captions: dict[str, list[str]] | None = None,
+    label_classes: list[str] | None = None,
 ) -> list[Stage]:
     """The edit pass's stages, in order. `caption_images` adds the BLIP stage (rows without a source, or caption
-    inversion; never in noop mode, where no model runs)."""
+    inversion; never in noop mode, where no model runs). `label_classes`: every class of the label column (the
+    clip_label score's choices)."""
     stages = [read_work_stage(config), fetch_stage(config)]
     if caption_images and config.job.mode == "edit":
         stages.append(captions_stage(config))
-    stages.append(edit_stage(config, concept_captions))
+    stages.append(edit_stage(config, concept_captions, label_classes))
     # Candidates ranked or filtered by CLIP scores are scored by the edit actor, which holds the CLIP model then.
     if config.metrics.clip_model is not None and not candidates_use_clip(config):
         stages.append(clip_stage(config))

@@ -12,16 +12,19 @@ per bucket. The edit pass then streams the work list; the compaction at the end 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
-from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest
+from diffedit_batch.data.augment import Recipe
+from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest, manifest_file_error
 from diffedit_batch.data.records import RecordFile, read_record_file
-from diffedit_batch.data.storage import StorageOptions
+from diffedit_batch.data.storage import StorageOptions, resolve
 from diffedit_batch.data.worklist import (
     MAX_SETTINGS_CHANGES,
     PLAN_SCHEMA,
@@ -87,6 +90,7 @@ class RunPlan:
     duplicates: int = 0
     captions_needed: int = 0
     concepts: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # every class of the label column, as text (clip_label)
     work_files: list[tuple[str, int]] = field(default_factory=list)  # (uri, rows), in bucket order
     superseded_files: list[str] = field(default_factory=list)
     record_files: list[str] = field(default_factory=list)  # the plan's own record parts (invalid rows, duplicates)
@@ -160,19 +164,20 @@ def settings_policies(on_settings_change: str | None) -> tuple[str, str]:
 
 def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix: str, run_id: str,
                 with_shards: bool = False, settings: RunSettings | None = None,
-                on_settings_change: str | None = None) -> dict[str, Stage]:
+                on_settings_change: str | None = None, recipe: Recipe | None = None) -> dict[str, Stage]:
     """The plan pass's stages, as declarations (their resources count in the placement check). `settings`: the
-    run's settings fingerprints (default: `config`'s)."""
+    run's settings fingerprints (default: `config`'s); `recipe`: templates, augment and regions (`build_recipe`)."""
     options = config.storage
     settings = settings or run_settings(config)
+    recipe = recipe or build_recipe(config)
     settings_policy, unknown_policy = settings_policies(on_settings_change)
     plan_names = tuple(PLAN_SCHEMA.names)
     return {
         "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
-                      batch_size=1, kwargs={"options": options}, schema=None),
+                      batch_size=1, kwargs=_read_kwargs(config, recipe), schema=None),
         "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
-                          kwargs=_request_kwargs(config, settings, buckets)),
+                          kwargs=_request_kwargs(config, settings, buckets, recipe)),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
                          batch_size=_FILES_PER_TASK, schema=None,
                          kwargs={"options": options, "buckets": buckets, "with_shards": with_shards}),
@@ -184,12 +189,92 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     }
 
 
-def _request_kwargs(config: Config, settings: RunSettings, buckets: int) -> dict:
+def _request_kwargs(config: Config, settings: RunSettings, buckets: int, recipe: Recipe | None = None) -> dict:
     """What `requests_to_plan_rows` takes besides the rows, in the requests stage and in the estimate of its bytes."""
     # base_dir None: the read stage resolved each relative image against its own file's folder; resolving again
     # would prefix a relative manifest folder twice
     return {"base_dir": None, "job_seed": config.job.seed, "buckets": buckets, "settings": settings.by_use,
-            "caption_inversion": config.captions.caption_inversion}
+            "caption_inversion": config.captions.caption_inversion, "recipe": recipe or build_recipe(config)}
+
+
+def _read_kwargs(config: Config, recipe: Recipe) -> dict:
+    """What `read_manifest_rows` takes: the columns the recipe reads, and the column whose classes are ranked."""
+    return {"options": config.storage, "extra_columns": tuple(recipe.columns), "class_column": recipe.balance_by}
+
+
+def build_recipe(config: Config, class_names: dict[str, list[str]] | None = None,
+                 class_counts: dict[str, int] | None = None) -> Recipe:
+    """The plan's recipe (`data.augment.Recipe`) from the config's prompts, augment and region sections, the
+    manifest's ClassLabel names and the class counts of `augment.balance_by` (`count_classes`)."""
+    prompts, augment = config.prompts, config.augment
+    return Recipe(source_template=prompts.source, target_templates=tuple(prompts.targets),
+                  per_image=augment.per_image, balance_by=augment.balance_by, per_class=augment.per_class,
+                  label_column=label_column(config), boxes_from=config.region.boxes_from,
+                  class_names=dict(class_names or {}), class_counts=dict(class_counts or {}))
+
+
+def label_column(config: Config) -> str | None:
+    """The column whose class each edit records and clip_label scores: `augment.balance_by`, else the column that
+    `prompts.label_template` names."""
+    return config.augment.balance_by or config.prompts.label_column
+
+
+def _class_keys(batch: pa.Table, *, options: StorageOptions, column: str):
+    """(`first_row` of its file, class key) of each manifest row of the files named in `batch`: one column read."""
+    from diffedit_batch.data.augment import class_key
+
+    for uri, first_row in zip(batch.column("file").to_pylist(), batch.column("first_row").to_pylist()):
+        filesystem, path = resolve(uri, options)
+        try:
+            with filesystem.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                for record_batch in parquet.iter_batches(batch_size=65536, columns=[column]):
+                    keys = [class_key(value) for value in record_batch.column(0).to_pylist()]
+                    yield pa.table({"first_row": pa.array([first_row] * len(keys), pa.int64()),
+                                    "class": pa.array(keys, pa.string())})
+        except (OSError, pa.ArrowException) as error:
+            raise manifest_file_error(uri, error) from None
+
+
+def count_classes(config: Config, manifest: Manifest, column: str) -> tuple[dict[str, int], dict[int, dict[str, int]]]:
+    """The rows of each class of `column` over the whole manifest (class key -> rows; null values are no class),
+    and for each file (by its `first_row`) the rows of each class in the files before it. Needs Ray: a Ray Data
+    group-by (file, class) counts them, so the driver holds a count per file and class, never a row."""
+    import ray
+
+    files = [file for file in manifest.files if file.rows]
+    if not files:
+        return {}, {}
+    dataset = ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files],
+                                  override_num_blocks=len(files))
+    keys = dataset.map_batches(_class_keys, batch_format="pyarrow", batch_size=1, num_cpus=0.25,
+                               fn_kwargs={"options": config.storage, "column": column})
+    per_file: dict[int, dict[str, int]] = {}
+    for row in keys.groupby(["first_row", "class"]).count().take_all():
+        if row["class"] is not None:
+            per_file.setdefault(int(row["first_row"]), {})[row["class"]] = int(row["count()"])
+    totals: dict[str, int] = {}
+    offsets: dict[int, dict[str, int]] = {}
+    for file in files:
+        offsets[file.first_row] = dict(totals)
+        for key, rows in per_file.get(file.first_row, {}).items():
+            totals[key] = totals.get(key, 0) + rows
+    return totals, offsets
+
+
+def label_classes(config: Config, class_names: dict[str, list[str]], class_counts: dict[str, int]) -> list[str]:
+    """Every class of the label column as text, for clip_label: a ClassLabel's names, else the distinct values the
+    class count found (sorted)."""
+    import json
+
+    from diffedit_batch.data.templates import class_name
+
+    column = label_column(config)
+    if column is None:
+        return []
+    if column in class_names:
+        return list(class_names[column])
+    return sorted({class_name(column, json.loads(key), {}) for key in class_counts})
 
 
 def bucket_count(manifest_rows: int, earlier_records: int, plan_bytes: int = 0) -> int:
@@ -210,12 +295,13 @@ def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int
     rows (SAMPLE_ROWS of each of SAMPLE_FILES files), and EARLIER_ROW_BYTES for each earlier record. Reads a few
     blocks of rows in this process; raises ManifestError naming a file that cannot be read."""
     request_kwargs = _request_kwargs(config, settings or run_settings(config), buckets=1)
+    read_kwargs = _read_kwargs(config, request_kwargs["recipe"])
     files = [file for file in manifest.files if file.rows]
     spread = sorted({k * len(files) // SAMPLE_FILES for k in range(SAMPLE_FILES)})
     sampled_rows = sampled_bytes = 0
     for file in (files[index] for index in spread):
         blocks = read_manifest_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
-                                    options=config.storage, rows_per_block=SAMPLE_ROWS)
+                                    rows_per_block=SAMPLE_ROWS, **read_kwargs)
         try:
             rows = next(blocks, None)
         finally:
@@ -231,10 +317,11 @@ def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int
 
 def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], output_prefix: str,
              run_id: str, with_shards: bool = False, settings: RunSettings | None = None,
-             on_settings_change: str | None = None) -> RunPlan:
+             on_settings_change: str | None = None, class_names: dict[str, list[str]] | None = None) -> RunPlan:
     """Run the plan pass (needs Ray): returns the summed plan; its files are under `PREFIX/_work/<run_id>/`, its
     record parts under `PREFIX/manifest/` (`RunPlan.record_files`). `with_shards`: the output holds shards, and the
-    plan reports which of them earlier records name. `on_settings_change` (None, redo, keep): `settings_policies`."""
+    plan reports which of them earlier records name. `on_settings_change` (None, redo, keep): `settings_policies`.
+    `class_names`: the manifest's ClassLabel names (column -> names), for templates and classes."""
     import ray
 
     earlier = [file for file in earlier if file.rows]
@@ -242,15 +329,25 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
     plan = RunPlan()
     if not files:
         return plan  # nothing to edit; earlier records stay as they are
+    class_names = class_names or {}
+    column = label_column(config)
+    # balance needs every class's rows; clip_label needs every class's name (a ClassLabel's names give them)
+    counted = config.augment.balance_by or (
+        column if "clip_label" in config.candidates.scores_used and column not in class_names else None)
+    class_counts, class_offsets = count_classes(config, manifest, counted) if counted else ({}, {})
+    recipe = build_recipe(config, class_names, class_counts)
+    plan.classes = label_classes(config, class_names, class_counts)
     earlier_records = sum(file.rows for file in earlier)
     settings = settings or run_settings(config)
     size = estimate_plan_bytes(config, manifest, earlier_records, settings)
     buckets = bucket_count(manifest.rows, earlier_records, size)
     partitions = plan_partitions(buckets)
-    stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards, settings, on_settings_change)
+    stages = plan_stages(config, manifest, buckets, output_prefix, run_id, with_shards, settings, on_settings_change,
+                         recipe)
     # A block per manifest file, and per group of record files: each is read by a task of its own, in parallel.
     requests = apply(
-        ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files],
+        ray.data.from_items([{"file": file.uri, "first_row": file.first_row,
+                              "class_offsets": json.dumps(class_offsets.get(file.first_row, {}))} for file in files],
                             override_num_blocks=len(files)),
         [stages["read"], stages["requests"]],
     )

@@ -44,6 +44,7 @@ __all__ = [
     "PreflightError",
     "check_devices",
     "check_input_apart",
+    "check_manifest_columns",
     "check_models",
     "check_output_prefix",
     "is_hub_id",
@@ -606,6 +607,34 @@ def _cuda_devices() -> tuple[bool, int]:
 
     available = torch.cuda.is_available()
     return available, torch.cuda.device_count() if available else 0
+
+
+# --- the manifest's columns --------------------------------------------------------------------
+
+
+def check_manifest_columns(config: Config, columns: list[str]) -> None:
+    """Raise PreflightError (one line) when the config names a column the manifest (`columns`, from its schema)
+    lacks: a placeholder of a prompt template (`{caption}` is the BLIP caption unless a column has that name),
+    `augment.balance_by`, or the column of `region.boxes_from`."""
+    from diffedit_batch.data.templates import unknown_placeholders
+
+    prompts = config.prompts
+    problems = []
+    templates = {"prompts.source": [prompts.source] if prompts.source else [],
+                 "prompts.targets": list(prompts.targets),
+                 "prompts.label_template": [prompts.label_template] if prompts.label_template else []}
+    for key, texts in templates.items():
+        for name in unknown_placeholders(texts, columns):
+            problems.append(f"{key} has placeholder {{{name}}}, which is not a manifest column")
+    if prompts.label_template and "caption" == prompts.label_column and "caption" not in columns:
+        problems.append("prompts.label_template must name the label column, not {caption}")
+    named = [("augment.balance_by", config.augment.balance_by),
+             ("region.boxes_from", config.region.boxes_from.split(".")[0] if config.region.boxes_from else None)]
+    for key, column in named:
+        if column is not None and column not in columns:
+            problems.append(f"{key} names column {column!r}, which is not a manifest column")
+    if problems:
+        raise PreflightError(_one_line("; ".join(problems) + f" (the manifest's columns: {', '.join(columns)})"))
 
 
 # --- the output prefix -------------------------------------------------------------------------

@@ -34,6 +34,8 @@ WORK_SCHEMA = pa.schema(
         pa.field("model_height", pa.int32()),
         pa.field("pixels", pa.binary()),
         pa.field("fetch_s", pa.float64()),
+        # where the edit may change the picture, at its original size (data.regions.pack), when it has a region
+        pa.field("region", pa.binary()),
         # the edit (RGB bytes at model size; mask uint8 {0, 1} at mask_height x mask_width)
         pa.field("edited", pa.binary()),
         pa.field("mask", pa.binary()),
@@ -95,7 +97,7 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) ->
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
-PAYLOADS = ("pixels", "edited", "mask", "encoded_edit", "encoded_mask", "encoded_source")
+PAYLOADS = ("pixels", "edited", "mask", "encoded_edit", "encoded_mask", "encoded_source", "region", "region_mask")
 """The bulky columns: pictures in flight, dropped as soon as a row no longer needs them."""
 
 

@@ -30,9 +30,10 @@ __all__ = ["SCORES", "Candidate", "candidate_id", "check_vary", "draw_candidates
 
 # Scores a candidate can be ranked by or held to a floor (or ceiling) of; higher is better for all but mask_coverage,
 # which has no better direction (ceil it to refuse masks that cover the picture, floor it to refuse empty ones).
-SCORES = ("clip_directional", "clip_image", "clip_target_score", "mask_coverage", "background_psnr",
+SCORES = ("clip_directional", "clip_image", "clip_target_score", "clip_label", "mask_coverage", "background_psnr",
           "background_ssim")
-CLIP_SCORES = ("clip_directional", "clip_image", "clip_target_score")
+# clip_label: CLIP's zero-shot probability of the row's class among all classes of its label column
+CLIP_SCORES = ("clip_directional", "clip_image", "clip_target_score", "clip_label")
 _INT_SETTINGS = {f.name for f in dataclasses.fields(EditSettings) if f.type in ("int", int)}
 _BOOL_SETTINGS = {f.name for f in dataclasses.fields(EditSettings) if f.type in ("bool", bool)}
 VARIABLE = tuple(f.name for f in dataclasses.fields(EditSettings)) + ("seed",)

@@ -61,6 +61,22 @@ class ClipScorer:
         output = self.model.get_text_features(**tokens)
         return torch.nn.functional.normalize(output.pooler_output.float(), dim=-1).cpu()
 
+    @torch.inference_mode()
+    def label_probabilities(self, images: Sequence[Image.Image], class_texts: Sequence[str],
+                            classes: Sequence[int | None]) -> list[float | None]:
+        """CLIP zero-shot classification: for each image, the probability of `class_texts[classes[i]]` among all of
+        `class_texts` (one text per class, e.g. 'a photo of a {label}' filled with each class name): the softmax of
+        CLIP's scaled cosines (its `logit_scale`), as CLIP's paper classifies. None where the class is None."""
+        if len(images) != len(classes):
+            raise ValueError(f"{len(images)} images but {len(classes)} classes")
+        if not images:
+            return []
+        texts = self.embed_texts(list(class_texts))
+        pictures = self.embed_images(list(images))
+        scale = float(self.model.logit_scale.exp())
+        probabilities = torch.softmax(scale * pictures @ texts.T, dim=-1)
+        return [None if k is None else float(probabilities[i, k]) for i, k in enumerate(classes)]
+
     def edit_scores(self, inputs: Sequence[Image.Image], edits: Sequence[Image.Image],
                     sources: Sequence[str | None], targets: Sequence[str | None]) -> list[dict[str, float | None]]:
         """The InstructPix2Pix scores of each edit (`edits[i]` of `inputs[i]`, from `sources[i]` to `targets[i]`):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 _COLUMNS = [
     "id", "status", "error", "error_class", "image_uri", "mask_uri", "source_image_uri", "source_prompt",
     "target_prompt", "seed", "model_id", "edit_s", "run_id", "finished_at", "settings_fingerprint", *METRICS,
-    "candidate", "candidate_settings", "filter_reason", *CANDIDATE_METRICS,
+    "candidate", "candidate_settings", "filter_reason", *CANDIDATE_METRICS, "class_name",
 ]
 
 

@@ -85,6 +85,13 @@ def render_page(
     ]
     if summary.error_classes:
         parts += ["<h2>Errors by class</h2>", _table(["class", "records"], summary.error_classes.most_common())]
+    if summary.classes:
+        parts += ['<h2 id="classes">Edits per class</h2>',
+                  '<p class="muted">By the class of each edit\'s row (augment.balance_by, else the label column).</p>',
+                  _table(["class", "ok", "filtered", "failed"],
+                         [[name, counts["ok"], counts["filtered"],
+                           sum(counts.values()) - counts["ok"] - counts["filtered"]]
+                          for name, counts in sorted(summary.classes.items(), key=lambda item: str(item[0]))])]
     parts += [
         "<h2>Runs</h2>",
         _table(

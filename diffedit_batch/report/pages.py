@@ -34,6 +34,7 @@ METRICS = {
 CANDIDATE_METRICS = {
     "clip_directional": ("CLIP directional", 4),
     "clip_image": ("CLIP input vs edit", 4),
+    "clip_label": ("CLIP label probability", 4),
 }
 _DECIMALS = {name: digits for name, (_, digits) in {**METRICS, **CANDIDATE_METRICS}.items()}
 _TEXT_LIMIT = 600  # characters of a prompt or error kept for display

@@ -13,6 +13,7 @@ from diffedit_batch.data.status import ErrorClass, Status
 MIN_RECORDS_FOR_SPAN = 100
 MAX_ERROR_CLASSES = 50  # distinct classes kept; the rest are counted under "other" (a capped counter)
 MAX_SETTINGS = 50  # distinct settings fingerprints counted (a capped counter)
+MAX_CLASSES = 1000  # distinct classes shown in "edits per class"; the rest are counted under "other"
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Summary:
     models: Counter = field(default_factory=Counter)
     runs: dict[str, RunSpan] = field(default_factory=dict)
     settings: Counter = field(default_factory=Counter)  # records by settings fingerprint ("unknown": none)
+    # records by the class of their row (augment.balance_by or the label column): class -> status -> records
+    classes: dict[str, Counter] = field(default_factory=dict)
     edit_seconds: float = 0.0  # summed per-edit engine time of ok records (a batch's time split over its rows)
     timed_edits: int = 0
 
@@ -79,6 +82,11 @@ class Summary:
         settings = record.get("settings_fingerprint") or "unknown"
         if settings in self.settings or len(self.settings) < MAX_SETTINGS:
             self.settings[settings] += 1
+        if record.get("class_name") is not None:
+            name = record["class_name"]
+            if name not in self.classes and len(self.classes) >= MAX_CLASSES:
+                name = "other"
+            self.classes.setdefault(name, Counter())[status] += 1
         run_id = record.get("run_id") or "unknown"
         self.runs.setdefault(run_id, RunSpan()).add(status == Status.OK, record.get("finished_at"), settings)
 

@@ -78,7 +78,8 @@ def test_manifest_columns_document_every_column():
     names = [c.name for c in MANIFEST_COLUMNS]
     assert names[:2] == ["id", "image"] and len(set(names)) == len(names)
     assert {c.name for c in MANIFEST_COLUMNS if c.required} == {"id", "image"}
-    assert all(c.description and c.kind in ("string", "integer", "string list") for c in MANIFEST_COLUMNS)
+    kinds = ("string", "integer", "string list", "picture", "box list")
+    assert all(c.description and c.kind in kinds for c in MANIFEST_COLUMNS)
     table = manifest_reference_markdown().splitlines()
     assert len(table) == 2 + len(MANIFEST_COLUMNS)
     assert table[2].startswith("| `id` | string | yes |")

@@ -43,15 +43,22 @@ def expand_candidates(rows: list[dict], config: CandidatesConfig, base: EditSett
     return expanded, settings
 
 
-def score_and_select(rows: list[dict], config: CandidatesConfig, scorer=None) -> None:
+def score_and_select(rows: list[dict], config: CandidatesConfig, scorer=None, labels: "LabelTexts | None" = None
+                     ) -> None:
     """Score each edited candidate in `rows` (mask coverage is there already; background PSNR/SSIM; the CLIP scores
-    with `scorer`), then keep the best `config.keep` of each request that pass the floors; the others become
-    `filtered` with the reason, their pictures dropped unless `config.keep_rejected`. In place."""
-    edited = [row for row in rows if row.get("candidate") is not None and row["status"] == Status.PENDING]
+    with `scorer`, and clip_label with `labels`), then keep the best `config.keep` of each request that pass the
+    floors; the others become `filtered` with the reason, their pictures dropped unless `config.keep_rejected`.
+    With one edit per request held to floors (`config.filters_single`) each edited row is its request's one
+    candidate. In place."""
+    single = config.filters_single
+    edited = [row for row in rows if (single or row.get("candidate") is not None) and row["status"] == Status.PENDING
+              and row.get("edited")]
     for row in edited:
         _background(row)
     if scorer is not None and edited:
         _clip(edited, scorer)
+        if labels is not None and "clip_label" in config.scores_used:
+            _clip_label(edited, scorer, labels)
     by_request: dict[str, list[dict]] = defaultdict(list)
     for row in edited:
         by_request[request_id_of(row["edit_id"], row["candidate"])].append(row)
@@ -104,7 +111,33 @@ def _clip(rows: list[dict], scorer) -> None:
 
 
 
+class LabelTexts:
+    """The clip_label score's choices: one text per class of the label column (`prompts.label_template` filled with
+    each class name), and each class's place among them."""
+
+    def __init__(self, template: str, classes: list[str]):
+        from diffedit_batch.data.templates import placeholders, render
+
+        column = placeholders(template)[0]
+        self.texts = [render(template, {column: name}, {}) for name in classes]
+        self.index = {name: k for k, name in enumerate(classes)}
+
+
+def _clip_label(rows: list[dict], scorer, labels: LabelTexts) -> None:
+    if not labels.texts:
+        return  # no classes known: the scores stay null, and a floor on them filters, saying why
+    edits = [Image.fromarray(_pictures(row)[1]) for row in rows]
+    classes = [labels.index.get(row.get("class_name")) for row in rows]
+    try:
+        scores = scorer.label_probabilities(edits, labels.texts, classes)
+    except Exception:  # noqa: BLE001 - a scorer failure leaves the scores null: floors on them filter, saying why
+        log.exception("clip_label scoring failed for %d edits; their scores stay null", len(rows))
+        return
+    for row, score in zip(rows, scores):
+        row["clip_label"] = score
+
+
 def candidates_use_clip(config) -> bool:
-    """Whether the edit actor scores with CLIP: candidates ranked or filtered by a CLIP score. It then scores every
-    candidate (the kept ones' CLIP columns included), and the job needs no CLIP stage of its own."""
+    """Whether the edit actor scores with CLIP: candidates (or single edits) ranked or filtered by a CLIP score. It
+    then scores every edit (the kept ones' CLIP columns included), and the job needs no CLIP stage of its own."""
     return bool(config.candidates.scores_used & set(CLIP_SCORES))

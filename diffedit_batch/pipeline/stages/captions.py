@@ -10,20 +10,27 @@ from PIL import Image
 from diffedit_batch.config import Config
 from diffedit_batch.data.manifest import has_source, needs_caption
 from diffedit_batch.data.status import ErrorClass, Status
+from diffedit_batch.data.templates import fill_caption
 
 from ..rows import error_text, failed, require, to_table
 from .spec import Stage, quiet_model_loading
 
-READS = ("status", "source_prompt", "source_concept", "inversion_prompt", "model_width", "model_height", "pixels")
-ADDS = ("caption", "inversion_prompt", "source_prompt", "status", "error", "error_class")
+READS = ("status", "source_prompt", "source_concept", "inversion_prompt", "target_prompt", "model_width",
+         "model_height", "pixels")
+ADDS = ("caption", "inversion_prompt", "source_prompt", "target_prompt", "status", "error", "error_class")
 
 
 def apply_caption(row: dict, caption: str, caption_inversion: bool) -> None:
-    """The caption becomes the inversion prompt (when asked, or none was given) and stands in for a missing source."""
+    """The caption fills a template's `{caption}`, becomes the inversion prompt (when asked, or none was given) and
+    stands in for a missing source."""
     row["caption"] = caption
-    if caption_inversion or row["inversion_prompt"] is None:
+    for name in ("source_prompt", "target_prompt", "inversion_prompt"):
+        row[name] = fill_caption(row[name], caption)
+    sourceless = not has_source(row["source_prompt"], row["source_concept"])
+    # (a row captioned only for a template's {caption} keeps its source as its inversion prompt)
+    if caption_inversion or (row["inversion_prompt"] is None and sourceless):
         row["inversion_prompt"] = caption
-    if not has_source(row["source_prompt"], row["source_concept"]):
+    if sourceless:
         row["source_prompt"] = caption
 
 
@@ -51,7 +58,8 @@ class CaptionStage:
         wanted = [
             row for row in rows
             if row["status"] == Status.PENDING
-            and needs_caption(row["source_prompt"], row["source_concept"], self.config.caption_inversion)
+            and needs_caption(row["source_prompt"], row["source_concept"], self.config.caption_inversion,
+                              row["target_prompt"])
         ]
         images = [Image.frombytes("RGB", (row["model_width"], row["model_height"]), row["pixels"]) for row in wanted]
         keys = [self.picture_key(image) for image in images]

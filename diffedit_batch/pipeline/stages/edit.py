@@ -25,17 +25,22 @@ from diffedit_batch.data.manifest import nothing_to_edit
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.recipe.candidates import CLIP_SCORES
 
-from ..rows import failed, require, to_table
-from .candidates import expand_candidates, score_and_select
+from diffedit_batch.data.regions import final_mask, latent_constraint, unpack
+
+from ..rows import PAYLOADS, failed, require, to_table
+from .candidates import LabelTexts, expand_candidates, score_and_select
 from .spec import Stage, quiet_model_loading
 
 READS = ("status", "edit_id", "source_image_uri", "row_index", "model_width", "model_height", "pixels",
-         "source_prompt", "target_prompt", "source_concept", "target_concept", "inversion_prompt", "seed")
+         "source_prompt", "target_prompt", "source_concept", "target_concept", "inversion_prompt", "seed",
+         "width", "height", "region", "class_name")
 ADDS = ("edited", "mask", "mask_width", "mask_height", "mask_coverage", "prompt_truncated", "edit_s", "actor_wait_s",
         "node_id", "status", "error", "error_class", "engine_counts",
-        # candidates: one row per candidate, its scores and its fate
+        # candidates (and single edits held to floors): one row per candidate, its scores and its fate
         "edit_id", "seed", "candidate", "candidate_settings", "filter_reason", "background_psnr", "background_ssim",
-        "clip_directional", "clip_image", "clip_target_score", "clip_source_score")
+        "clip_directional", "clip_image", "clip_target_score", "clip_source_score", "clip_label")
+
+NOTHING_LEFT = "nothing left to edit: the final mask is empty"
 
 
 NON_FINITE_EDIT = ("the edit came out NaN/Inf (numeric overflow, e.g. float16): no picture was made; set "
@@ -76,14 +81,20 @@ class EditStage:
 
     def __init__(self, model_config, edit_settings, mode: str = "edit", concept_captions: dict | None = None,
                  engine=None, batch_size: int = 8, candidates=None, clip_model: str | None = None,
-                 clip_device: str = "auto", scorer=None):
+                 clip_device: str = "auto", scorer=None, label_template: str | None = None,
+                 label_classes: list[str] | None = None):
         self.settings = edit_settings
         # Candidates (`candidates.count` > 1): drawn, edited in one call per request, scored and selected here.
         self.candidates = candidates if candidates is not None and candidates.enabled else None
+        # One edit per request held to floors or ceilings: scored and filtered here as its request's one candidate.
+        self.filters = candidates if candidates is not None and (candidates.enabled or candidates.filters_single) \
+            else None
+        self.labels = LabelTexts(label_template, list(label_classes or ())) if label_template else None
+        self._coverage_floored = self.filters is not None and "mask_coverage" in self.filters.scores_used
         # The settings of the block's candidates by id (an actor runs one block at a time)
         self.candidate_settings: dict[str, object] = {}
         self.scorer = scorer
-        if self.candidates is not None and scorer is None and self.candidates.scores_used & set(CLIP_SCORES):
+        if self.filters is not None and scorer is None and self.filters.scores_used & set(CLIP_SCORES):
             # One CLIP model in the edit actor (no CLIP stage then: plan.edit_pass_stages)
             from diffedit_batch.recipe.clip_score import ClipScorer
 
@@ -148,8 +159,8 @@ class EditStage:
             for i in pending:
                 rows[i]["node_id"] = self.node_id
                 rows[i]["actor_wait_s"] = waited / len(pending)
-            if self.candidates is not None:
-                score_and_select(rows, self.candidates, self.scorer)
+            if self.filters is not None:
+                score_and_select(rows, self.filters, self.scorer, self.labels)
             self.last_batch_end = time.perf_counter()
             self.busy_s += self.last_batch_end - started
         return to_table(rows)
@@ -191,12 +202,24 @@ class EditStage:
                 prompt_truncated=truncated,
                 edit_s=seconds,
             )
+            if self._coverage_floored and row.get("width"):
+                # held to a floor or ceiling: the coverage the record will have, of the final mask at picture size
+                row["mask_coverage"] = mask_coverage(final_mask(mask, (row["width"], row["height"]), row.get("region")))
+            if self.engine is not None and not mask.any():
+                # DiffEdit's mask (and the region) left nothing to change: the "edit" would be the input
+                reason = NOTHING_LEFT + (" (the region leaves none of DiffEdit's mask)" if row.get("region") else "")
+                row.update(status=Status.FILTERED, filter_reason=reason)
+                if self.filters is None or not self.filters.keep_rejected:
+                    row.update(dict.fromkeys(PAYLOADS))
 
     def _run(self, rows: list[dict]) -> list[tuple[Image.Image, np.ndarray, bool]]:
         images = [Image.frombytes("RGB", (row["model_width"], row["model_height"]), row["pixels"]) for row in rows]
         if self.engine is None:
             cell = self.latent_cell
             return [(image, np.zeros((image.height // cell, image.width // cell), np.uint8), False) for image in images]
+        regions = [self._region(row) for row in rows]
+        # regions only when some row has one (stand-in engines of the tests take none)
+        with_regions = {"regions": regions} if any(region is not None for region in regions) else {}
         results = self.engine.edit(
             images,
             [self._prompt(row, "source") for row in rows],
@@ -204,8 +227,18 @@ class EditStage:
             [row["seed"] for row in rows],
             settings=[self.candidate_settings.get(row["edit_id"], self.settings) for row in rows],
             inversion_prompts=[row["inversion_prompt"] for row in rows],
+            **with_regions,
         )
         return [(result.image, result.mask, bool(result.truncated_prompts)) for result in results]
+
+    def _region(self, row: dict):
+        """The row's region as the engine's constraint at latent size (None when it has none): a cell that touches a
+        pixel to keep is kept."""
+        if not row.get("region"):
+            return None
+        area = unpack(row["region"], row["width"], row["height"])
+        cell = self.latent_cell
+        return latent_constraint(area, row["model_height"] // cell, row["model_width"] // cell)
 
     def _prompt(self, row: dict, side: str):
         """The row's prompt, else the mean embedding of its concept's captions (computed once per concept)."""
@@ -221,7 +254,8 @@ class EditStage:
         return self.concept_embeddings[concept]
 
 
-def edit_stage(config: Config, concept_captions: dict[str, list[str]] | None = None) -> Stage:
+def edit_stage(config: Config, concept_captions: dict[str, list[str]] | None = None,
+               label_classes: list[str] | None = None) -> Stage:
     """The edit actor pool: `job.num_actors` (up to `job.max_actors`) actors, each holding one engine.
 
     A dead edit actor (node lost, OOM kill) is restarted and its in-flight batches are retried, so each edit still
@@ -237,7 +271,8 @@ def edit_stage(config: Config, concept_captions: dict[str, list[str]] | None = N
         kwargs={"model_config": config.model, "edit_settings": config.edit, "mode": job.mode,
                 "concept_captions": concept_captions, "batch_size": job.batch_size,
                 "candidates": config.candidates, "clip_model": config.metrics.clip_model,
-                "clip_device": config.metrics.clip_device},
+                "clip_device": config.metrics.clip_device, "label_template": config.prompts.label_template,
+                "label_classes": label_classes},
     )
 
 

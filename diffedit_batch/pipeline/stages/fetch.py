@@ -9,15 +9,16 @@ import pyarrow as pa
 from diffedit_batch.config import Config
 from diffedit_batch.data.images import (ImageDecodeError, decode_image, fit_to_bucket, fit_to_resolution, parse_buckets,
                                         picture_multiple)
+from diffedit_batch.data.regions import editable_area, pack, region_mask_array
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, redact_uri
 
 from ..rows import error_text, require, to_table
 from .spec import Stage
 
-READS = ("status", "source_image_uri")
+READS = ("status", "source_image_uri", "region_boxes", "region_mask_uri", "region_mask")
 ADDS = ("width", "height", "model_width", "model_height", "pixels", "fetch_s", "status", "error", "error_class",
-        "fetch_cpu_s")
+        "fetch_cpu_s", "region", "region_mask")
 
 
 # The last picture this worker fetched: the targets of a manifest row sit next to each other in the work list, so
@@ -26,7 +27,8 @@ _last: tuple[tuple, dict] | None = None
 
 
 def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, max_pixels: int,
-                 aspect_buckets: str = "off", family: str | None = None) -> pa.Table:
+                 aspect_buckets: str = "off", family: str | None = None, region_mode: str = "inside",
+                 grow_px: int = 0) -> pa.Table:
     """Add each pending row's original size (`width`, `height`) and its model input (`model_width`,
     `model_height`, `pixels`: RGB bytes); a row whose picture cannot be read or decoded becomes an error row.
 
@@ -56,6 +58,8 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
             fetched["fetch_s"] /= len(group)  # each row's share, as edit_s is a batch's time per row
         for row in group:
             row.update(fetched)
+            if row["status"] == Status.PENDING:
+                _add_region(row, options, max_pixels, region_mode, grow_px)
     cpu = (time.process_time() - cpu_started) / max(1, len(rows))
     for row in rows:
         row["fetch_cpu_s"] = cpu
@@ -87,6 +91,29 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
     }
 
 
+def _add_region(row: dict, options: StorageOptions, max_pixels: int, mode: str, grow_px: int) -> None:
+    """The row's editable area at its picture's size (`region`, packed bits) from its boxes and region mask, or
+    nothing when it has neither; a region mask that cannot be read makes the row an error."""
+    boxes, uri, data = row.get("region_boxes"), row.get("region_mask_uri"), row.get("region_mask")
+    row["region_mask"] = None  # used here only
+    if not boxes and uri is None and data is None:
+        return
+    width, height = row["width"], row["height"]
+    mask = None
+    if uri is not None or data is not None:
+        try:
+            data = data if data is not None else read_bytes(uri, options)
+            mask = region_mask_array(data, width, height)
+        except StorageError as error:
+            row.update(_error(ErrorClass.STORAGE, f"cannot read region_mask: {error}"))
+            return
+        except ValueError as error:
+            row.update(_error(ErrorClass.IMAGE_DECODE, str(error)))
+            return
+    area = editable_area(width, height, boxes=boxes or [], mask=mask, mode=mode, grow_px=grow_px)
+    row["region"] = pack(area)
+
+
 def _error(error_class: str, message: str) -> dict:
     return {"status": Status.ERROR, "error_class": error_class, "error": message}
 
@@ -97,5 +124,6 @@ def fetch_stage(config: Config) -> Stage:
         batch_size=config.job.batch_size,
         kwargs={"options": config.storage, "resolution": config.model.resolution,
                 "max_pixels": config.job.max_image_pixels, "aspect_buckets": config.model.aspect_buckets,
-                "family": config.model.family},
+                "family": config.model.family, "region_mode": config.region.mode,
+                "grow_px": config.region.grow_px},
     )

@@ -17,14 +17,16 @@ from PIL import Image
 from diffedit_batch.config import Config, OutputConfig
 from diffedit_batch.data.images import (
     ImageDecodeError,
+    decode_image,
     encode_jpeg,
     encode_png,
-    mask_to_png,
+    mask_coverage,
     restore_size,
     upright_image_bytes,
 )
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.metrics import background_metrics
+from diffedit_batch.data.regions import final_mask, paste_background
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, write_bytes_atomic
 
@@ -34,10 +36,10 @@ from .spec import Stage
 log = logging.getLogger(__name__)
 
 READS = ("status", "edit_id", "width", "height", "model_width", "model_height", "pixels", "edited", "mask",
-         "mask_width", "mask_height", "source_image_uri")
+         "mask_width", "mask_height", "source_image_uri", "region")
 ADDS = ("image_uri", "mask_uri", "write_s", "background_psnr", "background_ssim", "status", "error", "error_class",
         "pixels", "edited", "mask", "encoded_edit", "encoded_edit_ext", "encoded_mask", "encoded_source",
-        "encoded_source_ext", "write_cpu_s")
+        "encoded_source_ext", "write_cpu_s", "mask_coverage", "region")
 
 
 def write_outputs(
@@ -59,7 +61,7 @@ def write_outputs(
         # pending: an edit to write; filtered with its edit still on: a candidate not kept, written on request
         if row["status"] == Status.PENDING or (row["status"] == Status.FILTERED and row.get("edited")):
             row = _write_one(row, layout, options, output, background_metrics, max_image_pixels)
-        out.append({**row, "pixels": None, "edited": None, "mask": None})
+        out.append({**row, "pixels": None, "edited": None, "mask": None, "region": None})
     cpu = (time.process_time() - cpu_started) / max(1, len(out))
     for row in out:
         row["write_cpu_s"] = cpu
@@ -81,7 +83,22 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
             row.update(background_psnr=psnr, background_ssim=ssim)
         except ValueError as error:  # a metric must not fail a finished edit: it stays null
             log.warning("no background metrics for %r: %s", row["edit_id"], error)
-    mask_png = mask_to_png(mask, size, output.png_compress_level)
+    # The final mask at the picture's size: the engine's (at latent size, the region applied there) upsampled, and
+    # the region again at picture size. It is the written mask, its coverage the record's, and with
+    # paste_background the written picture is the input's own pixels wherever it is 0.
+    final = final_mask(mask, size, row.get("region"))
+    row["mask_coverage"] = mask_coverage(final)
+    mask_png = encode_png(Image.fromarray(final.astype(np.uint8) * 255, "L"), output.png_compress_level)
+    if output.paste_background:
+        try:
+            source = decode_image(read_bytes(row["source_image_uri"], options), max_pixels=max_pixels)
+        except (StorageError, ImageDecodeError) as error:
+            return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again to paste its background: "
+                                                   f"{error}")
+        if source.size != edited.size:
+            return failed(row, ErrorClass.IMAGE_DECODE, f"the source picture is {source.size[0]}x{source.size[1]} "
+                                                        f"now, {edited.size[0]}x{edited.size[1]} when it was edited")
+        edited = Image.fromarray(paste_background(np.asarray(edited), np.asarray(source), final, output.feather_px))
     if output.sharded:
         return _encode_for_shard(row, edited, mask_png, options, output, started, max_pixels)
     image_uri = layout.image(row["edit_id"])
