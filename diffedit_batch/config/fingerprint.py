@@ -13,8 +13,9 @@
 - `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
   edit with a concept, an edit whose inversion prompt or source is a BLIP caption), only in edit mode: changing the
   Flan-T5 model does not touch an edit without concepts.
-- `candidates`: every key, when there is more than one candidate per request (the draws and the selection decide
-  what is kept), with `metrics.clip_model` when the selection uses CLIP scores. With one candidate, nothing.
+- `candidates`: every key but `keep_rejected` (which pictures are written, not what they are), when there is more
+  than one candidate per request (the draws and the selection decide what is kept), with `metrics.clip_model` when
+  the selection uses CLIP scores. With one candidate, nothing.
 - never: `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
   score an edit, they do not change it) but for the CLIP model that selects candidates.
 """
@@ -37,6 +38,8 @@ OPERATIONAL: dict[str, frozenset[str]] = {
     "concepts": frozenset({"device", "gpus", "cpus"}),
     "captions": frozenset({"device", "gpus", "cpus", "batch_size"}),
 }
+# Keys of `candidates` that say which pictures are written, not which are kept: never a settings change.
+CANDIDATES_WRITING = frozenset({"keep_rejected"})
 # Sections of which only these keys count.
 COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
 
@@ -53,10 +56,12 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
     for name, keys in COUNTED.items():
         settings[name] = {key: whole[name][key] for key in keys}
     if config.candidates.enabled:
-        # What is kept depends on the draws, the scores and the CLIP model that scores them.
-        settings["candidates"] = whole["candidates"]
+        # What is kept depends on the draws, the scores and the CLIP model that scores them; `keep_rejected` only
+        # says which pictures are written, never what they are.
+        candidates = {key: value for key, value in whole["candidates"].items() if key not in CANDIDATES_WRITING}
+        settings["candidates"] = candidates
         if config.candidates.scores_used & {"clip_directional", "clip_image", "clip_target_score"}:
-            settings["candidates"] = {**whole["candidates"], "clip_model": config.metrics.clip_model}
+            settings["candidates"] = {**candidates, "clip_model": config.metrics.clip_model}
     if config.job.mode == "edit":
         for name, used in (("concepts", concepts), ("captions", captions)):
             if used:

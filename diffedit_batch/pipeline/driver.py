@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ from diffedit_batch.data.compaction import compact_records
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
-from diffedit_batch.data.records import list_record_files
+from diffedit_batch.data.records import list_record_files, read_record_file
 from diffedit_batch.data.status import ErrorClass
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.run_metadata import (
@@ -155,7 +156,7 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
         elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
         _run(config, manifest, output_prefix, run_id, elastic, summary, metadata["manifest"], write_run_file,
-             settings, on_settings_change)
+             settings, on_settings_change, stop=stop, lease=lease)
         stop.armed = False
         summary.status = "done"
     except SettingsChanged as refused:
@@ -206,7 +207,8 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
                         ok=summary.ok, filtered=summary.filtered, failed=summary.failed,
                         duplicates=summary.duplicates, skipped=summary.skipped,
-                        changed=summary.changed, settings_redone=summary.settings_redone,
+                        changed=summary.changed, sources_changed=summary.sources_changed,
+                        unverified_sources=summary.unverified, settings_redone=summary.settings_redone,
                         settings_kept=summary.settings_kept, unknown_settings=summary.unknown_settings,
                         engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
         try:
@@ -221,7 +223,7 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
 
 def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: bool, summary: JobSummary,
          manifest_label: str, write_run_file: Callable[[], None], settings: RunSettings,
-         on_settings_change: str | None) -> None:
+         on_settings_change: str | None, stop: _StopSignals | None = None, lease=None) -> None:
     """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
     stages are known to fit: a run that cannot be placed leaves nothing behind; nor does one refused for a change
     of settings (SettingsChanged)."""
@@ -243,11 +245,14 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                         settings=settings, on_settings_change=on_settings_change)
         _settle_settings(plan, settings, on_settings_change, output_prefix, run_id, options)
         _remove_orphan_shards(shards, plan, options)
+        # What the plan settled itself (records outlived by another, errors of done edits, duplicates recorded
+        # again) goes now, before any edit: an earlier run that stopped left no second record of an edit behind.
+        _remove_superseded(output_prefix, options, plan, pending=False)
         summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
         summary.planned_s = time.perf_counter() - started
-        log.info("plan: %d edits to do, %d done earlier, %d changed, %d invalid, %d duplicates (%d buckets in %d "
-                 "partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped, plan.changed,
-                 plan.invalid, plan.duplicates, plan.buckets, plan.partitions, plan.estimated_bytes / 2**20,
+        log.info("plan: %d edits to do, %d done earlier, %d changed (%d pictures changed), %d invalid, %d duplicates "
+                 "(%d buckets in %d partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped,
+                 plan.changed, plan.sources_changed, plan.invalid, plan.duplicates, plan.buckets, plan.partitions, plan.estimated_bytes / 2**20,
                  summary.planned_s)
         concepts = plan.concepts if config.job.mode == "edit" else []
         # The helper models the rows turned out to need, checked before an actor tries to load them.
@@ -265,15 +270,76 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
             try:
                 for batch in batches:
                     summary.tally(batch)
-            finally:
-                # Stopped early (a signal, a lost lease): Ray Data shuts its executor down now, its actors killed,
+            except BaseException:
+                # Stopped early (a signal, a failure): Ray Data shuts its executor down now, its actors killed,
                 # rather than whenever the generator is collected, so none of them writes after the lease is let go.
                 batches.close()
+                if stop is not None:
+                    stop.armed = False  # the clean-up finishes whatever arrives now
+                if lease is None or not lease.lost:  # a lost lease: another run may write here already
+                    _clean_up_stopped_run(config, output_prefix, run_id, plan, summary)
+                raise
+            batches.close()
     compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
-                                 superseded=remove_superseded(plan.superseded_files, options), run_id=run_id)
+                                 superseded=remove_superseded(plan.superseded_files, options, pending=True),
+                                 run_id=run_id)
     summary.record_files = compaction.files_after
     delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
     _remove_empty_work_root(output_prefix, options)
+
+
+def _remove_superseded(output_prefix: str, options, plan: RunPlan, **which) -> None:
+    """Remove the superseded records `which` picks (`supersede.remove_superseded`) from the record files, without
+    merging them."""
+    if plan.superseded_files:
+        compact_records(output_prefix, options, superseded=remove_superseded(plan.superseded_files, options, **which),
+                        merge=False)
+
+
+def _clean_up_stopped_run(config: Config, output_prefix: str, run_id: str, plan: RunPlan,
+                          summary: JobSummary) -> None:
+    """A run stopped in its edit pass: count what it recorded (its summary rows may not all have reached the
+    driver), and remove the earlier records of the edits it recorded again, so that no edit is left with two
+    records, then compact. The earlier records of edits it did not reach stay: they are still the only ones. Best
+    effort: what fails here is said and left to the next run, whose start removes it."""
+    options = config.storage
+    try:
+        own = [file for file in list_record_files(output_prefix, options).live
+               if file.name.startswith(f"part-{run_id}-") and not file.name.startswith(f"part-{run_id}-plan-")]
+        counts: Counter = Counter()
+        for file in own:
+            table = read_record_file(file, options, columns=["status", "error_class"])
+            counts.update(zip(table.column("status").to_pylist(), table.column("error_class").to_pylist()))
+        summary.count_recorded(counts)
+        if not config.output.sharded:
+            _remove_unrecorded_outputs(output_prefix, run_id, own, options)
+        compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
+                                     superseded=remove_superseded(plan.superseded_files, options, pending=True,
+                                                                  recorded=own), run_id=run_id)
+        summary.record_files = compaction.files_after
+        delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
+        _remove_empty_work_root(output_prefix, options)
+    except Exception as error:  # noqa: BLE001 - the run is ending anyway; the next run's start finishes this
+        log.warning("run %s stopped; its clean-up did not finish (the next run or `compact` finishes it): %s",
+                    run_id, redact_text(one_line(f"{type(error).__name__}: {error}")))
+
+
+def _remove_unrecorded_outputs(output_prefix: str, run_id: str, own: list, options) -> None:
+    """Delete the files this stopped run wrote for edits done again (named with its run id) that none of its
+    records names: their records were never written. (Files of first edits keep their one name; the run that
+    edits them next writes over them.)"""
+    layout = OutputLayout(output_prefix)
+    tagged = [uri for folder in (posixpath.dirname(layout.image("x")), posixpath.dirname(layout.mask("x")))
+              for uri in list_files(folder, f".{run_id}.png", options)]
+    if not tagged:
+        return
+    named = set()
+    for file in own:
+        table = read_record_file(file, options, columns=["image_uri", "mask_uri"])
+        named.update(posixpath.basename(uri) for column in table.columns for uri in column.drop_null().to_pylist())
+    for uri in tagged:
+        if posixpath.basename(uri) not in named:
+            delete(uri, options)
 
 
 def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: str | None, output_prefix: str,

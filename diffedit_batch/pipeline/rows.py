@@ -34,6 +34,9 @@ WORK_SCHEMA = pa.schema(
         pa.field("model_height", pa.int32()),
         pa.field("pixels", pa.binary()),
         pa.field("fetch_s", pa.float64()),
+        # what the picture was when it was read (data.sources): its storage identity and the digest of its bytes
+        pa.field("source_identity", pa.string()),
+        pa.field("source_digest", pa.string()),
         # the edit (RGB bytes at model size; mask uint8 {0, 1} at mask_height x mask_width)
         pa.field("edited", pa.binary()),
         pa.field("mask", pa.binary()),
