@@ -13,9 +13,10 @@
 - `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
   edit with a concept, an edit whose inversion prompt or source is a BLIP caption), only in edit mode: changing the
   Flan-T5 model does not touch an edit without concepts.
-- `candidates`: every key but `keep_rejected` (which pictures are written, not what they are), when there is more
-  than one candidate per request (the draws and the selection decide what is kept), with `metrics.clip_model` when
-  the selection uses CLIP scores. With one candidate, nothing.
+- `candidates`: what draws the candidates (`count`, `vary`, the seed draw), when there is more than one candidate
+  per request, with `metrics.clip_model` when the selection uses CLIP scores (scores of another model are not
+  recorded). The selection (`keep`, `rank_by`, `min`, `max`) and `keep_rejected` are no settings: a change
+  re-selects among the recorded candidates by their recorded scores (`data.reselect`). With one candidate, nothing.
 - never: `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
   score an edit, they do not change it) but for the CLIP model that selects candidates.
 """
@@ -29,7 +30,7 @@ from diffedit_batch.data.fingerprints import settings_fingerprint
 
 from .schema import Config
 
-__all__ = ["OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_settings"]
+__all__ = ["CANDIDATES_SELECTION", "OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_settings"]
 
 # Section -> its keys that do not change pixels; every other key of these sections counts.
 OPERATIONAL: dict[str, frozenset[str]] = {
@@ -38,8 +39,9 @@ OPERATIONAL: dict[str, frozenset[str]] = {
     "concepts": frozenset({"device", "gpus", "cpus"}),
     "captions": frozenset({"device", "gpus", "cpus", "batch_size"}),
 }
-# Keys of `candidates` that say which pictures are written, not which are kept: never a settings change.
-CANDIDATES_WRITING = frozenset({"keep_rejected"})
+# Keys of `candidates` that select among the candidates (and say which pictures are written), never what they are:
+# a change re-selects from the recorded scores, it is no settings change.
+CANDIDATES_SELECTION = frozenset({"keep", "rank_by", "min", "max", "keep_rejected"})
 # Sections of which only these keys count.
 COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
 
@@ -56,9 +58,9 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
     for name, keys in COUNTED.items():
         settings[name] = {key: whole[name][key] for key in keys}
     if config.candidates.enabled:
-        # What is kept depends on the draws, the scores and the CLIP model that scores them; `keep_rejected` only
-        # says which pictures are written, never what they are.
-        candidates = {key: value for key, value in whole["candidates"].items() if key not in CANDIDATES_WRITING}
+        # The draws make the pixels, and the CLIP model the scores; which candidates are kept (and which pictures
+        # are written) is chosen again from the recorded scores on a re-run (data.reselect), never an edit.
+        candidates = {key: value for key, value in whole["candidates"].items() if key not in CANDIDATES_SELECTION}
         settings["candidates"] = candidates
         if config.candidates.scores_used & {"clip_directional", "clip_image", "clip_target_score"}:
             settings["candidates"] = {**candidates, "clip_model": config.metrics.clip_model}

@@ -51,6 +51,7 @@ from .layout import OutputLayout
 from .manifest import expand_edits, needs_caption, row_id_of, validate_request
 from .outputs import split_member
 from .records import RECORD_SCHEMA, parquet_bytes, record_from_row, request_id_of, write_record_part
+from .reselect import SCORE_COLUMNS, Selection, reselect, scores_json
 from .status import ErrorClass, Status
 from .storage import StorageOptions, write_bytes_atomic
 
@@ -112,6 +113,11 @@ PLAN_SCHEMA = pa.schema([
     pa.field("record_id", pa.string()),  # an earlier record's own id: a candidate's (`id~cK`), its request's edit_id
     pa.field("shard", pa.string()),  # the name of the shard an earlier ok record's outputs are in, if any
     pa.field("source_identity", pa.string()),  # an earlier record's picture identity (data.sources), if recorded
+    # an earlier candidate's record: its index, its scores (JSON) and whether its pictures were written, read when
+    # the run has candidates, so that the bucket can select again from the scores (data.reselect)
+    pa.field("candidate", pa.int32()),
+    pa.field("scores", pa.string()),
+    pa.field("has_image", pa.bool_()),
 ])
 # The records a bucket supersedes: SUPERSEDED_SCHEMA, the request each record was made for, and whether this run's
 # edit pass replaces it (`pending`: its request is in the work list). The others are settled by the plan itself and
@@ -141,6 +147,8 @@ PLAN_SUMMARY_SCHEMA = pa.schema([
     pa.field("work_uri", pa.string()),
     pa.field("records_uri", pa.string()),  # the record part of its invalid rows and duplicates
     pa.field("superseded_uri", pa.string()),
+    pa.field("reselected", pa.int64()),  # done requests whose candidates were selected again from their scores
+    pa.field("reselected_uri", pa.string()),  # the records whose verdict changed (data.reselect.RESTATUS_SCHEMA)
     pa.field("shards", pa.list_(pa.string())),  # the shards its earlier ok records name
 ])
 _STRINGS = ("source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept")
@@ -221,7 +229,13 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
         if name in records.column_names:
             columns[name] = records.column(name).cast(pa.string())
     if "image_uri" in records.column_names:
-        columns["shard"] = pa.array([_shard_of(uri) for uri in records.column("image_uri").to_pylist()], pa.string())
+        uris = records.column("image_uri").to_pylist()
+        columns["shard"] = pa.array([_shard_of(uri) for uri in uris], pa.string())
+        columns["has_image"] = pa.array([uri is not None for uri in uris], pa.bool_())
+    if "candidate" in records.column_names:
+        columns["candidate"] = records.column("candidate").cast(pa.int32())
+        if any(name in records.column_names for name in SCORE_COLUMNS):
+            columns["scores"] = scores_json(records)
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PLAN_SCHEMA}, schema=PLAN_SCHEMA)
 
 
@@ -250,6 +264,8 @@ class BucketPlan:
     captions_needed: int = 0  # work rows whose picture gets a BLIP caption
     concepts: list[str] = field(default_factory=list)  # distinct concepts of the work rows
     shards: list[str] = field(default_factory=list)  # names of the shards the earlier ok records name
+    reselected: pa.Table | None = None  # RESTATUS_SCHEMA: records whose verdict a new selection changed
+    reselected_requests: int = 0
 
     @property
     def pending(self) -> int:
@@ -263,12 +279,15 @@ _SAME, _UNKNOWN, _SETTINGS, _CHANGED = 0, 1, 2, 3
 def plan_bucket(
     table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, settings_policy: str = "stop",
     unknown_policy: str = "keep", identify: Callable[[list[str]], list[str | None]] | None = None,
+    selection: Selection | None = None,
 ) -> BucketPlan:
     """Decide one bucket of plan rows (see the module docstring for the rules). `settings_policy` (stop, redo,
     keep): what becomes of an edit recorded ok for its request under other settings; `unknown_policy` (redo, keep):
     of one recorded ok by a record without fingerprints. `identify`: the storage identity of each of a list of
     picture URIs now (`data.sources.source_identities`); a done edit whose record holds another identity of its
-    picture is `changed` and done again. None: pictures are not checked (`job.verify_sources: false`)."""
+    picture is `changed` and done again. None: pictures are not checked (`job.verify_sources: false`).
+    `selection` (a run with candidates): the done requests' candidates are selected again from their recorded
+    scores (data.reselect); a request whose new choice has no picture is done again (counted as changed)."""
     if settings_policy not in SETTINGS_POLICIES or unknown_policy not in ("redo", "keep"):
         raise ValueError(f"unknown settings policy {settings_policy!r} / {unknown_policy!r}")
     frame = pl.from_arrow(table)
@@ -277,7 +296,7 @@ def plan_bucket(
     requests = frame.filter(pl.col("kind") == _REQUEST)
     earlier = frame.filter(pl.col("kind") == _RECORD).select(
         "row_id", "edit_id", pl.coalesce("record_id", "edit_id").alias("record_id"), "status", "file", "shard",
-        "request_fingerprint", "settings_fingerprint", "source_identity")
+        "request_fingerprint", "settings_fingerprint", "source_identity", "candidate", "scores", "has_image")
     earlier_with_id = earlier.filter(pl.col("edit_id").is_not_null() & (pl.col("edit_id") != ""))
 
     without_id = requests.filter(~has_id)
@@ -309,6 +328,9 @@ def plan_bucket(
     )
     kept = [_SAME] + [_UNKNOWN] * (unknown_policy == "keep") + [_SETTINGS] * (settings_policy == "keep")
     best, sources_changed, unverified = _check_sources(best, seen, winners, kept, identify)
+    reselected, reselected_requests = None, 0
+    if selection is not None:
+        best, reselected, reselected_requests = _reselect(best, seen, ok, kept, selection)
     done = best.filter(pl.col("match").is_in(kept)).select(keys)
     redone = best.filter(~pl.col("match").is_in(kept)).select(keys)
     todo = winners.join(done, on=keys, how="anti")
@@ -386,6 +408,8 @@ def plan_bucket(
         changed=int((matches == _CHANGED).sum()),
         sources_changed=sources_changed,
         unverified=unverified,
+        reselected=reselected,
+        reselected_requests=reselected_requests,
         settings_changed=int((matches == _SETTINGS).sum()),
         unknown_settings=int((matches == _UNKNOWN).sum()),
         settings_changes=best.get_column("change").drop_nulls().unique().sort().head(MAX_SETTINGS_CHANGES).to_list(),
@@ -426,6 +450,24 @@ def _check_sources(best: pl.DataFrame, seen: pl.DataFrame, winners: pl.DataFrame
     return best, moved.height, unverified
 
 
+def _reselect(best: pl.DataFrame, seen: pl.DataFrame, ok: pl.DataFrame, kept: list[int],
+              selection: Selection) -> tuple[pl.DataFrame, pa.Table, int]:
+    """Select again among the candidates of the done requests (data.reselect): `best` with the requests whose new
+    choice has no picture turned `changed`, the records whose verdict changed, and how many requests had some."""
+    keys = ["row_id", "edit_id"]
+    done = best.filter(pl.col("match").is_in(kept)).select(*keys, "match")
+    # the records that made each request done (its best match), with their scores
+    records = seen.join(done, on=[*keys, "match"], how="semi").select(*keys, "record_id", "file").join(
+        ok.select(*keys, "record_id", "file", "status", "candidate", "scores", "has_image"),
+        on=[*keys, "record_id", "file"], how="inner")
+    changes, again, requests = reselect(records, selection)
+    if again.height:
+        best = best.join(again.with_columns(pl.lit(True).alias("moved")), on=keys, how="left").with_columns(
+            pl.when(pl.col("moved").fill_null(False)).then(pl.lit(_CHANGED)).otherwise(pl.col("match"))
+            .alias("match")).drop("moved")
+    return best, changes, requests
+
+
 def _to_arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
     """A polars frame as a table of `schema` (polars hands back large strings; the work list uses plain ones)."""
     table = frame.select(schema.names).to_arrow()
@@ -446,6 +488,10 @@ def write_bucket_plan(plan: BucketPlan, prefix: str, run_id: str, options: Stora
     if plan.superseded.num_rows:
         superseded_uri = layout.work_file(run_id, f"superseded-{plan.bucket:05d}")
         write_bytes_atomic(superseded_uri, parquet_bytes(plan.superseded), options)
+    reselected_uri = None
+    if plan.reselected is not None and plan.reselected.num_rows:
+        reselected_uri = layout.work_file(run_id, f"reselected-{plan.bucket:05d}")
+        write_bytes_atomic(reselected_uri, parquet_bytes(plan.reselected), options)
     return {
         "bucket": plan.bucket, "pending": plan.pending, "skipped": plan.skipped, "changed": plan.changed,
         "sources_changed": plan.sources_changed, "unverified": plan.unverified,
@@ -453,5 +499,6 @@ def write_bucket_plan(plan: BucketPlan, prefix: str, run_id: str, options: Stora
         "settings_changes": plan.settings_changes, "invalid": plan.invalid, "duplicates": plan.duplicates,
         "captions_needed": plan.captions_needed, "concepts": plan.concepts, "work_uri": work_uri,
         "records_uri": records_uri, "superseded_uri": superseded_uri, "shards": plan.shards,
+        "reselected": plan.reselected_requests, "reselected_uri": reselected_uri,
     }
 

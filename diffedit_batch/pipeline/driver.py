@@ -56,6 +56,7 @@ from .planning import (
 )
 from .preflight import check_devices, check_models, resolve_model_family
 from .progress import ProgressReporter
+from .reselect import apply_reselection
 from .summary import JobSummary
 from .supersede import remove_superseded
 
@@ -208,6 +209,7 @@ def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, addr
                         ok=summary.ok, filtered=summary.filtered, failed=summary.failed,
                         duplicates=summary.duplicates, skipped=summary.skipped,
                         changed=summary.changed, sources_changed=summary.sources_changed,
+                        reselected=summary.reselected,
                         unverified_sources=summary.unverified, settings_redone=summary.settings_redone,
                         settings_kept=summary.settings_kept, unknown_settings=summary.unknown_settings,
                         engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
@@ -248,6 +250,11 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
         # What the plan settled itself (records outlived by another, errors of done edits, duplicates recorded
         # again) goes now, before any edit: an earlier run that stopped left no second record of an edit behind.
         _remove_superseded(output_prefix, options, plan, pending=False)
+        if plan.reselected_files:  # a new candidate selection: verdicts changed in place, nothing edited again
+            changed = apply_reselection(plan.reselected_files, list_record_files(output_prefix, options).live,
+                                        options)
+            log.info("candidates of %d done request(s) selected again from their recorded scores: %d record(s) "
+                     "changed", plan.reselected, changed)
         summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
         summary.planned_s = time.perf_counter() - started
         log.info("plan: %d edits to do, %d done earlier, %d changed (%d pictures changed), %d invalid, %d duplicates "

@@ -32,6 +32,7 @@ class JobSummary:
     settings_kept: int = 0  # done earlier under other settings, kept (--on-settings-change keep)
     unknown_settings: int = 0  # done earlier by records without fingerprints (kept, or redone with redo)
     planned_invalid: int = 0  # invalid rows the plan recorded
+    reselected: int = 0  # done requests whose candidates were selected again from their recorded scores
     seconds: float = 0.0
     error_classes: Counter = field(default_factory=Counter)
     actor_busy_s: float = 0.0  # summed over edit actors: editing
@@ -76,6 +77,8 @@ class JobSummary:
             kept + f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
             f"(done earlier), changed {self.changed} (request changed, edited again)"
             + (f" of which {self.sources_changed} a changed picture" if self.sources_changed else "")
+            + (f", re-selected {self.reselected} (candidates chosen again from their scores, not edited again)"
+               if self.reselected else "")
             + (f", under other settings {self.settings_redone} redone and {self.settings_kept} kept"
                if self.settings_redone or self.settings_kept else "")
             + (f", {self.unknown_settings} recorded before fingerprints" if self.unknown_settings else "")
@@ -95,6 +98,7 @@ class JobSummary:
         self.changed += plan.changed
         self.sources_changed += plan.sources_changed
         self.unverified += plan.unverified
+        self.reselected += plan.reselected
         if on_settings_change == "keep":
             self.settings_kept += plan.settings_changed
         else:

@@ -159,19 +159,32 @@ def test_a_redo_stopped_mid_way_leaves_one_record_per_edit_each_naming_its_own_p
     assert len(loose_files(output)) == 2 * rows and loose_files(output) == named_files(output)
 
 
-def test_a_redo_after_lowering_keep_leaves_no_demoted_pictures(ray_local, job_config, pictures, tmp_path):
+def test_a_new_selection_chooses_again_from_the_recorded_scores_and_leaves_no_demoted_pictures(
+        ray_local, job_config, pictures, tmp_path):
     output = tmp_path / "out"
     manifest = pictures(3)
     candidates = ("candidates.count=3", "candidates.rank_by=mask_coverage")
     run_job(job_config(*NOOP, *candidates, "candidates.keep=2"), manifest, str(output))
     assert Counter(r["status"] for r in visible(output)) == {"ok": 6, "filtered": 3}
     assert len(loose_files(output)) == 12 and loose_files(output) == named_files(output)
+    first = {r["id"]: r for r in visible(output)}
 
-    lowered = run_job(job_config(*NOOP, *candidates, "candidates.keep=1"), manifest, str(output),
-                      on_settings_change="redo")
-    assert (lowered.ok, lowered.filtered) == (3, 6)
-    assert Counter(r["status"] for r in visible(output)) == {"ok": 3, "filtered": 6}
+    # keep lowered: no settings change, nothing edited again; the demoted candidates' pictures go
+    lowered = run_job(job_config(*NOOP, *candidates, "candidates.keep=1"), manifest, str(output))
+    assert (lowered.ok, lowered.filtered, lowered.skipped, lowered.reselected) == (0, 0, 3, 3)
+    records = {r["id"]: r for r in visible(output)}
+    assert Counter(r["status"] for r in records.values()) == {"ok": 3, "filtered": 6}
+    assert {r["run_id"] for r in records.values()} == {r["run_id"] for r in first.values()}
+    demoted = [i for i, r in records.items() if r["status"] == "filtered" and first[i]["status"] == "ok"]
+    assert len(demoted) == 3 and all(records[i]["filter_reason"].startswith("ranked below keep") for i in demoted)
     assert len(loose_files(output)) == 6 and loose_files(output) == named_files(output)
+    assert run_job(job_config(*NOOP, *candidates, "candidates.keep=1"), manifest, str(output)).reselected == 0
+
+    # keep raised again: the candidates to keep have no pictures any more, so their requests are edited again
+    raised = run_job(job_config(*NOOP, *candidates, "candidates.keep=2"), manifest, str(output))
+    assert (raised.ok, raised.filtered, raised.changed) == (6, 3, 3)
+    assert Counter(r["status"] for r in visible(output)) == {"ok": 6, "filtered": 3}
+    assert len(loose_files(output)) == 12 and loose_files(output) == named_files(output)
 
 
 def test_keep_rejected_changes_which_pictures_are_written_never_a_fingerprint(ray_local, job_config, pictures,
