@@ -261,6 +261,9 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                  "(%d buckets in %d partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped,
                  plan.changed, plan.sources_changed, plan.invalid, plan.duplicates, plan.buckets, plan.partitions, plan.estimated_bytes / 2**20,
                  summary.planned_s)
+        if plan.unverified:
+            log.info("%d done edit(s) have records from before records held their picture's identity: kept as done "
+                     "without checking their pictures", plan.unverified)
         concepts = plan.concepts if config.job.mode == "edit" else []
         # The helper models the rows turned out to need, checked before an actor tries to load them.
         needs = dict(stable_diffusion=False, clip=False, concepts=bool(concepts),

@@ -150,7 +150,10 @@ def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: i
                *(SCORE_COLUMNS if with_scores else ())]
     for uri, size, name in zip(*(batch.column(c).to_pylist() for c in ("uri", "size", "name"))):
         records = read_record_file(RecordFile(uri, size, name), options, columns=columns)
-        yield records_to_plan_rows(records, file=name, buckets=buckets)
+        rows = records_to_plan_rows(records, file=name, buckets=buckets)
+        del records
+        yield rows
+        release_arrow_memory()
 
 
 def plan_buckets(table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, output_prefix: str,
@@ -163,7 +166,24 @@ def plan_buckets(table: pa.Table, *, caption_inversion: bool, model_id: str, run
                        settings_policy=settings_policy, unknown_policy=unknown_policy, identify=identify,
                        selection=selection)
     summary = write_bucket_plan(plan, output_prefix, run_id, options)
+    del plan, table
+    release_arrow_memory()
     return pa.Table.from_pylist([summary], schema=PLAN_SUMMARY_SCHEMA)
+
+
+def release_arrow_memory() -> None:
+    """Hand the pages Arrow's allocator keeps for reuse back to the OS. The plan's tasks run in Ray's pool workers,
+    which live on after the pass: without this each keeps the peak of the largest batch or bucket it handled, and
+    the larger the manifest, the larger that peak."""
+    pa.default_memory_pool().release_unused()
+
+
+def plan_requests(batch: pa.Table, **kwargs) -> pa.Table:
+    """`requests_to_plan_rows` as the requests stage runs it: the batch's Arrow memory handed back after."""
+    rows = requests_to_plan_rows(batch, **kwargs)
+    del batch
+    release_arrow_memory()
+    return rows
 
 
 def settings_policies(on_settings_change: str | None) -> tuple[str, str]:
@@ -186,7 +206,7 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     return {
         "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
                       batch_size=1, kwargs={"options": options}, schema=None),
-        "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
+        "requests": Stage(name="requests", run=plan_requests, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
                           kwargs=_request_kwargs(config, settings, buckets)),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,

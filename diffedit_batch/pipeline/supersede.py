@@ -1,12 +1,17 @@
 """The superseded records a run's plan found, removed from their record files by a Ray Data pass.
 
-    plan's superseded files (file, id, status) -> groupby(file).map_groups(rewrite that record file)
+    plan's superseded files (file, id, status, request, pending) [-> semi-join the run's own records]
+        -> groupby(file).map_groups(rewrite that record file)
 
 Each bucket of the plan wrote the records it supersedes (an earlier error of an edit it retried, an edit whose
 request or settings changed, earlier duplicates); a bucket holds ids from every record file, so a record file's
 keys are spread over all the buckets. Grouping them by file brings each file's keys to one task, which rewrites that
 file alone (`data.compaction.drop_superseded`): memory is one file's keys per task, and the driver gets one row per
 file changed. A re-run that edits 10^7 rows again supersedes 10^7 records without any process holding them all.
+
+When: the keys the plan settled itself (`pending` false) before the edit pass; the keys of edits the run does again
+once their new records exist: at the end of the run, or, for a run that stops, only those whose request the run's
+own record files name (a left-semi join on the request id), so an edit not reached keeps its one earlier record.
 """
 
 from __future__ import annotations
