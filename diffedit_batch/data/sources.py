@@ -66,6 +66,31 @@ def source_identities(uris: Sequence[str | None], options: StorageOptions | None
     distinct = list(dict.fromkeys(uri for uri in uris if uri is not None))
     if not distinct:
         return [None] * len(uris)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(distinct)))) as pool:
-        found = dict(zip(distinct, pool.map(lambda uri: source_identity(uri, options), distinct)))
+    options = options or StorageOptions()
+    local = [uri for uri in distinct if not uri.startswith(_HTTP) and _is_local(uri, options)]
+    found = dict(zip(local, _local_identities(local, options)))
+    remote = [uri for uri in distinct if uri not in found]
+    if remote:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(remote)))) as pool:
+            found.update(zip(remote, pool.map(lambda uri: source_identity(uri, options), remote)))
     return [None if uri is None else found[uri] for uri in uris]
+
+
+def _is_local(uri: str, options: StorageOptions) -> bool:
+    try:
+        return isinstance(resolve(uri, options)[0], pafs.LocalFileSystem)
+    except StorageError:
+        return False  # a scheme not allowed: source_identity says so
+
+
+def _local_identities(uris: list[str], options: StorageOptions) -> list[str | None]:
+    """Local pictures in one call of the filesystem for all of them (a stat each, in C++: a few µs a picture)."""
+    if not uris:
+        return []
+    filesystem = pafs.LocalFileSystem()
+    try:
+        infos = filesystem.get_file_info([resolve(uri, options)[1] for uri in uris])
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"cannot check local pictures: {type(exc).__name__}: {exc}") from exc
+    return [f"size:{info.size};mtime_ns:{info.mtime_ns}" if info.type == pafs.FileType.File else None
+            for info in infos]

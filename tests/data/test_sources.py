@@ -17,6 +17,9 @@ def test_a_local_picture_is_its_size_and_mtime_and_a_missing_one_has_none(tmp_pa
     os.utime(path, ns=(1, 1))
     assert source_identity(str(path)) == "size:5;mtime_ns:1" != before
     assert source_identity(str(tmp_path / "gone.png")) is None
+    # many at once: one call of the filesystem, the same answers
+    assert source_identities([str(path), str(tmp_path / "gone.png"), None, str(path)]) == [
+        "size:5;mtime_ns:1", None, None, "size:5;mtime_ns:1"]
     assert source_identity("https://example.com/p.png") is None  # never asked: says nothing without a GET
     assert source_digest(b"first") != source_digest(b"other") and len(source_digest(b"")) == 32
 
