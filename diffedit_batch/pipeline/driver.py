@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -22,7 +21,7 @@ from diffedit_batch.data.compaction import compact_records
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest
-from diffedit_batch.data.records import list_record_files, read_record_file
+from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.status import ErrorClass
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.run_metadata import (
@@ -57,6 +56,7 @@ from .planning import (
 from .preflight import check_devices, check_models, resolve_model_family
 from .progress import ProgressReporter
 from .reselect import apply_reselection
+from .stopped import clean_up_stopped_run, remove_empty_work_root, remove_settled_records
 from .summary import JobSummary
 from .supersede import remove_superseded
 
@@ -249,7 +249,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
         _remove_orphan_shards(shards, plan, options)
         # What the plan settled itself (records outlived by another, errors of done edits, duplicates recorded
         # again) goes now, before any edit: an earlier run that stopped left no second record of an edit behind.
-        _remove_superseded(output_prefix, options, plan, pending=False)
+        remove_settled_records(output_prefix, options, plan)
         if plan.reselected_files:  # a new candidate selection: verdicts changed in place, nothing edited again
             changed = apply_reselection(plan.reselected_files, list_record_files(output_prefix, options).live,
                                         options)
@@ -259,8 +259,8 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
         summary.planned_s = time.perf_counter() - started
         log.info("plan: %d edits to do, %d done earlier, %d changed (%d pictures changed), %d invalid, %d duplicates "
                  "(%d buckets in %d partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped,
-                 plan.changed, plan.sources_changed, plan.invalid, plan.duplicates, plan.buckets, plan.partitions, plan.estimated_bytes / 2**20,
-                 summary.planned_s)
+                 plan.changed, plan.sources_changed, plan.invalid, plan.duplicates, plan.buckets, plan.partitions,
+                 plan.estimated_bytes / 2**20, summary.planned_s)
         if plan.unverified:
             log.info("%d done edit(s) have records from before records held their picture's identity: kept as done "
                      "without checking their pictures", plan.unverified)
@@ -287,7 +287,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                 if stop is not None:
                     stop.armed = False  # the clean-up finishes whatever arrives now
                 if lease is None or not lease.lost:  # a lost lease: another run may write here already
-                    _clean_up_stopped_run(config, output_prefix, run_id, plan, summary)
+                    clean_up_stopped_run(config, output_prefix, run_id, plan, summary)
                 raise
             batches.close()
     compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
@@ -295,61 +295,7 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
                                  run_id=run_id)
     summary.record_files = compaction.files_after
     delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
-    _remove_empty_work_root(output_prefix, options)
-
-
-def _remove_superseded(output_prefix: str, options, plan: RunPlan, **which) -> None:
-    """Remove the superseded records `which` picks (`supersede.remove_superseded`) from the record files, without
-    merging them."""
-    if plan.superseded_files:
-        compact_records(output_prefix, options, superseded=remove_superseded(plan.superseded_files, options, **which),
-                        merge=False)
-
-
-def _clean_up_stopped_run(config: Config, output_prefix: str, run_id: str, plan: RunPlan,
-                          summary: JobSummary) -> None:
-    """A run stopped in its edit pass: count what it recorded (its summary rows may not all have reached the
-    driver), and remove the earlier records of the edits it recorded again, so that no edit is left with two
-    records, then compact. The earlier records of edits it did not reach stay: they are still the only ones. Best
-    effort: what fails here is said and left to the next run, whose start removes it."""
-    options = config.storage
-    try:
-        own = [file for file in list_record_files(output_prefix, options).live
-               if file.name.startswith(f"part-{run_id}-") and not file.name.startswith(f"part-{run_id}-plan-")]
-        counts: Counter = Counter()
-        for file in own:
-            table = read_record_file(file, options, columns=["status", "error_class"])
-            counts.update(zip(table.column("status").to_pylist(), table.column("error_class").to_pylist()))
-        summary.count_recorded(counts)
-        if not config.output.sharded:
-            _remove_unrecorded_outputs(output_prefix, run_id, own, options)
-        compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
-                                     superseded=remove_superseded(plan.superseded_files, options, pending=True,
-                                                                  recorded=own), run_id=run_id)
-        summary.record_files = compaction.files_after
-        delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
-        _remove_empty_work_root(output_prefix, options)
-    except Exception as error:  # noqa: BLE001 - the run is ending anyway; the next run's start finishes this
-        log.warning("run %s stopped; its clean-up did not finish (the next run or `compact` finishes it): %s",
-                    run_id, redact_text(one_line(f"{type(error).__name__}: {error}")))
-
-
-def _remove_unrecorded_outputs(output_prefix: str, run_id: str, own: list, options) -> None:
-    """Delete the files this stopped run wrote for edits done again (named with its run id) that none of its
-    records names: their records were never written. (Files of first edits keep their one name; the run that
-    edits them next writes over them.)"""
-    layout = OutputLayout(output_prefix)
-    tagged = [uri for folder in (posixpath.dirname(layout.image("x")), posixpath.dirname(layout.mask("x")))
-              for uri in list_files(folder, f".{run_id}.png", options)]
-    if not tagged:
-        return
-    named = set()
-    for file in own:
-        table = read_record_file(file, options, columns=["image_uri", "mask_uri"])
-        named.update(posixpath.basename(uri) for column in table.columns for uri in column.drop_null().to_pylist())
-    for uri in tagged:
-        if posixpath.basename(uri) not in named:
-            delete(uri, options)
+    remove_empty_work_root(output_prefix, options)
 
 
 def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: str | None, output_prefix: str,
@@ -368,7 +314,7 @@ def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: s
         for uri in plan.record_files:
             delete(uri, options)
         delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
-        _remove_empty_work_root(output_prefix, options)
+        remove_empty_work_root(output_prefix, options)
         raise SettingsChanged(f"{message}; {SETTINGS_ADVICE}")
     log.warning("%s: %s", message, "edited again (--on-settings-change redo)" if on_settings_change == "redo"
                 else "kept (--on-settings-change keep)")
@@ -384,12 +330,6 @@ def _remove_orphan_shards(shards: list[str], plan: RunPlan, options) -> None:
         delete(uri, options)
     if orphans:
         log.info("removed %d shard(s) that no record names (left by a run that stopped)", len(orphans))
-
-
-def _remove_empty_work_root(output_prefix: str, options) -> None:
-    root = OutputLayout(output_prefix).work
-    if not list_files(root, None, options):
-        delete_folder(root, options)
 
 
 def _concept_captions(config: Config, concepts: list[str], output_prefix: str, run_id: str) -> dict:
