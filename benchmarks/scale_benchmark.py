@@ -8,7 +8,8 @@ fresh process and prints:
 
 - the re-run's wall time, Ray's start-up included, and its time before the first edit (the plan pass);
 - the peak RSS and USS of the driver and of the largest other process of the run (Ray's GCS and raylet, any
-  worker), sampled every 0.25 s over the whole process tree (USS every 2 s), and how they grow per million rows;
+  worker), sampled twice a second over the whole process tree (USS from /proc/<pid>/smaps_rollup at every sample,
+  so pool workers that keep their heap after a task count), and how they grow per million rows;
 - the record files before and after the run;
 - with `--fresh N`, a fresh run (no earlier records) of N rows whose prompts are `--prompt-bytes` long (2 KB):
   what the writers and the end-of-run compaction hold;
@@ -47,11 +48,13 @@ MANIFEST_FILE_ROWS = 250_000
 
 
 def synthesize(folder: Path, done: int, new: int, records_per_file: int, output: str, options=None,
-               prompt_bytes: int = 0, settings_print: str | None = None) -> int:
+               prompt_bytes: int = 0, settings_print: str | None = None, distinct_pictures: bool = False) -> int:
     """The manifest (N + new rows over one small PNG) under `folder`, and N earlier ok records under `output`
     (in the job's result schema and with its writer, `records_per_file` to a file). Returns the number of record
     files. `prompt_bytes`: source and target prompts of about that many characters (each row's own). The records
-    carry the request fingerprints the run computes and `settings_print`, so the re-run compares both."""
+    carry the request fingerprints the run computes and `settings_print`, so the re-run compares both, and the
+    picture's storage identity, so the re-run checks it (job.verify_sources). `distinct_pictures`: each row names a
+    picture of its own (a symbolic link to the one PNG), so the check stats every row, not one picture per bucket."""
     import datetime as dt
 
     import numpy as np
@@ -71,11 +74,18 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
     manifest = folder / "manifest"
     manifest.mkdir()
     total = done + new
+
+    def picture(i: int) -> str:
+        return f"one-{i:09d}.png" if distinct_pictures else "one.png"
+
+    if distinct_pictures:
+        for i in range(total):
+            os.symlink("one.png", folder / "images" / picture(i))  # a hard link each would pass ext4's 65,000
     filler = "".join(chr(97 + (k * 7) % 26) for k in range(prompt_bytes))  # long prompts: each row its own
     for start in range(0, total, MANIFEST_FILE_ROWS):
         ids = [f"row-{i:09d}" for i in range(start, min(total, start + MANIFEST_FILE_ROWS))]
         pq.write_table(pa.table({
-            "id": ids, "image": ["../images/one.png"] * len(ids),
+            "id": ids, "image": [f"../images/{picture(int(i[4:]))}" for i in ids],
             "source_prompt": [f"a photo of a thing {i} {filler}"[:max(prompt_bytes, 18)] if prompt_bytes
                               else "a photo of a thing" for i in ids],
             "target_prompt": [f"a painting of thing {i[-3:]} {filler}"[:max(prompt_bytes, 24)] if prompt_bytes
@@ -84,18 +94,23 @@ def synthesize(folder: Path, done: int, new: int, records_per_file: int, output:
     when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     layout = OutputLayout(output)
     files = 0
-    source = str(folder / "images" / "one.png")
+    from diffedit_batch.data.sources import source_identity
+
+    identity = source_identity(str(folder / "images" / "one.png"))  # the links share it
     for start in range(0, done, records_per_file):
         ids = [f"row-{i:09d}" for i in range(start, min(done, start + records_per_file))]
         n = len(ids)
+        sources = [str(folder / "images" / picture(int(i[4:]))) for i in ids]
         requests = [{"source_image_uri": source, "source_prompt": "a photo of a thing",
-                     "target_prompt": f"a painting of thing {i[-3:]}", "seed": derive_seed(0, i)} for i in ids]
+                     "target_prompt": f"a painting of thing {i[-3:]}", "seed": derive_seed(0, i)}
+                    for i, source in zip(ids, sources)]
         table = conform_records(pa.table({
             "request_fingerprint": [request_fingerprint(request) for request in requests],
             "settings_fingerprint": [settings_print] * n,
             "id": ids, "row_id": ids, "status": ["ok"] * n, "run_id": ["20260101T000000Z-earlier"] * n,
             "image_uri": [f"{output}/images/{i}.png" for i in ids], "mask_uri": [f"{output}/masks/{i}.png" for i in ids],
-            "source_image_uri": [str(folder / "images" / "one.png")] * n, "source_prompt": ["a photo of a thing"] * n,
+            "source_image_uri": sources, "source_prompt": ["a photo of a thing"] * n,
+            "source_identity": [identity] * n,
             "target_prompt": [f"a painting of thing {i[-3:]}" for i in ids],
             "seed": [derive_seed(0, i) for i in ids], "mask_coverage": [0.0] * n, "model_id": ["models/tiny-sd"] * n,
             "width": [64] * n, "height": [64] * n, "fetch_s": [0.001] * n, "edit_s": [0.001] * n,
@@ -117,13 +132,15 @@ class PeakRss:
     pages: the process's own heap.
     """
 
-    def __init__(self, pid: int, interval: float = 0.25, unique_every: int = 8):
+    def __init__(self, pid: int, interval: float = 0.5, unique_every: int = 4):
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, tuple[float, str]] = {}
         self.unique: dict[int, float] = {}
         self.own: dict[int, float] = {}  # USS outside the object store
         self.unique_names: dict[int, str] = {}  # what the process ran at its USS peak
-        self.unique_every = unique_every  # USS reads /proc/<pid>/smaps: costly, so every few samples only
+        # USS of every process at every sample (/proc/<pid>/smaps_rollup, cheap); what of it is the object store's
+        # needs the per-mapping /proc/<pid>/smaps, read every few samples only
+        self.unique_every = unique_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -142,11 +159,12 @@ class PeakRss:
                     rss = process.memory_info().rss / 2**20
                     if rss > self.peaks.get(process.pid, (0.0, ""))[0]:
                         self.peaks[process.pid] = (rss, " ".join(process.cmdline()[:3])[:80] or process.name())
-                    if samples % self.unique_every == 0 or process.pid == self.pid:
-                        uss, own = unique_memory(process.pid)
-                        if uss > self.unique.get(process.pid, 0.0):
-                            self.unique[process.pid] = uss
-                            self.unique_names[process.pid] = " ".join(process.cmdline()[:3])[:80] or process.name()
+                    uss = rollup_uss(process.pid)
+                    if uss > self.unique.get(process.pid, 0.0):
+                        self.unique[process.pid] = uss
+                        self.unique_names[process.pid] = " ".join(process.cmdline()[:3])[:80] or process.name()
+                    if samples % self.unique_every == 0:
+                        _, own = unique_memory(process.pid)
                         self.own[process.pid] = max(self.own.get(process.pid, 0.0), own)
                 except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
                     continue
@@ -177,6 +195,16 @@ class PeakRss:
                                   "own_mib": self.own.get(pid, 0.0), "driver": pid == self.pid}
                                  for pid, uss in self.unique.items()), key=lambda p: -p["uss_mib"]),
         }
+
+
+def rollup_uss(pid: int) -> float:
+    """USS of a process in MiB: its private pages (clean and dirty), from /proc/<pid>/smaps_rollup."""
+    kib = 0
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kib += int(line.split()[1])
+    return kib / 1024
 
 
 def unique_memory(pid: int) -> tuple[float, float]:
@@ -244,12 +272,14 @@ def rerun(folder: Path, output: str, records_per_file: int, env: dict[str, str],
             "unknown_settings": "recorded before fingerprints" in log, **peaks}
 
 
-def measure_local(rows: int, new: int, records_per_file: int, workdir: Path, extra: list[str] = ()) -> dict:
+def measure_local(rows: int, new: int, records_per_file: int, workdir: Path, extra: list[str] = (),
+                  distinct_pictures: bool = False) -> dict:
     """A re-run over `rows` done rows (fingerprints compared) and `new` new ones; `extra`: settings of the run."""
     folder = workdir / f"local-{rows}"
     output = str(folder / "out")
     started = time.perf_counter()
-    files = synthesize(folder, rows, new, records_per_file, output, settings_print=settings_print(extra))
+    files = synthesize(folder, rows, new, records_per_file, output, settings_print=settings_print(extra),
+                       distinct_pictures=distinct_pictures)
     made = time.perf_counter() - started
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     result = rerun(folder, output, records_per_file, env, list(extra))
@@ -425,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of the measured runs (re-runs and fresh runs), as `run --set`; repeatable")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--distinct-pictures", action="store_true",
+                        help="each row of the re-runs names a picture of its own (symbolic links), so the re-run's check "
+                             "of the pictures (job.verify_sources) stats every row")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
 
@@ -434,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     with tempfile.TemporaryDirectory(prefix="scale-") as workdir:
         for rows in args.rows:
-            result = measure_local(rows, args.new, args.records_per_file, Path(workdir), args.settings)
+            result = measure_local(rows, args.new, args.records_per_file, Path(workdir), args.settings,
+                                   args.distinct_pictures)
             figures.append(result)
             print(f"{rows:>9} done + {args.new} new rows: re-run {result['wall_s']:6.1f} s (plan {result['plan_s']:.1f} s "
                   f"before the first edit); {_peaks(result)}; record files {result['record_files_before']} -> "

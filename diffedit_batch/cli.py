@@ -171,6 +171,7 @@ def _export(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     from diffedit_batch.config import ConfigError, load_config
     from diffedit_batch.data.compaction import compact_records
+    from diffedit_batch.data.extra_records import remove_extra_records, remove_unnamed_outputs
     from diffedit_batch.data.lease import LeaseError, LeaseHeld, acquire_lease
     from diffedit_batch.data.results import check_job_output
     from diffedit_batch.data.storage import StorageError
@@ -184,6 +185,9 @@ def _compact(args: argparse.Namespace) -> int:
         # The run lease: a compaction must not merge record files under a run that is writing them.
         with acquire_lease(args.prefix.rstrip("/") or args.prefix, f"compact-{new_run_id()}", config.storage,
                            config.job.lease_timeout_s, break_lease=args.break_lease):
+            # A run killed outright may have left an edit's earlier record beside its new one: one stays.
+            extra = remove_extra_records(args.prefix, config.storage)
+            unnamed = remove_unnamed_outputs(args.prefix, config.storage)
             result = compact_records(args.prefix, config.storage, records_per_file=args.records_per_file)
     except LeaseHeld as error:
         _say(f"not started: {error}")
@@ -191,6 +195,11 @@ def _compact(args: argparse.Namespace) -> int:
     except (ConfigError, StorageError, LeaseError, ValueError) as error:
         _say(f"compact error: {error}")
         return 2
+    if extra.removed:
+        print(f"removed {extra.removed} extra record(s) of edits recorded twice (the newest kept) from "
+              f"{extra.files_rewritten} file(s), and {extra.outputs_deleted} output file(s) only they named")
+    if unnamed:
+        print(f"removed {unnamed} image or mask file(s) that no record names")
     print(result.line())
     return 0
 

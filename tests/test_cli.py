@@ -29,6 +29,29 @@ def test_compact_merges_an_older_runs_many_small_parts(tmp_path, capsys):
     assert Counter(r["id"] for r in records) == {f"e{k}-{i}": 1 for k in range(25) for i in range(8)}
 
 
+def test_compact_leaves_one_record_per_edit_and_no_unnamed_pictures(tmp_path, capsys):
+    """What a run killed outright in a redo leaves: the edit's earlier record beside its new one, and a picture whose
+    record was never written."""
+    import datetime as dt
+
+    prefix = tmp_path / "job"
+    (prefix / "images").mkdir(parents=True)
+    for name in ("a.png", "a.run-2.png", "orphan.run-2.png"):
+        (prefix / "images" / name).write_bytes(b"png")
+    when = [dt.datetime(2026, month, 1, tzinfo=dt.timezone.utc) for month in (1, 2)]
+    write_record_part(str(prefix), [{"id": "a", "status": "ok", "run_id": "run-1", "finished_at": when[0],
+                                     "image_uri": str(prefix / "images" / "a.png")}], part_name="run-1")
+    write_record_part(str(prefix), [{"id": "a", "status": "ok", "run_id": "run-2", "finished_at": when[1],
+                                     "image_uri": str(prefix / "images" / "a.run-2.png")}], part_name="run-2")
+    assert main(["compact", str(prefix)]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 extra record(s) of edits recorded twice (the newest kept) from 1 file(s), and 1 output" in out
+    assert "removed 1 image or mask file(s) that no record names" in out
+    records = ds.dataset(str(prefix / "manifest"), format="parquet").to_table().to_pylist()
+    assert [(r["id"], r["run_id"]) for r in records] == [("a", "run-2")]
+    assert sorted(p.name for p in (prefix / "images").iterdir()) == ["a.run-2.png"]
+
+
 def test_compact_refuses_a_bad_setting_in_one_line(tmp_path, capsys):
     assert main(["compact", str(tmp_path), "--records-per-file", "0"]) == 2
     assert capsys.readouterr().err.startswith("compact error: records_per_file must be a positive integer")

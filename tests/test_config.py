@@ -93,6 +93,12 @@ def test_no_shipped_config_or_default_names_a_withdrawn_model():
     (["candidates.count=2", "candidates.rank_by=mask_coverage", "edit.num_inference_steps=4",
       "candidates.vary={inpaint_strength: [0.1, 0.5]}"], "candidates.vary", "at least 1 step"),
     (["candidates.vary=[1, 2]"], "candidates.vary", "must be a mapping"),
+    # checked as the edit section reads the setting it varies: an integer within int64
+    (["candidates.count=2", "candidates.rank_by=mask_coverage",
+      "candidates.vary={num_inference_steps: [5, 100000000000000000000]}"], "candidates.vary",
+     "candidates.vary.num_inference_steps must be an integer in [-2**63, 2**63), got 100000000000000000000"),
+    (["candidates.count=2", "candidates.rank_by=mask_coverage", "candidates.vary={guidance_scale: [5, .inf]}"],
+     "candidates.vary", "candidates.vary.guidance_scale must be a finite number"),
 ])
 def test_candidates_are_checked_at_the_door(overrides, key, message):
     with pytest.raises(ConfigError, match=re.escape(message)) as raised:

@@ -96,6 +96,23 @@ def test_candidates_count_only_when_there_are_several():
     assert settings_fingerprint(pixel_settings(other_clip)) != settings_fingerprint(settings)
 
 
+def test_only_what_draws_the_candidates_counts_never_the_selection_or_which_pictures_are_written():
+    from diffedit_batch.config import CandidatesConfig, MetricsConfig
+
+    base = CandidatesConfig(count=4, keep=1, rank_by="clip_image", vary={"guidance_scale": [5, 12]})
+    metrics = MetricsConfig(clip_model="models/clip")
+    fingerprint = settings_fingerprint(pixel_settings(Config(candidates=base, metrics=metrics)))
+    # (a selection that starts or stops using CLIP scores brings the CLIP model in or out: that one counts)
+    for change in ({"keep": 2}, {"rank_by": "clip_directional"}, {"min": {"clip_image": 0.3}},
+                   {"max": {"mask_coverage": 0.5}}, {"keep_rejected": True}):
+        selected = dataclasses.replace(base, **change)
+        assert settings_fingerprint(pixel_settings(Config(candidates=selected, metrics=metrics))) == fingerprint, change
+    for change in ({"count": 3}, {"vary": {"guidance_scale": [5, 11]}}, {"vary": {"guidance_scale": [5, 12],
+                                                                                  "seed": True}}):
+        drawn = dataclasses.replace(base, **change)
+        assert settings_fingerprint(pixel_settings(Config(candidates=drawn, metrics=metrics))) != fingerprint, change
+
+
 def test_differences_name_each_key_with_its_old_and_new_value():
     old = pixel_settings(Config())
     new = pixel_settings(changed(Config(), "edit", guidance_scale=5.0), captions=True)

@@ -15,8 +15,12 @@
 - `concepts` and `captions`: every key but their device and resources, and only for the edits that use them (an
   edit with a concept, an edit whose inversion prompt or source is a BLIP caption), only in edit mode: changing the
   Flan-T5 model does not touch an edit without concepts.
-- `candidates`: every key, when there is more than one candidate per request or a single edit is held to floors (the draws and the selection decide
-  what is kept), with `metrics.clip_model` when the selection uses CLIP scores. With one candidate, nothing.
+- `candidates`: what draws the candidates (`count`, `vary`, the seed draw), when there is more than one candidate
+  per request, with `metrics.clip_model` when the selection uses CLIP scores (scores of another model are not
+  recorded). The selection (`keep`, `rank_by`, `min`, `max`) and `keep_rejected` are no settings: a change
+  re-selects among the recorded candidates by their recorded scores (`data.reselect`). With one candidate, nothing,
+  unless that single edit is held to floors or ceilings: they decide whether it is kept, and a single edit is not
+  re-selected, so its `min` and `max` count.
 - `region` when it is not the default, `output.paste_background` and `output.feather_px` when the background is
   pasted (both change pixels; counted only then, so the fingerprints of runs without them stay as they were).
 - never: the rest of `output` (how an edit is stored, JPEG quality included, not what it is), `storage`, `metrics` (they
@@ -34,7 +38,7 @@ from diffedit_batch.recipe.candidates import CLIP_SCORES
 
 from .schema import Config
 
-__all__ = ["OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_settings"]
+__all__ = ["CANDIDATES_SELECTION", "OPERATIONAL", "RunSettings", "model_family", "pixel_settings", "run_settings"]
 
 # Section -> its keys that do not change pixels; every other key of these sections counts.
 OPERATIONAL: dict[str, frozenset[str]] = {
@@ -46,6 +50,9 @@ OPERATIONAL: dict[str, frozenset[str]] = {
 # Model keys added after fingerprints existed whose null means "as before" (the family's default): counted only when
 # set, so runs recorded before them keep their fingerprints.
 UNSET_UNCOUNTED = ("max_sequence_length",)
+# Keys of `candidates` that select among the candidates (and say which pictures are written), never what they are:
+# a change re-selects from the recorded scores, it is no settings change.
+CANDIDATES_SELECTION = frozenset({"keep", "rank_by", "min", "max", "keep_rejected"})
 # Sections of which only these keys count.
 COUNTED: dict[str, tuple[str, ...]] = {"job": ("mode",)}
 
@@ -68,12 +75,17 @@ def pixel_settings(config: Config, *, concepts: bool = False, captions: bool = F
     for name, keys in COUNTED.items():
         settings[name] = {key: whole[name][key] for key in keys}
     if config.candidates.enabled or config.candidates.filters_single:
-        # What is kept depends on the draws, the scores and the CLIP model that scores them.
-        settings["candidates"] = whole["candidates"]
+        # The draws make the pixels, and the CLIP model the scores; which candidates are kept (and which pictures
+        # are written) is chosen again from the recorded scores on a re-run (data.reselect), never an edit. A single
+        # edit held to floors is not re-selected: its floors count.
+        candidates = {key: value for key, value in whole["candidates"].items() if key not in CANDIDATES_SELECTION}
+        if config.candidates.filters_single:
+            candidates.update({key: whole["candidates"][key] for key in ("min", "max")})
         if config.candidates.scores_used & set(CLIP_SCORES):
-            settings["candidates"] = {**whole["candidates"], "clip_model": config.metrics.clip_model}
+            candidates["clip_model"] = config.metrics.clip_model
         if "clip_label" in config.candidates.scores_used:
-            settings["candidates"]["label_template"] = config.prompts.label_template
+            candidates["label_template"] = config.prompts.label_template
+        settings["candidates"] = candidates
     # Regions and the pasted background change pixels; counted only when not the defaults, so that the fingerprints
     # of runs that use neither stay what they were.
     if whole["region"] != Config().to_dict()["region"]:

@@ -219,6 +219,14 @@ class JobConfig:
             "mid-run re-does at most this many edits per write task."
         },
     )
+    verify_sources: bool = field(
+        default=True,
+        metadata={
+            "help": "On a re-run, ask storage for the identity of each done edit's picture (a stat locally, a HEAD "
+            "on S3/GCS, in the plan's tasks) and edit again, as changed, those whose picture changed under the same "
+            "URI. false: trust the URI (stores where a HEAD per row costs too much)."
+        },
+    )
     records_per_file: int = field(
         default=10_000,
         metadata={

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .layout import OutputLayout
+from .outputs import split_member
 from .records import REPLACES_KEY, RecordFile, conform_records, list_record_files
 from .storage import StorageError, StorageOptions, delete, join, redact_uri, resolve, write_bytes_atomic
 
@@ -88,11 +89,12 @@ def compact_records(
     superseded: pa.Table | RemoveSuperseded | None = None,
     run_id: str | None = None,
     threads: int = 8,
+    merge: bool = True,
 ) -> CompactionResult:
     """Compact the result manifest under ``prefix`` (see the module docstring); returns what it did.
 
     ``superseded`` names the records to remove: a table (``SUPERSEDED_SCHEMA``), or a function that removes them
-    itself (``RemoveSuperseded``). ``run_id`` names the merged files (default: a fresh compaction id). Raises
+    itself (``RemoveSuperseded``). ``merge``: False removes and deletes only. ``run_id`` names the merged files (default: a fresh compaction id). Raises
     StorageError when a file cannot be read or written; what was done before stays consistent.
     """
     if isinstance(records_per_file, bool) or not isinstance(records_per_file, int) or records_per_file < 1:
@@ -114,7 +116,7 @@ def compact_records(
         live = [dataclasses.replace(file, rows=rows_left.get(file.name, file.rows)) for file in live]
         live = [file for file in live if file.rows]  # emptied files were deleted
 
-    small = sorted((file for file in live if file.rows < records_per_file), key=lambda file: file.name)
+    small = sorted((file for file in live if file.rows < records_per_file and merge), key=lambda file: file.name)
     groups = _groups(small, records_per_file)
     layout = OutputLayout(prefix)
     written = _map(
@@ -137,6 +139,18 @@ def _map(threads: int, function, items: Sequence) -> list:
         return list(pool.map(function, items))
 
 
+def superseded_keep_files(superseded: pa.Table) -> dict[str, set[str]]:
+    """{file name: ids of its superseded records whose loose files stay} of a superseded table with a `keep_files`
+    column (the plan's); empty without one."""
+    keep: dict[str, set[str]] = defaultdict(set)
+    if "keep_files" not in superseded.column_names:
+        return keep
+    for file, edit_id, kept in zip(*(superseded.column(name).to_pylist() for name in ("file", "id", "keep_files"))):
+        if kept:
+            keep[file].add(edit_id)
+    return keep
+
+
 def superseded_keys(superseded: pa.Table) -> dict[str, set[tuple[str | None, str]]]:
     """{file name: its superseded (id, status) pairs} of a ``SUPERSEDED_SCHEMA`` table."""
     keys: dict[str, set[tuple[str | None, str]]] = defaultdict(set)
@@ -148,10 +162,13 @@ def superseded_keys(superseded: pa.Table) -> dict[str, set[tuple[str | None, str
 def _remove_superseded_locally(superseded: pa.Table, options: StorageOptions | None, threads: int) -> RemoveSuperseded:
     """A ``RemoveSuperseded`` over keys held here, `MERGE_THREADS` files at a time."""
     keys = superseded_keys(superseded)
+    keep_files = superseded_keep_files(superseded)
 
     def remove(live: list[RecordFile]) -> dict[str, int]:
         targets = [file for file in live if file.name in keys]
-        left = _map(min(threads, MERGE_THREADS), lambda file: drop_superseded(file, keys[file.name], options), targets)
+        left = _map(min(threads, MERGE_THREADS),
+                    lambda file: drop_superseded(file, keys[file.name], options, keep_files.get(file.name, set())),
+                    targets)
         return {file.name: rows for file, rows in zip(targets, left)}
 
     return remove
@@ -186,25 +203,41 @@ def _batches(file: RecordFile, options: StorageOptions | None, columns: list[str
         parquet.close()
 
 
-def drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None) -> int:
+def drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options: StorageOptions | None,
+                    keep_files: frozenset[str] | set[str] = frozenset()) -> int:
     """Rewrite ``file`` without the records ``keys`` (its (id, status) pairs) name (in place, atomically; its footer
-    metadata kept), or delete it when nothing is left. Returns the records left (read from the file itself, not the
-    listing). Streams: two passes over the file, the first reading only ids and statuses. Safe to repeat (a retried task): a
-    file already rewritten has nothing left to drop, and a file already deleted (every record dropped) has 0 left."""
+    metadata kept), or delete it when nothing is left; then delete the loose output files (``files`` format: the
+    edit and its mask) of the records dropped, but those of ids in ``keep_files`` and any that a record left in the
+    file names. Returns the records left (read from the file itself, not the listing). Streams: two passes over the
+    file, the first reading only ids, statuses and output URIs. Safe to repeat (a retried task): a file already
+    rewritten has nothing left to drop, and a file already deleted (every record dropped) has 0 left."""
     try:
         parquet = _parquet_file(file, options, missing_ok=True)
     except FileNotFoundError:
         return 0
     schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
     parquet.close()
+    outputs = [name for name in ("image_uri", "mask_uri") if name in schema.names]
     drop = 0
-    for table in _batches(file, options, ["id", "status"]):
+    dropped_files: set[str] = set()
+    named_files: set[str] = set()
+    for table in _batches(file, options, ["id", "status", *outputs]):
         ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
-        drop += sum((edit_id, status) in keys for edit_id, status in zip(ids, statuses))
+        uris = [table.column(name).to_pylist() for name in outputs]
+        for index, (edit_id, status) in enumerate(zip(ids, statuses)):
+            dropped = (edit_id, status) in keys
+            drop += dropped
+            files = {column[index] for column in uris} - {None}
+            if dropped and edit_id not in keep_files:
+                dropped_files.update(files)
+            elif not dropped:
+                named_files.update(files)
     if not drop:
         return rows
+    loose = sorted(uri for uri in dropped_files - named_files if split_member(uri) is None)
     if drop == rows:
         delete(file.uri, options)
+        _map(MERGE_THREADS, lambda uri: delete(uri, options), loose)
         return 0
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
@@ -212,6 +245,8 @@ def drop_superseded(file: RecordFile, keys: set[tuple[str | None, str]], options
             ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
             writer.write_table(table.filter(pa.array([(i, s) not in keys for i, s in zip(ids, statuses)])))
     write_bytes_atomic(file.uri, sink.getvalue(), options)
+    # After the rewrite: until then a record named them.
+    _map(MERGE_THREADS, lambda uri: delete(uri, options), loose)
     return rows - drop
 
 

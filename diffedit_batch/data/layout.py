@@ -1,6 +1,6 @@
 """Every path under a job's output prefix, in one place.
 
-    PREFIX/images/<key>.png              edited images (output format `files`)
+    PREFIX/images/<key>.png              edited images (output format `files`; <key>.<run_id>.png when redone)
     PREFIX/masks/<key>.png               their DiffEdit masks
     PREFIX/shards/<name>.tar|.parquet    edits, masks and sources in shards (output formats webdataset, parquet)
     PREFIX/manifest/**/*.parquet         the result manifest: one record per edit
@@ -40,13 +40,14 @@ class OutputLayout:
 
     # --- per edit ---------------------------------------------------------------------------------
 
-    def image(self, edit_id: str) -> str:
-        """`PREFIX/images/<key>.png`: the edited image of `edit_id`."""
-        return join(self.prefix, "images", output_key(edit_id) + ".png")
+    def image(self, edit_id: str, tag: str | None = None) -> str:
+        """`PREFIX/images/<key>.png`: the edited image of `edit_id`; `<key>.<tag>.png` for an edit that replaces an
+        earlier one (`tag`: the run's id), so the earlier record names its own pixels until it is removed."""
+        return join(self.prefix, "images", output_key(edit_id) + (f".{tag}" if tag else "") + ".png")
 
-    def mask(self, edit_id: str) -> str:
-        """`PREFIX/masks/<key>.png`: the mask of `edit_id`."""
-        return join(self.prefix, "masks", output_key(edit_id) + ".png")
+    def mask(self, edit_id: str, tag: str | None = None) -> str:
+        """`PREFIX/masks/<key>.png`: the mask of `edit_id` (`<key>.<tag>.png`: see `image`)."""
+        return join(self.prefix, "masks", output_key(edit_id) + (f".{tag}" if tag else "") + ".png")
 
     @property
     def shards(self) -> str:

@@ -42,6 +42,10 @@ RECORD_COLUMN_MEANINGS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("clip_directional", "clip_image"), "a candidate's InstructPix2Pix scores: cosine of (edit - input) image "
      "embeddings with (target - source) text embeddings, and of input with edit; null unless `metrics.clip_model` "
      "is set"),
+    (("source_identity", "source_digest"), "what the source picture was when it was read: its identity as "
+     "storage gives it without reading it (size and mtime locally, ETag or generation on S3/GCS) and the digest of "
+     "its bytes; a re-run edits again, as changed, a done edit whose picture's identity changed "
+     "(`job.verify_sources`); null in records written before they existed"),
     (("class_name",), "the class of the edit's source row (the `augment.balance_by` column's value, a `ClassLabel` "
      "as its name); null when the run has no class column"),
     (("clip_label",), "CLIP zero-shot probability of the row's class among all classes (`prompts.label_template`); "

@@ -88,6 +88,10 @@ RESULT_SCHEMA = pa.schema(
         # hold the settings behind each). Null in records written before fingerprints existed.
         pa.field("request_fingerprint", pa.string()),
         pa.field("settings_fingerprint", pa.string()),
+        # The picture the edit was made from, as storage identified it without reading it (data.sources: size and
+        # mtime, an ETag) and the digest of the bytes that were read. Null in records written before they existed.
+        pa.field("source_identity", pa.string()),
+        pa.field("source_digest", pa.string()),
         # A candidate (several edits per request, `candidates.count`): its index, the settings it drew (JSON), and
         # why it was not kept (status filtered). Null for one edit per request.
         pa.field("candidate", pa.int32()),
@@ -227,6 +231,8 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "node_id": row.get("node_id"),
         "request_fingerprint": row.get("request_fingerprint"),
         "settings_fingerprint": row.get("settings_fingerprint"),
+        "source_identity": row.get("source_identity"),
+        "source_digest": row.get("source_digest"),
         "candidate": row.get("candidate"),
         "candidate_settings": row.get("candidate_settings"),
         "filter_reason": row.get("filter_reason"),

@@ -25,9 +25,12 @@ The rules, per row id:
 - Superseded (removed by the compaction at the end of a completed run): the earlier `error` records of an edit
   that is retried or recorded `ok`, the earlier `ok` records of an edit done again, the `ok` records of a done
   edit that another file's record of the same request and settings outlived, the earlier duplicate records of a
-  row id recorded again, every earlier record without an id. A superseded record's loose files are overwritten
-  by the new edit (their names derive from the edit id); a shard member that no record names any more stays in
-  its shard until no record names the shard.
+  row id recorded again, every earlier record without an id. A superseded record's loose files are deleted with
+  it: an edit done again is written under new names (`output_tag`), so no record names another edit's pixels;
+  a shard member that no record names any more stays in its shard until no record names the shard.
+- A done edit is checked against its picture (`identify`, `job.verify_sources`): when storage's identity of the
+  picture (data.sources) differs from the one its record holds, the edit is `changed` and done again. Records
+  from before identities were recorded are done as they are.
 - A bucket also reports which shards its earlier ok records name: a shard that no record names was left by a run
   that died between writing it and its records, and is removed.
 """
@@ -37,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -50,11 +53,13 @@ from .layout import OutputLayout
 from .manifest import expand_edits, needs_caption, row_id_of, validate_request
 from .outputs import split_member
 from .records import RECORD_SCHEMA, parquet_bytes, record_from_row, request_id_of, write_record_part
+from .reselect import SCORE_COLUMNS, Selection, reselect, scores_json
 from .status import ErrorClass, Status
 from .storage import StorageOptions, write_bytes_atomic
 
 __all__ = [
     "PLAN_SCHEMA",
+    "PLAN_SUPERSEDED_SCHEMA",
     "PLAN_SUMMARY_SCHEMA",
     "REQUEST_SCHEMA",
     "WORK_ROW_GROUP",
@@ -92,6 +97,9 @@ REQUEST_SCHEMA = pa.schema([
     pa.field("region_boxes", pa.list_(pa.list_(pa.float64()))),
     pa.field("region_mask_uri", pa.string()),
     pa.field("region_mask", pa.binary()),
+    # set (to the run's id) when the edit replaces an earlier ok edit: its files get names of their own, so the
+    # earlier record keeps naming the pixels it describes until it is removed (data.layout)
+    pa.field("output_tag", pa.string()),
 ])
 # What the plan does with the earlier ok records of an edit made under other settings, or unknown ones (records
 # from before fingerprints): `stop` plans them as `redo` and the driver refuses the run before any work.
@@ -111,13 +119,31 @@ PLAN_SCHEMA = pa.schema([
     pa.field("file", pa.string()),  # an earlier record's file, by its name under PREFIX/manifest
     pa.field("record_id", pa.string()),  # an earlier record's own id: a candidate's (`id~cK`), its request's edit_id
     pa.field("shard", pa.string()),  # the name of the shard an earlier ok record's outputs are in, if any
+    pa.field("source_identity", pa.string()),  # an earlier record's picture identity (data.sources), if recorded
+    # an earlier candidate's record: its index, its scores (JSON) and whether its pictures were written, read when
+    # the run has candidates, so that the bucket can select again from the scores (data.reselect)
+    pa.field("candidate", pa.int32()),
+    pa.field("scores", pa.string()),
+    pa.field("has_image", pa.bool_()),
+])
+# The records a bucket supersedes: SUPERSEDED_SCHEMA, the request each record was made for, and whether this run's
+# edit pass replaces it (`pending`: its request is in the work list). The others are settled by the plan itself and
+# removed before the edits start; the pending ones once their new records exist (the end of the run, or the
+# clean-up of a run that stops).
+PLAN_SUPERSEDED_SCHEMA = pa.schema([
+    *SUPERSEDED_SCHEMA,
+    pa.field("request_id", pa.string()),
+    pa.field("pending", pa.bool_()),
+    pa.field("keep_files", pa.bool_()),  # the record's loose files stay: a record that outlives it may name them
 ])
 # What a bucket reports back (write_bucket_plan): its counts and the files it wrote under PREFIX/_work/<run_id>.
 PLAN_SUMMARY_SCHEMA = pa.schema([
     pa.field("bucket", pa.int32()),
     pa.field("pending", pa.int64()),
     pa.field("skipped", pa.int64()),
-    pa.field("changed", pa.int64()),  # edits done earlier for another request, done again
+    pa.field("changed", pa.int64()),  # edits done earlier for another request (or picture), done again
+    pa.field("sources_changed", pa.int64()),  # of those, edits whose picture changed under the same URI
+    pa.field("unverified", pa.int64()),  # done edits whose records hold no picture identity (not checked)
     pa.field("settings_changed", pa.int64()),  # edits done earlier for this request under other settings
     pa.field("unknown_settings", pa.int64()),  # edits done earlier by a record without fingerprints
     pa.field("settings_changes", pa.list_(pa.string())),  # distinct "earlier:current" settings fingerprints
@@ -128,6 +154,8 @@ PLAN_SUMMARY_SCHEMA = pa.schema([
     pa.field("work_uri", pa.string()),
     pa.field("records_uri", pa.string()),  # the record part of its invalid rows and duplicates
     pa.field("superseded_uri", pa.string()),
+    pa.field("reselected", pa.int64()),  # done requests whose candidates were selected again from their scores
+    pa.field("reselected_uri", pa.string()),  # the records whose verdict changed (data.reselect.RESTATUS_SCHEMA)
     pa.field("shards", pa.list_(pa.string())),  # the shards its earlier ok records name
 ])
 _STRINGS = ("source_prompt", "target_prompt", "inversion_prompt", "source_concept", "target_concept")
@@ -245,11 +273,17 @@ def records_to_plan_rows(records: pa.Table, *, file: str, buckets: int) -> pa.Ta
         "file": pa.array([file] * n, pa.string()),
         "record_id": pa.array(record_ids, pa.string()),
     }
-    for name in ("request_fingerprint", "settings_fingerprint"):
+    for name in ("request_fingerprint", "settings_fingerprint", "source_identity"):
         if name in records.column_names:
             columns[name] = records.column(name).cast(pa.string())
     if "image_uri" in records.column_names:
-        columns["shard"] = pa.array([_shard_of(uri) for uri in records.column("image_uri").to_pylist()], pa.string())
+        uris = records.column("image_uri").to_pylist()
+        columns["shard"] = pa.array([_shard_of(uri) for uri in uris], pa.string())
+        columns["has_image"] = pa.array([uri is not None for uri in uris], pa.bool_())
+    if "candidate" in records.column_names:
+        columns["candidate"] = records.column("candidate").cast(pa.int32())
+        if any(name in records.column_names for name in SCORE_COLUMNS):
+            columns["scores"] = scores_json(records)
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in PLAN_SCHEMA}, schema=PLAN_SCHEMA)
 
 
@@ -265,9 +299,11 @@ class BucketPlan:
     bucket: int
     work: pa.Table  # pending requests (REQUEST_SCHEMA), sorted by (row_index, target_index): targets adjacent
     records: list[dict]  # invalid_row and duplicate records, to write before the edits start
-    superseded: pa.Table  # SUPERSEDED_SCHEMA
+    superseded: pa.Table  # PLAN_SUPERSEDED_SCHEMA
     skipped: int = 0  # edits recorded ok earlier (for the same request; under the same settings, or kept)
-    changed: int = 0  # edits recorded ok earlier for another request: done again
+    changed: int = 0  # edits recorded ok earlier for another request (or another picture): done again
+    sources_changed: int = 0  # of those, edits whose picture changed under its URI (`identify`)
+    unverified: int = 0  # done edits whose records hold no identity of their picture (written before they did)
     settings_changed: int = 0  # edits recorded ok earlier for the same request under other settings
     unknown_settings: int = 0  # edits recorded ok earlier by records without fingerprints
     settings_changes: list[str] = field(default_factory=list)  # "earlier:current" settings fingerprints
@@ -276,6 +312,8 @@ class BucketPlan:
     captions_needed: int = 0  # work rows whose picture gets a BLIP caption
     concepts: list[str] = field(default_factory=list)  # distinct concepts of the work rows
     shards: list[str] = field(default_factory=list)  # names of the shards the earlier ok records name
+    reselected: pa.Table | None = None  # RESTATUS_SCHEMA: records whose verdict a new selection changed
+    reselected_requests: int = 0
 
     @property
     def pending(self) -> int:
@@ -288,11 +326,16 @@ _SAME, _UNKNOWN, _SETTINGS, _CHANGED = 0, 1, 2, 3
 
 def plan_bucket(
     table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, settings_policy: str = "stop",
-    unknown_policy: str = "keep",
+    unknown_policy: str = "keep", identify: Callable[[list[str]], list[str | None]] | None = None,
+    selection: Selection | None = None,
 ) -> BucketPlan:
     """Decide one bucket of plan rows (see the module docstring for the rules). `settings_policy` (stop, redo,
     keep): what becomes of an edit recorded ok for its request under other settings; `unknown_policy` (redo, keep):
-    of one recorded ok by a record without fingerprints."""
+    of one recorded ok by a record without fingerprints. `identify`: the storage identity of each of a list of
+    picture URIs now (`data.sources.source_identities`); a done edit whose record holds another identity of its
+    picture is `changed` and done again. None: pictures are not checked (`job.verify_sources: false`).
+    `selection` (a run with candidates): the done requests' candidates are selected again from their recorded
+    scores (data.reselect); a request whose new choice has no picture is done again (counted as changed)."""
     if settings_policy not in SETTINGS_POLICIES or unknown_policy not in ("redo", "keep"):
         raise ValueError(f"unknown settings policy {settings_policy!r} / {unknown_policy!r}")
     frame = pl.from_arrow(table)
@@ -301,7 +344,7 @@ def plan_bucket(
     requests = frame.filter(pl.col("kind") == _REQUEST)
     earlier = frame.filter(pl.col("kind") == _RECORD).select(
         "row_id", "edit_id", pl.coalesce("record_id", "edit_id").alias("record_id"), "status", "file", "shard",
-        "request_fingerprint", "settings_fingerprint")
+        "request_fingerprint", "settings_fingerprint", "source_identity", "candidate", "scores", "has_image")
     earlier_with_id = earlier.filter(pl.col("edit_id").is_not_null() & (pl.col("edit_id") != ""))
 
     without_id = requests.filter(~has_id)
@@ -317,7 +360,7 @@ def plan_bucket(
     # Each earlier ok record of an edit to be made now, ranked by how it relates to the request.
     seen = winners.select(*keys, "request_fingerprint", "settings_fingerprint").join(
         ok.select(*keys, "file", "record_id", "status", pl.col("request_fingerprint").alias("ok_request"),
-                  pl.col("settings_fingerprint").alias("ok_settings")),
+                  pl.col("settings_fingerprint").alias("ok_settings"), pl.col("source_identity").alias("ok_identity")),
         on=keys, how="inner",
     ).with_columns(
         pl.when((pl.col("ok_request") == pl.col("request_fingerprint"))
@@ -332,12 +375,19 @@ def plan_bucket(
          + pl.col("settings_fingerprint").first()).alias("change"),
     )
     kept = [_SAME] + [_UNKNOWN] * (unknown_policy == "keep") + [_SETTINGS] * (settings_policy == "keep")
+    best, sources_changed, unverified = _check_sources(best, seen, winners, kept, identify)
+    reselected, reselected_requests = None, 0
+    if selection is not None:
+        best, reselected, reselected_requests = _reselect(best, seen, ok, kept, selection)
     done = best.filter(pl.col("match").is_in(kept)).select(keys)
     redone = best.filter(~pl.col("match").is_in(kept)).select(keys)
     todo = winners.join(done, on=keys, how="anti")
     skipped = done.height
     matches = best.get_column("match")
     todo = pl.concat([todo, without_id], how="vertical_relaxed").sort(["row_index", "target_index"], nulls_last=False)
+    # An edit done again gets files of its own (the run's tag), so the earlier record names its own pixels.
+    todo = todo.join(redone.with_columns(pl.lit(run_id).alias("tag")), on=keys, how="left").with_columns(
+        pl.col("tag").alias("output_tag")).drop("tag")
     invalid = todo.filter(pl.col("status") == Status.ERROR)
     pending = todo.filter(pl.col("status") == Status.PENDING)
 
@@ -356,7 +406,14 @@ def plan_bucket(
     same = seen.filter(pl.col("match") == _SAME).select(*keys, "file")
     outlived = seen.filter(pl.col("match") != _SAME).join(same.select(keys).unique(), on=keys, how="semi").join(
         same, on=[*keys, "file"], how="anti")
-    superseded = pl.concat([part.select("file", "record_id", "status") for part in (
+    # An outlived record's files are removed with it, unless the record that outlived it was written before records
+    # held the picture's identity: such a record may name the very same files (a redo used to overwrite them).
+    written_before = seen.filter(pl.col("match") == _SAME).group_by(keys).agg(
+        pl.col("ok_identity").is_null().all().alias("keep_files"))
+    outlived = outlived.join(written_before, on=keys, how="left")
+    superseded = pl.concat([part.select("file", "record_id", "status", "row_id", "edit_id",
+                                        (pl.col("keep_files") if "keep_files" in part.columns
+                                         else pl.lit(False)).alias("keep_files")) for part in (
         # earlier ok records of edits done again, and the ones outlived
         ok.join(redone, on=keys, how="semi"),
         outlived,
@@ -369,7 +426,12 @@ def plan_bucket(
                                                                             how="semi"),
         # every record without an id: such rows are recorded again each run
         earlier.filter(pl.col("edit_id").is_null() | (pl.col("edit_id") == "")),
-    )], how="vertical_relaxed").select(pl.col("file"), pl.col("record_id").alias("id"), pl.col("status")).unique()
+    )], how="vertical_relaxed").unique()
+    # Replaced by this run's edit pass (its request is in the work list), or settled by the plan itself.
+    superseded = superseded.join(pending.select(keys).unique().with_columns(pl.lit(True).alias("pending")), on=keys,
+                                 how="left").select(
+        pl.col("file"), pl.col("record_id").alias("id"), pl.col("status"), pl.col("edit_id").alias("request_id"),
+        pl.col("pending").fill_null(False), pl.col("keep_files").fill_null(False))
 
     records = [record_from_row(row, model_id, run_id) for row in invalid.to_dicts()]
     for row in duplicates.to_dicts():
@@ -389,9 +451,13 @@ def plan_bucket(
         bucket=bucket,
         work=_to_arrow(pending, REQUEST_SCHEMA),
         records=records,
-        superseded=_to_arrow(superseded.sort(["file", "id"], nulls_last=False), SUPERSEDED_SCHEMA),
+        superseded=_to_arrow(superseded.sort(["file", "id"], nulls_last=False), PLAN_SUPERSEDED_SCHEMA),
         skipped=skipped,
         changed=int((matches == _CHANGED).sum()),
+        sources_changed=sources_changed,
+        unverified=unverified,
+        reselected=reselected,
+        reselected_requests=reselected_requests,
         settings_changed=int((matches == _SETTINGS).sum()),
         unknown_settings=int((matches == _UNKNOWN).sum()),
         settings_changes=best.get_column("change").drop_nulls().unique().sort().head(MAX_SETTINGS_CHANGES).to_list(),
@@ -402,6 +468,53 @@ def plan_bucket(
         concepts=list(concepts),
         shards=ok.get_column("shard").drop_nulls().unique().sort().to_list(),
     )
+
+
+def _check_sources(best: pl.DataFrame, seen: pl.DataFrame, winners: pl.DataFrame, kept: list[int],
+                   identify: Callable[[list[str]], list[str | None]] | None) -> tuple[pl.DataFrame, int, int]:
+    """`best` with the done edits whose picture changed since their record (its identity now differs from the one
+    recorded, or the picture is gone) turned `changed`; and how many were, and how many done edits' records hold
+    no identity (from before records did: they stay done). One `identify` call for the bucket's done pictures."""
+    keys = ["row_id", "edit_id"]
+    done = best.filter(pl.col("match").is_in(kept)).select(keys)
+    if identify is None or not done.height:
+        return best, 0, 0
+    # the identity in the records that made the edit done (its best match)
+    recorded = (seen.join(best.select(*keys, "match"), on=[*keys, "match"], how="semi").group_by(keys)
+                .agg(pl.col("ok_identity").drop_nulls().first().alias("recorded")))
+    check = done.join(recorded, on=keys, how="left").join(
+        winners.select(*keys, "source_image_uri").unique(subset=keys), on=keys, how="left")
+    unverified = check.filter(pl.col("recorded").is_null()).height
+    check = check.filter(pl.col("recorded").is_not_null())
+    if not check.height:
+        return best, 0, unverified
+    now = identify(check.get_column("source_image_uri").to_list())
+    moved = check.with_columns(pl.Series("now", now, dtype=pl.String)).filter(
+        pl.col("now").is_null() | (pl.col("now") != pl.col("recorded"))).select(keys)
+    if not moved.height:
+        return best, 0, unverified
+    best = best.join(moved.with_columns(pl.lit(True).alias("moved")), on=keys, how="left").with_columns(
+        pl.when(pl.col("moved").fill_null(False)).then(pl.lit(_CHANGED)).otherwise(pl.col("match")).alias("match")
+    ).drop("moved")
+    return best, moved.height, unverified
+
+
+def _reselect(best: pl.DataFrame, seen: pl.DataFrame, ok: pl.DataFrame, kept: list[int],
+              selection: Selection) -> tuple[pl.DataFrame, pa.Table, int]:
+    """Select again among the candidates of the done requests (data.reselect): `best` with the requests whose new
+    choice has no picture turned `changed`, the records whose verdict changed, and how many requests had some."""
+    keys = ["row_id", "edit_id"]
+    done = best.filter(pl.col("match").is_in(kept)).select(*keys, "match")
+    # the records that made each request done (its best match), with their scores
+    records = seen.join(done, on=[*keys, "match"], how="semi").select(*keys, "record_id", "file").join(
+        ok.select(*keys, "record_id", "file", "status", "candidate", "scores", "has_image"),
+        on=[*keys, "record_id", "file"], how="inner")
+    changes, again, requests = reselect(records, selection)
+    if again.height:
+        best = best.join(again.with_columns(pl.lit(True).alias("moved")), on=keys, how="left").with_columns(
+            pl.when(pl.col("moved").fill_null(False)).then(pl.lit(_CHANGED)).otherwise(pl.col("match"))
+            .alias("match")).drop("moved")
+    return best, changes, requests
 
 
 def _to_arrow(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -424,11 +537,17 @@ def write_bucket_plan(plan: BucketPlan, prefix: str, run_id: str, options: Stora
     if plan.superseded.num_rows:
         superseded_uri = layout.work_file(run_id, f"superseded-{plan.bucket:05d}")
         write_bytes_atomic(superseded_uri, parquet_bytes(plan.superseded), options)
+    reselected_uri = None
+    if plan.reselected is not None and plan.reselected.num_rows:
+        reselected_uri = layout.work_file(run_id, f"reselected-{plan.bucket:05d}")
+        write_bytes_atomic(reselected_uri, parquet_bytes(plan.reselected), options)
     return {
         "bucket": plan.bucket, "pending": plan.pending, "skipped": plan.skipped, "changed": plan.changed,
+        "sources_changed": plan.sources_changed, "unverified": plan.unverified,
         "settings_changed": plan.settings_changed, "unknown_settings": plan.unknown_settings,
         "settings_changes": plan.settings_changes, "invalid": plan.invalid, "duplicates": plan.duplicates,
         "captions_needed": plan.captions_needed, "concepts": plan.concepts, "work_uri": work_uri,
         "records_uri": records_uri, "superseded_uri": superseded_uri, "shards": plan.shards,
+        "reselected": plan.reselected_requests, "reselected_uri": reselected_uri,
     }
 

@@ -50,6 +50,8 @@ from .planning import SETTINGS_ADVICE, RunPlan, SettingsChanged, plan_run, setti
 from .context import RunContext, open_run
 from .preflight import check_devices, check_manifest_columns, check_models
 from .progress import ProgressReporter
+from .reselect import apply_reselection
+from .stopped import clean_up_stopped_run, remove_empty_work_root, remove_settled_records
 from .summary import JobSummary
 from .supersede import remove_superseded
 
@@ -152,8 +154,8 @@ def _run_under_lease(context: RunContext, address: str | None, break_lease: bool
                               on_lost=lambda message: _thread.interrupt_main(signal.SIGINT))
         elastic = connect(address, verbose=verbose, timeout_s=config.job.connect_timeout_s)
         stop.install()  # over the handler ray.init installed
-        _run(context, manifest, run_id, elastic, summary, metadata["manifest"], write_run_file,
-             class_names)
+        _run(context, manifest, run_id, elastic, summary, metadata["manifest"], write_run_file, class_names,
+             stop=stop, lease=lease)
         stop.armed = False
         summary.status = "done"
         if summary.unrecorded:  # a full disk fails the run, whatever job.max_failed_fraction tolerates
@@ -211,7 +213,9 @@ def _run_under_lease(context: RunContext, address: str | None, break_lease: bool
                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), seconds=summary.seconds,
                         ok=summary.ok, filtered=summary.filtered, failed=summary.failed,
                         duplicates=summary.duplicates, skipped=summary.skipped,
-                        changed=summary.changed, settings_redone=summary.settings_redone,
+                        changed=summary.changed, sources_changed=summary.sources_changed,
+                        reselected=summary.reselected,
+                        unverified_sources=summary.unverified, settings_redone=summary.settings_redone,
                         settings_kept=summary.settings_kept, unknown_settings=summary.unknown_settings,
                         engine=summary.engine, fetch_cpu_s=summary.fetch_cpu_s, write_cpu_s=summary.write_cpu_s)
         try:
@@ -228,7 +232,8 @@ def _run_under_lease(context: RunContext, address: str | None, break_lease: bool
 
 
 def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: JobSummary, manifest_label: str,
-         write_run_file: Callable[[], None], class_names: dict[str, list[str]] | None = None) -> None:
+         write_run_file: Callable[[], None], class_names: dict[str, list[str]] | None = None, stop: _StopSignals | None = None,
+         lease=None) -> None:
     """The run under its lease: plan, edit pass, compaction, clean-up. The run file is first written once the
     stages are known to fit: a run that cannot be placed leaves nothing behind; nor does one refused for a change
     of settings (SettingsChanged)."""
@@ -251,12 +256,23 @@ def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: Job
                         settings=settings, on_settings_change=on_settings_change, class_names=class_names)
         _settle_settings(plan, settings, on_settings_change, output_prefix, run_id, options)
         _remove_orphan_shards(shards, plan, options)
+        # What the plan settled itself (records outlived by another, errors of done edits, duplicates recorded
+        # again) goes now, before any edit: an earlier run that stopped left no second record of an edit behind.
+        remove_settled_records(output_prefix, options, plan)
+        if plan.reselected_files:  # a new candidate selection: verdicts changed in place, nothing edited again
+            changed = apply_reselection(plan.reselected_files, list_record_files(output_prefix, options).live,
+                                        options)
+            log.info("candidates of %d done request(s) selected again from their recorded scores: %d record(s) "
+                     "changed", plan.reselected, changed)
         summary.add_plan(plan, on_settings_change, candidates=config.candidates.count)
         summary.planned_s = time.perf_counter() - started
-        log.info("plan: %d edits to do, %d done earlier, %d changed, %d invalid, %d duplicates (%d buckets in %d "
-                 "partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped, plan.changed,
-                 plan.invalid, plan.duplicates, plan.buckets, plan.partitions, plan.estimated_bytes / 2**20,
-                 summary.planned_s)
+        log.info("plan: %d edits to do, %d done earlier, %d changed (%d pictures changed), %d invalid, %d duplicates "
+                 "(%d buckets in %d partitions, about %.0f MiB of plan rows, %.1f s)", plan.pending, plan.skipped,
+                 plan.changed, plan.sources_changed, plan.invalid, plan.duplicates, plan.buckets, plan.partitions,
+                 plan.estimated_bytes / 2**20, summary.planned_s)
+        if plan.unverified:
+            log.info("%d done edit(s) have records from before records held their picture's identity: kept as done "
+                     "without checking their pictures", plan.unverified)
         concepts = plan.concepts if config.job.mode == "edit" else []
         # The helper models the rows turned out to need, checked before an actor tries to load them.
         needs = dict(stable_diffusion=False, clip=False, concepts=bool(concepts),
@@ -273,15 +289,22 @@ def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: Job
             try:
                 for batch in batches:
                     summary.tally(batch)
-            finally:
-                # Stopped early (a signal, a lost lease): Ray Data shuts its executor down now, its actors killed,
+            except BaseException:
+                # Stopped early (a signal, a failure): Ray Data shuts its executor down now, its actors killed,
                 # rather than whenever the generator is collected, so none of them writes after the lease is let go.
                 batches.close()
+                if stop is not None:
+                    stop.armed = False  # the clean-up finishes whatever arrives now
+                if lease is None or not lease.lost:  # a lost lease: another run may write here already
+                    clean_up_stopped_run(config, output_prefix, run_id, plan, summary)
+                raise
+            batches.close()
     compaction = compact_records(output_prefix, options, records_per_file=config.job.records_per_file,
-                                 superseded=remove_superseded(plan.superseded_files, options), run_id=run_id)
+                                 superseded=remove_superseded(plan.superseded_files, options, pending=True),
+                                 run_id=run_id)
     summary.record_files = compaction.files_after
     delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
-    _remove_empty_work_root(output_prefix, options)
+    remove_empty_work_root(output_prefix, options)
 
 
 def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: str | None, output_prefix: str,
@@ -300,7 +323,7 @@ def _settle_settings(plan: RunPlan, settings: RunSettings, on_settings_change: s
         for uri in plan.record_files:
             delete(uri, options)
         delete_folder(OutputLayout(output_prefix).work_folder(run_id), options)
-        _remove_empty_work_root(output_prefix, options)
+        remove_empty_work_root(output_prefix, options)
         raise SettingsChanged(f"{message}; {SETTINGS_ADVICE}")
     log.warning("%s: %s", message, "edited again (--on-settings-change redo)" if on_settings_change == "redo"
                 else "kept (--on-settings-change keep)")
@@ -316,12 +339,6 @@ def _remove_orphan_shards(shards: list[str], plan: RunPlan, options) -> None:
         delete(uri, options)
     if orphans:
         log.info("removed %d shard(s) that no record names (left by a run that stopped)", len(orphans))
-
-
-def _remove_empty_work_root(output_prefix: str, options) -> None:
-    root = OutputLayout(output_prefix).work
-    if not list_files(root, None, options):
-        delete_folder(root, options)
 
 
 def _concept_captions(config: Config, concepts: list[str], output_prefix: str, run_id: str) -> dict:

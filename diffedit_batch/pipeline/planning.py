@@ -24,6 +24,8 @@ from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.augment import Recipe
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest, manifest_file_error
 from diffedit_batch.data.records import RecordFile, read_record_file
+from diffedit_batch.data.reselect import SCORE_COLUMNS, Selection
+from diffedit_batch.data.sources import source_identities
 from diffedit_batch.data.storage import StorageOptions, resolve
 from diffedit_batch.data.worklist import (
     MAX_SETTINGS_CHANGES,
@@ -83,6 +85,10 @@ class RunPlan:
     pending: int = 0
     skipped: int = 0
     changed: int = 0
+    sources_changed: int = 0  # of `changed`: edits whose picture changed under its URI
+    unverified: int = 0  # done edits whose records hold no identity of their picture (not checked)
+    reselected: int = 0  # done requests whose candidates were selected again from their recorded scores
+    reselected_files: list[str] = field(default_factory=list)  # the records whose verdict changed, by bucket
     settings_changed: int = 0
     unknown_settings: int = 0
     settings_changes: set[tuple[str, str]] = field(default_factory=set)  # (earlier, current) settings fingerprints
@@ -100,7 +106,7 @@ class RunPlan:
     estimated_bytes: int = 0  # of the plan's rows (`estimate_plan_bytes`), which sized its buckets
 
     def add(self, summary: dict) -> None:
-        for name in ("pending", "skipped", "changed", "settings_changed", "unknown_settings", "invalid", "duplicates",
+        for name in ("pending", "skipped", "changed", "sources_changed", "unverified", "reselected", "settings_changed", "unknown_settings", "invalid", "duplicates",
                      "captions_needed"):
             setattr(self, name, getattr(self, name) + summary[name])
         if len(self.settings_changes) < MAX_SETTINGS_CHANGES:
@@ -112,6 +118,8 @@ class RunPlan:
             self.work_files.append((summary["work_uri"], summary["pending"]))
         if summary["superseded_uri"]:
             self.superseded_files.append(summary["superseded_uri"])
+        if summary["reselected_uri"]:
+            self.reselected_files.append(summary["reselected_uri"])
         self.shards.update(summary["shards"] or ())
 
 
@@ -135,23 +143,51 @@ SETTINGS_ADVICE = ("nothing was done. Re-run with --on-settings-change redo to e
                    "that made them)")
 
 
-def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int, with_shards: bool = False):
-    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): five columns read
-    (ids, status, fingerprints), and the outputs' URIs when the output has shards (to tell which shards records name)."""
+def read_earlier_records(batch: pa.Table, *, options: StorageOptions, buckets: int, with_shards: bool = False,
+                         with_scores: bool = False):
+    """Plan rows of the earlier records in each file named in `batch` (`uri`, `size`, `name`): seven columns read
+    (ids, status, fingerprints, candidate, the picture's identity), and the outputs' URIs when the output has shards
+    (to tell which shards records name); with `with_scores` (a run with candidates) the scores and the output URIs
+    too, to select again from them."""
     columns = ["id", "row_id", "status", "request_fingerprint", "settings_fingerprint", "candidate",
-               *(["image_uri"] if with_shards else [])]
+               "source_identity", *(["image_uri"] if with_shards or with_scores else []),
+               *(SCORE_COLUMNS if with_scores else ())]
     for uri, size, name in zip(*(batch.column(c).to_pylist() for c in ("uri", "size", "name"))):
         records = read_record_file(RecordFile(uri, size, name), options, columns=columns)
-        yield records_to_plan_rows(records, file=name, buckets=buckets)
+        rows = records_to_plan_rows(records, file=name, buckets=buckets)
+        del records
+        yield rows
+        release_arrow_memory()
 
 
 def plan_buckets(table: pa.Table, *, caption_inversion: bool, model_id: str, run_id: str, output_prefix: str,
-                 options: StorageOptions, settings_policy: str = "stop", unknown_policy: str = "keep") -> pa.Table:
-    """One bucket (a `map_groups` group): decide it, write what it decided, return its summary row."""
+                 options: StorageOptions, settings_policy: str = "stop", unknown_policy: str = "keep",
+                 verify_sources: bool = True, selection: Selection | None = None) -> pa.Table:
+    """One bucket (a `map_groups` group): decide it, write what it decided, return its summary row. With
+    `verify_sources` the pictures of its done edits are checked (a stat or HEAD each, IDENTITY_THREADS at once)."""
+    identify = (lambda uris: source_identities(uris, options)) if verify_sources else None
     plan = plan_bucket(table, caption_inversion=caption_inversion, model_id=model_id, run_id=run_id,
-                       settings_policy=settings_policy, unknown_policy=unknown_policy)
+                       settings_policy=settings_policy, unknown_policy=unknown_policy, identify=identify,
+                       selection=selection)
     summary = write_bucket_plan(plan, output_prefix, run_id, options)
+    del plan, table
+    release_arrow_memory()
     return pa.Table.from_pylist([summary], schema=PLAN_SUMMARY_SCHEMA)
+
+
+def release_arrow_memory() -> None:
+    """Hand the pages Arrow's allocator keeps for reuse back to the OS. The plan's tasks run in Ray's pool workers,
+    which live on after the pass: without this each keeps the peak of the largest batch or bucket it handled, and
+    the larger the manifest, the larger that peak."""
+    pa.default_memory_pool().release_unused()
+
+
+def plan_requests(batch: pa.Table, **kwargs) -> pa.Table:
+    """`requests_to_plan_rows` as the requests stage runs it: the batch's Arrow memory handed back after."""
+    rows = requests_to_plan_rows(batch, **kwargs)
+    del batch
+    release_arrow_memory()
+    return rows
 
 
 def settings_policies(on_settings_change: str | None) -> tuple[str, str]:
@@ -175,17 +211,20 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     return {
         "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
                       batch_size=1, kwargs=_read_kwargs(config, recipe), schema=None),
-        "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
+        "requests": Stage(name="requests", run=plan_requests, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
                           kwargs=_request_kwargs(config, settings, buckets, recipe)),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
                          batch_size=_FILES_PER_TASK, schema=None,
-                         kwargs={"options": options, "buckets": buckets, "with_shards": with_shards}),
+                         kwargs={"options": options, "buckets": buckets, "with_shards": with_shards,
+                                 "with_scores": config.candidates.enabled}),
         "plan": Stage(name="plan", run=plan_buckets, reads=plan_names, adds=(), cpus=0.5, schema=None,
                       kwargs={"caption_inversion": config.captions.caption_inversion,
                               "model_id": config.model.pretrained, "run_id": run_id,
                               "output_prefix": output_prefix, "options": options,
-                              "settings_policy": settings_policy, "unknown_policy": unknown_policy}),
+                              "settings_policy": settings_policy, "unknown_policy": unknown_policy,
+                              "verify_sources": config.job.verify_sources,
+                              "selection": Selection.of(config.candidates) if config.candidates.enabled else None}),
     }
 
 

@@ -36,6 +36,9 @@ WORK_SCHEMA = pa.schema(
         pa.field("fetch_s", pa.float64()),
         # where the edit may change the picture, at its original size (data.regions.pack), when it has a region
         pa.field("region", pa.binary()),
+        # what the picture was when it was read (data.sources): its storage identity and the digest of its bytes
+        pa.field("source_identity", pa.string()),
+        pa.field("source_digest", pa.string()),
         # the edit (RGB bytes at model size; mask uint8 {0, 1} at mask_height x mask_width)
         pa.field("edited", pa.binary()),
         pa.field("mask", pa.binary()),

@@ -26,11 +26,15 @@ class JobSummary:
     duplicates: int = 0
     skipped: int = 0  # done earlier, for the same request (under the same settings, or kept)
     changed: int = 0  # done earlier for another request (a revised prompt, picture, seed): edited again
+    sources_changed: int = 0  # of `changed`: their picture changed under its URI (job.verify_sources)
+    unverified: int = 0  # done earlier by records without the picture's identity: not checked, kept as done
     settings_redone: int = 0  # done earlier under other settings, edited again (--on-settings-change redo)
     settings_kept: int = 0  # done earlier under other settings, kept (--on-settings-change keep)
     unknown_settings: int = 0  # done earlier by records without fingerprints (kept, or redone with redo)
     unrecorded: int = 0  # edits of the edit pass whose record could not be written (counted in failed too)
     unrecorded_error: str | None = None  # why the first of them could not be
+    planned_invalid: int = 0  # invalid rows the plan recorded
+    reselected: int = 0  # done requests whose candidates were selected again from their recorded scores
     seconds: float = 0.0
     error_classes: Counter = field(default_factory=Counter)
     actor_busy_s: float = 0.0  # summed over edit actors: editing
@@ -74,6 +78,9 @@ class JobSummary:
         return (
             kept + f"edits ok {self.ok}, failed {self.failed}, duplicates {self.duplicates}, skipped {self.skipped} "
             f"(done earlier), changed {self.changed} (request changed, edited again)"
+            + (f" of which {self.sources_changed} a changed picture" if self.sources_changed else "")
+            + (f", re-selected {self.reselected} (candidates chosen again from their scores, not edited again)"
+               if self.reselected else "")
             + (f", under other settings {self.settings_redone} redone and {self.settings_kept} kept"
                if self.settings_redone or self.settings_kept else "")
             + (f", {self.unknown_settings} recorded before fingerprints" if self.unknown_settings else "")
@@ -91,12 +98,16 @@ class JobSummary:
         self.pending += plan.pending * candidates
         self.skipped += plan.skipped
         self.changed += plan.changed
+        self.sources_changed += plan.sources_changed
+        self.unverified += plan.unverified
+        self.reselected += plan.reselected
         if on_settings_change == "keep":
             self.settings_kept += plan.settings_changed
         else:
             self.settings_redone += plan.settings_changed
         self.unknown_settings += plan.unknown_settings
         self.failed += plan.invalid
+        self.planned_invalid += plan.invalid
         self.duplicates += plan.duplicates
         if plan.invalid:
             self.error_classes[ErrorClass.INVALID_ROW] += plan.invalid
@@ -128,6 +139,27 @@ class JobSummary:
             else:
                 self.failed += 1
                 self.error_classes[error_class or "unknown"] += 1
+
+    def count_recorded(self, records: Counter) -> None:
+        """Count the edit pass by the records the run wrote (`records`: (status, error class) -> records of its edit
+        pass), where the stream of summary rows stopped before they all reached the driver (a signal): the summary
+        and the run file then say what was recorded, not only what the driver had been told."""
+        counted = Counter({status: sum(n for (s, _), n in records.items() if s == status)
+                           for status in (Status.OK, Status.FILTERED, Status.ERROR)})
+        if sum(counted.values()) <= self.tallied:
+            return  # the stream had counted them all
+        errors = Counter()
+        for (status, error_class), n in records.items():
+            if status == Status.ERROR:
+                errors[error_class or "unknown"] += n
+        invalid = self.planned_invalid  # recorded by the plan, before the edit pass
+        self.error_classes = Counter({ErrorClass.DUPLICATE_ID: self.error_classes[ErrorClass.DUPLICATE_ID]})
+        self.error_classes[ErrorClass.INVALID_ROW] += invalid
+        self.error_classes.update(errors)
+        self.error_classes = +self.error_classes
+        self.ok, self.filtered = counted[Status.OK], counted[Status.FILTERED]
+        self.failed = invalid + counted[Status.ERROR]
+        self.tallied = sum(counted.values())
 
     def _add_engine(self, counts: dict) -> None:
         for name, value in counts.items():

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from diffedit_batch.config.fields import convert
 from diffedit_batch.data.records import candidate_id
 from diffedit_batch.engine.settings import EditSettings
 from diffedit_batch.seeds import SEED_LIMIT
@@ -37,6 +38,7 @@ CLIP_SCORES = ("clip_directional", "clip_image", "clip_target_score", "clip_labe
 _INT_SETTINGS = {f.name for f in dataclasses.fields(EditSettings) if f.type in ("int", int)}
 _BOOL_SETTINGS = {f.name for f in dataclasses.fields(EditSettings) if f.type in ("bool", bool)}
 VARIABLE = tuple(f.name for f in dataclasses.fields(EditSettings)) + ("seed",)
+_HINTS = {f.name: {"int": int, "float": float, "bool": bool}.get(f.type, f.type) for f in dataclasses.fields(EditSettings)}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ def check_vary(vary: Mapping[str, Any], base: EditSettings) -> None:
             continue
         values = _extremes(name, spec)
         for value in values:
+            # as the edit section's own value is read (an integer within int64, a finite number), then as
+            # EditSettings checks it
+            value = convert(f"vary.{name}", _HINTS[name], value)
             try:
                 base.replace(**{name: value})
             except (TypeError, ValueError) as error:
@@ -120,7 +125,7 @@ def draw_candidates(base: EditSettings, vary: Mapping[str, Any], count: int, see
             if choices is not None:
                 value = choices[int(rng.integers(len(choices)))]
             elif name in _INT_SETTINGS:
-                value = int(rng.integers(int(spec[0]), int(spec[1]) + 1))
+                value = int(rng.integers(int(spec[0]), int(spec[1]), endpoint=True))
             else:
                 value = float(rng.uniform(float(spec[0]), float(spec[1])))
             drawn[name] = value

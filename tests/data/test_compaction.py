@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 
 import pyarrow as pa
@@ -152,3 +153,51 @@ def test_merging_streams_batches_of_files_from_before_and_after_a_column_was_add
     superseded = pa.table({"file": [merged.name], "id": ["old-1"], "status": ["ok"]}, schema=SUPERSEDED_SCHEMA)
     again = compact_records(prefix, records_per_file=10, superseded=superseded)
     assert again.superseded == 1 and len(pq.read_table(merged.uri)) == 11
+
+
+def _picture(path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"png")
+    return str(path)
+
+
+def test_a_superseded_record_takes_its_loose_files_with_it_unless_told_to_keep_them(tmp_path):
+    prefix = str(tmp_path)
+    old = _picture(tmp_path / "images" / "a.png"), _picture(tmp_path / "masks" / "a.png")
+    kept = _picture(tmp_path / "images" / "b.png")
+    write_record_part(prefix, [_record("a", image_uri=old[0], mask_uri=old[1]), _record("b", image_uri=kept),
+                               _record("c", image_uri=kept)], part_name="old")
+    superseded = pa.table({"file": ["part-old.parquet"] * 2, "id": ["a", "c"], "status": ["ok", "ok"],
+                           "keep_files": [False, True]})
+    compact_records(prefix, superseded=superseded)
+    assert [r["id"] for r in _all(tmp_path)] == ["b"]
+    assert not any(map(lambda p: (tmp_path / p).exists(), ("images/a.png", "masks/a.png")))
+    assert (tmp_path / "images" / "b.png").exists()  # named by the record that stays (and c's was to be kept)
+
+
+def test_extra_records_of_an_edit_go_the_newest_done_one_stays(tmp_path):
+    from diffedit_batch.data.extra_records import remove_extra_records, remove_unnamed_outputs
+
+    prefix = str(tmp_path)
+    older, newer = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc)
+    first = _picture(tmp_path / "images" / "a.png")
+    second = _picture(tmp_path / "images" / "a.run-2.png")
+    write_record_part(prefix, [_record("a", image_uri=first, finished_at=older), _record("b"),
+                               _record("d", status="duplicate"), _record("e", status="ok", finished_at=older)],
+                      part_name="run-1")
+    write_record_part(prefix, [_record("a", image_uri=second, run_id="run-2", finished_at=newer),
+                               _record("d", status="duplicate"), _record("e", status="error", finished_at=newer)],
+                      part_name="run-2")
+    # both in one file too (a compaction merged them): the older one goes all the same
+    write_record_part(prefix, [_record("f", finished_at=older, run_id="run-1"),
+                               _record("f", finished_at=newer, run_id="run-2")], part_name="both")
+    removed = remove_extra_records(prefix)
+    assert (removed.removed, removed.outputs_deleted) == (3, 1)
+    records = Counter((r["id"], r["status"], r["run_id"]) for r in _all(tmp_path))
+    # a: the newest; duplicates are all kept; e: a done record beats a newer error; f: the newest
+    assert records == {("a", "ok", "run-2"): 1, ("b", "ok", "run-1"): 1, ("d", "duplicate", "run-1"): 2,
+                       ("e", "ok", "run-1"): 1, ("f", "ok", "run-2"): 1}
+    assert not (tmp_path / "images" / "a.png").exists() and (tmp_path / "images" / "a.run-2.png").exists()
+    assert remove_extra_records(prefix).removed == 0
+    _picture(tmp_path / "images" / "left-by-a-stopped-run.png")
+    assert remove_unnamed_outputs(prefix) == 1 and (tmp_path / "images" / "a.run-2.png").exists()

@@ -185,8 +185,10 @@ def test_write_bucket_plan_leaves_work_records_and_superseded_files(tmp_path):
     work = pq.read_table(summary["work_uri"])
     assert work.schema == REQUEST_SCHEMA and work.column("edit_id").to_pylist() == ["failed", "new"]
     assert summary["work_uri"].startswith(f"{prefix}/_work/run-2/")
+    # the earlier error of an edit this run's edit pass tries again: removed once its new record exists
     assert pq.read_table(summary["superseded_uri"]).to_pylist() == [
-        {"file": "part-run-1.parquet", "id": "failed", "status": "error"}]
+        {"file": "part-run-1.parquet", "id": "failed", "status": "error", "request_id": "failed", "pending": True,
+         "keep_files": False}]
     recorded = pq.read_table(f"{prefix}/manifest/part-run-2-plan-00000.parquet").to_pylist()
     assert [(r["id"], r["status"], r["run_id"]) for r in recorded] == [("bad", "error", "run-2")]
 
@@ -256,7 +258,10 @@ def test_an_ok_record_outlived_by_one_of_the_same_request_and_settings_is_supers
     fresh = earlier(made(rows), file="part-new.parquet")
     [bucket] = plan(rows, pa.concat_tables([stale, fresh]))
     assert (bucket.pending, bucket.skipped) == (0, 1)
-    assert bucket.superseded.to_pylist() == [{"file": "part-old.parquet", "id": "a", "status": "ok"}]
+    # settled by the plan (no edit of this run replaces it); its files go with it unless the record that outlived
+    # it was written before records held their picture's identity (it may name the same files)
+    assert bucket.superseded.to_pylist() == [{"file": "part-old.parquet", "id": "a", "status": "ok",
+                                              "request_id": "a", "pending": False, "keep_files": True}]
     # in the same file as the match, the stale one stays (a file's records are removed by id and status)
     [together] = plan(rows, earlier(made([good("a", target_prompt="old")]) + made(rows), file="part-both.parquet"))
     assert together.superseded.num_rows == 0 and together.skipped == 1
@@ -296,3 +301,55 @@ def test_request_ids_of_candidate_records():
 
     assert request_id_of("row#2~c3", 3) == "row#2" and request_id_of("x~c1", None) == "x~c1"
     assert request_id_of("odd~c12", 2) == "odd~c12"  # not its own candidate's suffix: taken as it is
+
+
+def with_identity(records: list[dict], identities: dict[str, str | None]) -> pa.Table:
+    """Earlier records as `earlier` makes them, with the identity of each one's picture (None: not recorded)."""
+    table = pa.Table.from_pylist([{**r, "source_identity": identities.get(r["id"])} for r in records])
+    return records_to_plan_rows(table, file="part-earlier.parquet", buckets=1)
+
+
+def test_a_done_edit_whose_picture_changed_under_its_uri_is_done_again_with_files_of_its_own():
+    rows = [good("same"), good("replaced"), good("gone"), good("old")]
+    records = with_identity(made(rows), {"same": "size:1", "replaced": "size:2", "gone": "size:3"})
+    asked = []
+
+    def identify(uris):
+        asked.append(list(uris))
+        return [{"/data/same.png": "size:1", "/data/replaced.png": "size:9"}.get(uri) for uri in uris]
+
+    [bucket] = plan(rows, records, identify=identify)
+    # one call for the bucket's done pictures with an identity recorded; `old` (none recorded) is not asked
+    assert sorted(asked[0]) == ["/data/gone.png", "/data/replaced.png", "/data/same.png"] and len(asked) == 1
+    assert bucket.work.column("edit_id").to_pylist() == ["replaced", "gone"]
+    assert (bucket.skipped, bucket.changed, bucket.sources_changed, bucket.unverified) == (2, 2, 2, 1)
+    # done again under a name of its own: the earlier record names its own files until it is removed
+    assert bucket.work.column("output_tag").to_pylist() == ["run-2", "run-2"]
+    assert sorted((r["id"], r["pending"]) for r in bucket.superseded.to_pylist()) == [("gone", True),
+                                                                                      ("replaced", True)]
+    # without the check (job.verify_sources: false) every one stays done
+    [unchecked] = plan(rows, records)
+    assert (unchecked.pending, unchecked.skipped, unchecked.changed) == (0, 4, 0)
+
+
+def test_a_new_selection_chooses_again_from_the_recorded_scores():
+    from diffedit_batch.data.reselect import Selection
+
+    rows = [good("a"), good("b")]
+    [record_a] = made([rows[0]])
+    [record_b] = made([rows[1]])
+    scored = []
+    for record, written in ((record_a, (True, True, False)), (record_b, (True, False, False))):
+        for k, coverage in enumerate((0.2, 0.5, 0.9)):
+            scored.append({**record, "id": f"{record['id']}~c{k}", "candidate": k,
+                           "status": Status.OK if written[k] else Status.FILTERED, "mask_coverage": coverage,
+                           "image_uri": f"/out/images/{record['id']}{k}.png" if written[k] else None})
+    table = records_to_plan_rows(pa.Table.from_pylist(scored), file="part-c.parquet", buckets=1)
+    # a run kept a~c0 and a~c1 (their pictures written); now keep 1 by coverage, at most 0.6: c1 (0.5)
+    selection = Selection(keep=1, rank_by="mask_coverage", floors={}, ceilings={"mask_coverage": 0.6},
+                          keep_rejected=False)
+    [bucket] = plan(rows, table, selection=selection)
+    # a: c1 stays kept, c0 is demoted (its pictures go); b: c1 to keep has no picture: b is edited again
+    assert bucket.work.column("edit_id").to_pylist() == ["b"] and bucket.changed == 1
+    changes = sorted((r["id"], r["status"], r["new_status"], r["drop_files"]) for r in bucket.reselected.to_pylist())
+    assert changes == [("a~c0", "ok", "filtered", True)] and bucket.reselected_requests == 1

@@ -10,6 +10,7 @@ from diffedit_batch.config import Config
 from diffedit_batch.data.images import (ImageDecodeError, decode_image, fit_to_bucket, fit_to_resolution, parse_buckets,
                                         picture_multiple)
 from diffedit_batch.data.regions import editable_area, pack, region_mask_array
+from diffedit_batch.data.sources import source_digest, source_identity
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, redact_uri
 
@@ -18,7 +19,7 @@ from .spec import Stage
 
 READS = ("status", "source_image_uri", "region_boxes", "region_mask_uri", "region_mask")
 ADDS = ("width", "height", "model_width", "model_height", "pixels", "fetch_s", "status", "error", "error_class",
-        "fetch_cpu_s", "region", "region_mask")
+        "fetch_cpu_s", "region", "region_mask", "source_identity", "source_digest")
 
 
 # The last picture this worker fetched: the targets of a manifest row sit next to each other in the work list, so
@@ -71,6 +72,9 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
     """What fetching `uri` adds to a row: its picture, or an error status and message."""
     started = time.perf_counter()
     try:
+        # Its identity first: a picture replaced between the two reads then looks changed to the next run, which
+        # edits it again, never the other way round.
+        identity = source_identity(uri, options)
         data = read_bytes(uri, options)
     except StorageError as error:
         return _error(ErrorClass.STORAGE, f"cannot read image: {error}")
@@ -88,6 +92,8 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
         "model_height": model_input.height,
         "pixels": model_input.tobytes(),
         "fetch_s": time.perf_counter() - started,
+        "source_identity": identity,
+        "source_digest": source_digest(data),
     }
 
 

@@ -101,8 +101,8 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
         edited = Image.fromarray(paste_background(np.asarray(edited), np.asarray(source), final, output.feather_px))
     if output.sharded:
         return _encode_for_shard(row, edited, mask_png, options, output, started, max_pixels)
-    image_uri = layout.image(row["edit_id"])
-    mask_uri = layout.mask(row["edit_id"])
+    image_uri = layout.image(row["edit_id"], row.get("output_tag"))
+    mask_uri = layout.mask(row["edit_id"], row.get("output_tag"))
     try:
         write_bytes_atomic(image_uri, encode_png(edited, output.png_compress_level), options)
         write_bytes_atomic(mask_uri, mask_png, options)
