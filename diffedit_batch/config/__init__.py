@@ -20,6 +20,7 @@ from .sections import (
     ConceptsConfig,
     JobConfig,
     MetricsConfig,
+    InputConfig,
     ModelConfig,
     OutputConfig,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "EditSettings",
     "JobConfig",
     "MetricsConfig",
+    "InputConfig",
     "ModelConfig",
     "OutputConfig",
     "StorageOptions",
