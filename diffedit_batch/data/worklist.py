@@ -79,6 +79,8 @@ REQUEST_SCHEMA = pa.schema([
     pa.field("seed", pa.int64()),
     pa.field("source_concept", pa.string()),
     pa.field("target_concept", pa.string()),
+    # the input row's carried columns, JSON {column: value as stored} (`input.carry_columns`); null: none
+    pa.field("carried", pa.string()),
     pa.field("status", pa.string()),  # pending, or error for a request that cannot be edited
     pa.field("error", pa.string()),
     pa.field("error_class", pa.string()),

@@ -20,7 +20,8 @@ from diffedit_batch.config import Config
 from diffedit_batch.data.compaction import compact_records
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
-from diffedit_batch.data.manifest import ManifestError, inspect_manifest
+from diffedit_batch.data.inputs import inspect_input
+from diffedit_batch.data.manifest import ManifestError
 from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.status import ErrorClass
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
@@ -55,6 +56,7 @@ from .planning import (
 )
 from .preflight import check_devices, check_models, resolve_model_family
 from .progress import ProgressReporter
+from .stages.read import embedded_spans
 from .summary import JobSummary
 from .supersede import remove_superseded
 
@@ -129,12 +131,14 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
 def _run_under_lease(config: Config, manifest_uri: str, output_prefix: str, address: str | None, break_lease: bool,
                      verbose: bool, stop: _StopSignals, on_settings_change: str | None) -> JobSummary:
     options = config.storage
-    manifest = inspect_manifest(manifest_uri, options)
+    manifest = inspect_input(manifest_uri, config.input, options)
     run_id = new_run_id()
     summary = JobSummary(run_id=run_id)
     settings = run_settings(config)
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "host": socket.gethostname(), "manifest": redact_uri(manifest_uri),
+                # its format, carried columns and their features (a ClassLabel's names): what the exports give back
+                "input": manifest.spec.describe(),
                 "config": redact_values(config.to_dict()),
                 # the settings behind the settings fingerprints this run's records carry
                 "settings": redact_values(settings.settings), "on_settings_change": on_settings_change}
@@ -257,11 +261,13 @@ def _run(config: Config, manifest, output_prefix: str, run_id: str, elastic: boo
         check_devices(config, local=not elastic, **needs)
         concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
         stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
-                                  concept_captions=concept_captions)
+                                  concept_captions=concept_captions, input_spec=manifest.spec,
+                                  work_files=plan.work_files)
         check_placement(stages, elastic)
         if plan.work_files:
-            batches = iter(edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",
-                                                                                    batch_size=None))
+            spans = embedded_spans(manifest, options) if manifest.spec.embedded else None
+            batches = iter(edit_pass(stages, plan.work_files, config, spans).iter_batches(batch_format="pyarrow",
+                                                                                           batch_size=None))
             try:
                 for batch in batches:
                     summary.tally(batch)

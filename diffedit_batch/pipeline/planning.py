@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from diffedit_batch.config import Config
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
-from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest
+from diffedit_batch.data.inputs import INPUT_ROW_SCHEMA, InputSpec, read_input_rows
+from diffedit_batch.data.manifest import Manifest
 from diffedit_batch.data.records import RecordFile, read_record_file
 from diffedit_batch.data.storage import StorageOptions
 from diffedit_batch.data.worklist import (
@@ -32,7 +33,6 @@ from diffedit_batch.data.worklist import (
     write_bucket_plan,
 )
 
-from .stages.read import read_manifest_rows
 from .stages.spec import Stage, apply
 
 # A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket, and no more
@@ -64,8 +64,8 @@ SHUFFLE_INPUT_BYTES = 64 * 2**20
 # size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
 _FILES_PER_TASK = 16
-# What the manifest reader hands on: the manifest's columns, each row numbered.
-_MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
+# What the input's reader hands on: the manifest's columns, each row numbered, its carried columns and problems.
+_MANIFEST_ROW = tuple(INPUT_ROW_SCHEMA.names)
 
 
 class SettingsChanged(RuntimeError):
@@ -168,8 +168,8 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     settings_policy, unknown_policy = settings_policies(on_settings_change)
     plan_names = tuple(PLAN_SCHEMA.names)
     return {
-        "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
-                      batch_size=1, kwargs={"options": options}, schema=None),
+        "read": Stage(name="read manifest", run=read_input_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
+                      batch_size=1, kwargs={"options": options, "spec": input_spec(manifest)}, schema=None),
         "requests": Stage(name="requests", run=requests_to_plan_rows, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
                           kwargs=_request_kwargs(config, settings, buckets)),
@@ -182,6 +182,12 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
                               "output_prefix": output_prefix, "options": options,
                               "settings_policy": settings_policy, "unknown_policy": unknown_policy}),
     }
+
+
+def input_spec(manifest: Manifest) -> InputSpec:
+    """How the manifest's rows are read: what `data.inputs.inspect_input` found (a Parquet manifest of URIs when it
+    was inspected as one, by `inspect_manifest`)."""
+    return manifest.spec or InputSpec(format="parquet", root=manifest.base_dir)
 
 
 def _request_kwargs(config: Config, settings: RunSettings, buckets: int) -> dict:
@@ -214,8 +220,8 @@ def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int
     spread = sorted({k * len(files) // SAMPLE_FILES for k in range(SAMPLE_FILES)})
     sampled_rows = sampled_bytes = 0
     for file in (files[index] for index in spread):
-        blocks = read_manifest_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
-                                    options=config.storage, rows_per_block=SAMPLE_ROWS)
+        blocks = read_input_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
+                                 options=config.storage, spec=input_spec(manifest), rows_per_block=SAMPLE_ROWS)
         try:
             rows = next(blocks, None)
         finally:

@@ -15,7 +15,7 @@ from ..rows import error_text, require, to_table
 from .spec import Stage
 
 READS = ("status", "source_image_uri")
-ADDS = ("width", "height", "model_width", "model_height", "pixels", "fetch_s", "status", "error", "error_class",
+ADDS = ("source_image_bytes", "width", "height", "model_width", "model_height", "pixels", "fetch_s", "status", "error", "error_class",
         "fetch_cpu_s")
 
 
@@ -25,7 +25,7 @@ _last: tuple[tuple, dict] | None = None
 
 
 def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, max_pixels: int,
-                 aspect_buckets: str = "off", family: str | None = None) -> pa.Table:
+                 aspect_buckets: str = "off", family: str | None = None, keep_source: bool = False) -> pa.Table:
     """Add each pending row's original size (`width`, `height`) and its model input (`model_width`,
     `model_height`, `pixels`: RGB bytes); a row whose picture cannot be read or decoded becomes an error row.
 
@@ -33,6 +33,8 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
     nearest bucket shape (`data.images.parse_buckets`; `auto` on an SDXL model (`family`): SDXL's training shapes).
     Rows of one picture (a manifest row's targets, next to
     each other) share one read and one decode, even across batches, and each carries its share of the time.
+    A row that comes with its picture's bytes (`source_image_bytes`: an input that embeds them) is not read again;
+    the bytes travel on only with `keep_source` (a shard holds the source picture), else they are dropped here.
     """
     global _last
     require(batch, READS, "fetch")
@@ -48,7 +50,8 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
         if _last is not None and _last[0] == key:
             fetched = {**_last[1], "fetch_s": 0.0}
         else:
-            fetched = _fetch_one(uri, options, resolution, max_pixels, buckets)
+            embedded = next((row["source_image_bytes"] for row in group if row.get("source_image_bytes")), None)
+            fetched = _fetch_one(uri, options, resolution, max_pixels, buckets, embedded)
             _last = (key, dict(fetched))
         if "fetch_s" in fetched:
             fetched["fetch_s"] /= len(group)  # each row's share, as edit_s is a batch's time per row
@@ -57,15 +60,18 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
     cpu = (time.process_time() - cpu_started) / max(1, len(rows))
     for row in rows:
         row["fetch_cpu_s"] = cpu
+        if not keep_source or row["status"] != Status.PENDING:
+            row["source_image_bytes"] = None
     return to_table(rows)
 
 
 def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: int,
-               buckets: tuple[tuple[int, int], ...] | None = None) -> dict:
-    """What fetching `uri` adds to a row: its picture, or an error status and message."""
+               buckets: tuple[tuple[int, int], ...] | None = None, embedded: bytes | None = None) -> dict:
+    """What fetching `uri` (or decoding the `embedded` bytes the input row came with) adds to a row: its picture,
+    or an error status and message."""
     started = time.perf_counter()
     try:
-        data = read_bytes(uri, options)
+        data = embedded if embedded is not None else read_bytes(uri, options)
     except StorageError as error:
         return _error(ErrorClass.STORAGE, f"cannot read image: {error}")
     except Exception as error:  # any client's failure on one URI is that row's error, not the job's
@@ -95,5 +101,6 @@ def fetch_stage(config: Config) -> Stage:
         batch_size=config.job.batch_size,
         kwargs={"options": config.storage, "resolution": config.model.resolution,
                 "max_pixels": config.job.max_image_pixels, "aspect_buckets": config.model.aspect_buckets,
-                "family": config.model.family},
+                "family": config.model.family,
+                "keep_source": config.output.sharded and config.output.include_source},
     )
