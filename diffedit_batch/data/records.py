@@ -93,6 +93,13 @@ RESULT_SCHEMA = pa.schema(
         pa.field("candidate", pa.int32()),
         pa.field("candidate_settings", pa.string()),
         pa.field("filter_reason", pa.string()),
+        # The input row the edit was made from (its id; `row_id` less nothing: kept apart so an export's source rows
+        # and edits share one column), whether the picture is made (always true for a record: an export's source
+        # rows are false), and the input's carried columns as stored, JSON {column: value} (`input.carry_columns`;
+        # their types and ClassLabel names are in the run file's `input`).
+        pa.field("source_id", pa.string()),
+        pa.field("synthetic", pa.bool_()),
+        pa.field("carried", pa.string()),
     ]
 )
 
@@ -228,6 +235,9 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "candidate": row.get("candidate"),
         "candidate_settings": row.get("candidate_settings"),
         "filter_reason": row.get("filter_reason"),
+        "source_id": row.get("row_id"),
+        "synthetic": True,
+        "carried": row.get("carried"),
     }
 
 
