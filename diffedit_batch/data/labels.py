@@ -72,8 +72,9 @@ def class_names_of(
 
 
 def label_problem(column: str, value: Any, names: Sequence[str]) -> str | None:
-    """Why `value` is not a class index of `column` (its `names`), or None. Null is allowed (an unlabelled row)."""
-    if value is None:
+    """Why `value` is not a class index of `column` (its `names`), or None. Null and -1 (``datasets``' "no label")
+    are allowed: an unlabelled row."""
+    if value is None or value == -1:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         return f"{column} {value!r} is not a class index"
