@@ -10,6 +10,7 @@ pictures costs the plan its small columns only. A row whose picture is embedded 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -110,25 +111,38 @@ def read_embedded_images(file_uri: str, groups: list[int], wanted: set[int], opt
             del column
 
 
+# The row group read last by `read_embedded_image`: the export and the report read a file's pictures in row order,
+# so the next picture is most often in the same group. One group per process.
+_last_group: tuple[tuple[str, int], pa.ChunkedArray, int] | None = None
+_last_lock = threading.Lock()
+
+
 def read_embedded_image(file_uri: str, row: int, options: StorageOptions) -> bytes:
-    """The bytes of one embedded picture (export and shard writers: a picture at a time). Reads its row group's
-    image column; raises StorageError when the file or row cannot be read or holds no bytes."""
+    """The bytes of one embedded picture (export, report and shard writers: a picture at a time). Reads its row
+    group's image column, kept for the next call; raises StorageError when the file or row cannot be read or holds
+    no bytes."""
+    global _last_group
     filesystem, path = resolve(file_uri, options)
     try:
-        with filesystem.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            offset = 0
-            for group in range(parquet.num_row_groups):
-                rows = parquet.metadata.row_group(group).num_rows
-                if offset <= row < offset + rows:
-                    break
-                offset += rows
-            else:
-                raise StorageError(f"{file_uri} has no row {row}")
-        found = dict(read_embedded_images(file_uri, [group], {row}, options))
+        with _last_lock:
+            cached = _last_group
+            if cached is None or cached[0][0] != file_uri or not cached[2] <= row < cached[2] + len(cached[1]):
+                with filesystem.open_input_file(path) as handle:
+                    parquet = pq.ParquetFile(handle)
+                    offset = 0
+                    for group in range(parquet.num_row_groups):
+                        rows = parquet.metadata.row_group(group).num_rows
+                        if offset <= row < offset + rows:
+                            break
+                        offset += rows
+                    else:
+                        raise StorageError(f"{file_uri} has no row {row}")
+                    column = parquet.read_row_group(group, columns=["image"]).column(0)
+                cached = _last_group = ((file_uri, group), column, offset)
+        value = cached[1][row - cached[2]].as_py()
     except (OSError, pa.ArrowException) as error:
         raise StorageError(f"cannot read the picture of row {row} of {file_uri}: {error}") from error
-    data = found.get(row)
+    data = value.get("bytes") if isinstance(value, dict) else value
     if not data:
         raise StorageError(f"row {row} of {file_uri} holds no picture bytes")
     return data
