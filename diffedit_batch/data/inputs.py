@@ -50,6 +50,7 @@ __all__ = [
     "INPUT_FORMATS",
     "INPUT_ROW_SCHEMA",
     "InputSpec",
+    "carried_of",
     "carried_schema_of",
     "inspect_input",
     "read_input_rows",
@@ -108,6 +109,13 @@ class InputSpec:
                 "features": self.features, "class_names": self.class_names,
                 "carried_types": {f.name: str(f.type) for f in self.carried_schema},
                 "carried_schema": base64.b64encode(self.carried_schema.serialize().to_pybytes()).decode()}
+
+
+def carried_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A work row's or record's carried columns by name, as stored (a ClassLabel its index): `{}` when it has none.
+    Class names are the run's `InputSpec.class_names` (`labels.class_names_of`)."""
+    raw = row.get("carried")
+    return json.loads(raw) if raw else {}
 
 
 def carried_schema_of(described: dict[str, Any] | None) -> pa.Schema | None:

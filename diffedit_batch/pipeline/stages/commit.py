@@ -11,12 +11,12 @@ no record names is removed by the next run. The run's compaction merges the reco
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 import pyarrow as pa
 
 from diffedit_batch.config import Config, OutputConfig
+from diffedit_batch.data.inputs import carried_of
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.outputs import (
     META_FIELDS,
@@ -121,7 +121,7 @@ def _sample(row: dict) -> Sample:
         | {"id": row["edit_id"], "source_image_uri": redact_uri(row.get("source_image_uri")),
            "source_id": row.get("row_id"), "synthetic": True},
         source=row.get("encoded_source"), source_ext=row.get("encoded_source_ext"),
-        carried=json.loads(row["carried"]) if row.get("carried") else None,
+        carried=carried_of(row) or None,
     )
 
 
