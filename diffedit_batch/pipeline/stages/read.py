@@ -188,17 +188,21 @@ def read_embedded_work(batch: pa.Table, *, options: StorageOptions, work_files: 
             pictures = read_embedded_images(span["file"], span["groups"], set(by_key), options)
         block, size, sent = [], 0, set()
         for key, data in pictures:
-            for row in by_key.get(key, ()):
-                row["source_image_bytes"] = data
-                block.append(row)
+            for row in by_key.pop(key, ()):
+                # a copy: the span's rows must not keep the pictures once their block has gone
+                block.append({**row, "source_image_bytes": data})
                 sent.add(id(row))
                 size += len(data or b"")
+            del data
             if size >= block_bytes:
                 yield conform_work_rows(pa.Table.from_pylist(block, schema=_EMBEDDED_ROW))
                 block, size = [], 0
         block += [row for row in rows if id(row) not in sent]  # by URI (or missing: the fetch stage says so)
         if block:
             yield conform_work_rows(pa.Table.from_pylist(block, schema=_EMBEDDED_ROW))
+        del block, rows, work
+        # Arrow keeps freed pages for reuse: a long-lived worker would otherwise hold its largest span's worth.
+        pa.default_memory_pool().release_unused()
 
 
 _EMBEDDED_ROW = pa.schema([*REQUEST_SCHEMA, pa.field("source_image_bytes", pa.binary())])
