@@ -200,3 +200,29 @@ def test_class_names_come_from_metadata_then_config_then_folders():
         "objects": {"bbox": {"feature": {"feature": {"dtype": "float32", "_type": "Value"}, "_type": "List"},
                              "_type": "List"}},
     }
+
+
+# --- object storage ----------------------------------------------------------------------------------------------
+
+
+def test_shards_and_datasets_parquet_on_object_storage(s3_server, tmp_path):
+    from diffedit_batch.data.storage import write_bytes_atomic
+
+    bucket, options = s3_server.make_bucket(), s3_server.options
+    write_shard(tmp_path / "0.tar", [wds_sample("k0", 0, label=1), wds_sample("k1", 1)])
+    write_bytes_atomic(f"{bucket}/shards/0.tar", (tmp_path / "0.tar").read_bytes(), options)
+    manifest = inspect_input(f"{bucket}/shards", InputConfig(carry_columns=("label",)), options)
+    files = pa.table({"file": [f.uri for f in manifest.files], "first_row": [f.first_row for f in manifest.files]})
+    rows = [row for t in read_input_rows(files, options=options, spec=manifest.spec) for row in t.to_pylist()]
+    assert [row["id"] for row in rows] == ["k0", "k1"] and json.loads(rows[0]["carried"]) == {"label": 1}
+    assert read_source_image(rows[1]["image"], options) == wds_sample("k1", 1)["k1.jpg"]
+
+    pictures = labelled_rows(2)
+    write_hf_parquet(tmp_path / "t.parquet", pictures)
+    write_bytes_atomic(f"{bucket}/hf/t.parquet", (tmp_path / "t.parquet").read_bytes(), options)
+    manifest = inspect_input(f"{bucket}/hf", None, options)
+    assert manifest.spec.class_names == {"label": list(CLASSES)}
+    files = pa.table({"file": [f.uri for f in manifest.files], "first_row": [0]})
+    rows = [row for t in read_input_rows(files, options=options, spec=manifest.spec) for row in t.to_pylist()]
+    assert [row["id"] for row in rows] == ["t.parquet:0", "t.parquet:1"]
+    assert read_source_image(rows[1]["image"], options) == pictures[1]["image"]

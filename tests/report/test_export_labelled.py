@@ -118,3 +118,16 @@ def test_with_sources_is_refused_for_pix2pix(labelled_job):
     prefix, tmp_path = labelled_job
     with pytest.raises(ValueError, match="instruct-pix2pix"):
         export_dataset(prefix, str(tmp_path / "p"), export_format="instruct-pix2pix", with_sources=True)
+
+
+def test_report_thumbnails_read_an_embedded_source(labelled_job):
+    from diffedit_batch.data.outputs import OutputReader
+    from diffedit_batch.report.thumbs import make_thumbnails
+
+    _, tmp_path = labelled_job
+    record = {"source_image_uri": f"{tmp_path / 'in.parquet'}#row=1", "image_uri": str(tmp_path / "e2.png"),
+              "mask_uri": str(tmp_path / "mask.png")}
+    thumbs = make_thumbnails(record, 16, OutputReader())
+    assert set(thumbs) == {"in", "mask", "edit"}
+    with Image.open(io.BytesIO(thumbs["in"])) as image:
+        assert image.convert("RGB").getpixel((2, 2))[1] > 100  # the green source, read from its row
