@@ -10,6 +10,12 @@ Pictures embedded in the input (Parquet bytes or ``{bytes, path}`` structs, WebD
 the plan: a row names its picture by a locator (``<file>#row=<k>``, ``<shard>#<member>``), and the edit pass reads
 the pictures of its pending rows again, file by file, by row group or shard (`read_source_image` reads one, for the
 shard writers and the exports).
+
+The readers are this module's, run by the plan as Ray Data tasks (a file per task, streamed a block at a time), not
+Ray Data's `read_parquet` / `read_webdataset`: a row's id and its place in the input (`<file>:<row>`, the row index
+the plan orders duplicates by and the edit pass joins pictures back on) need each file's rows numbered in order, a
+shard's samples must be checked for keys split apart, and the pictures must be left unread; those readers give
+none of these.
 """
 
 from __future__ import annotations
