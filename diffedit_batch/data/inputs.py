@@ -499,6 +499,11 @@ def _parquet_blocks(uri: str, first_row: int, spec: InputSpec, options: StorageO
                 table = pa.Table.from_batches([record_batch])
                 if spec.image == "uri":
                     table = resolve_images(table, uri)
+                if spec.image == "uri" and spec.has_id and not extra:
+                    # a manifest of URIs as before: columnar, no row of Python objects (10^7-row plans)
+                    yield _columnar(table, first_row + in_file)
+                    in_file += table.num_rows
+                    continue
                 rows = table.to_pylist()
                 if images is not None:
                     for row, (locator, problem) in zip(rows, images):
@@ -509,6 +514,21 @@ def _parquet_blocks(uri: str, first_row: int, spec: InputSpec, options: StorageO
                         row["id"] = f"{relative_name}:{in_file + k}"
                 in_file += len(rows)
                 yield _conform(rows, spec)
+
+
+def _columnar(table: pa.Table, first_row: int) -> pa.Table:
+    """A block of a manifest of URIs with ids and nothing carried, as `INPUT_ROW_SCHEMA` without leaving Arrow."""
+    n = table.num_rows
+    columns = []
+    for field in INPUT_ROW_SCHEMA:
+        if field.name == "row_index":
+            columns.append(pa.array(range(first_row, first_row + n), pa.int64()))
+        elif field.name in table.column_names:
+            column = table.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            columns.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(columns, schema=INPUT_ROW_SCHEMA)
 
 
 # --- reading one picture ---------------------------------------------------------------------------

@@ -226,3 +226,14 @@ def test_shards_and_datasets_parquet_on_object_storage(s3_server, tmp_path):
     rows = [row for t in read_input_rows(files, options=options, spec=manifest.spec) for row in t.to_pylist()]
     assert [row["id"] for row in rows] == ["t.parquet:0", "t.parquet:1"]
     assert read_source_image(rows[1]["image"], options) == pictures[1]["image"]
+
+
+def test_a_manifest_of_uris_reads_as_before(tmp_path):
+    pq.write_table(pa.table({"id": ["a", "b"], "image": ["pics/a.png", "s3://bucket/b.png"],
+                             "target_prompts": [["x", "y"], None], "seed": pa.array([1, None], pa.int32())}),
+                   tmp_path / "m.parquet")
+    manifest = inspect_input(str(tmp_path / "m.parquet"))
+    assert (manifest.spec.image, manifest.spec.embedded, manifest.spec.carry) == ("uri", False, ())
+    rows = _rows(manifest)
+    assert [(r["id"], r["image"], r["target_prompts"], r["seed"], r["row_index"], r["carried"]) for r in rows] == [
+        ("a", str(tmp_path / "pics" / "a.png"), ["x", "y"], 1, 0, None), ("b", "s3://bucket/b.png", None, None, 1, None)]
