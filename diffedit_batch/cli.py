@@ -157,10 +157,15 @@ def _export(args: argparse.Namespace) -> int:
         result = export_dataset(
             args.prefix, args.output, options, part_bytes=max(1, int(args.part_mb * 1024 * 1024)),
             include_source=not args.no_source, export_format=args.format, settings=args.settings,
+            with_sources=args.with_sources,
         )
     except (ConfigError, StorageError, ValueError) as error:
         _say(f"export error: {error}")
         return 2
+    if args.format == "imagefolder":
+        print(f"exported {result.rows} pictures ({result.sources} of them sources) as an image folder "
+              f"({result.skipped} skipped for unreadable outputs)")
+        return 0
     print(f"exported {result.rows} edits in {len(result.parts)} parts ({result.skipped} skipped for unreadable "
           f"outputs, {result.sources_missing} without their source picture"
           + (f", {result.other_settings} made under other settings left out: --settings all includes them"
@@ -248,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[shared], help="edit every row of a Parquet manifest")
     run.add_argument("--config", required=True, help="YAML config (see configs/ and docs/reference/config.md)")
-    run.add_argument("--input", required=True, help="manifest: a Parquet file or folder; local, s3:// or gs://")
+    run.add_argument("--input", required=True,
+                     help="the input: a Parquet manifest (file or folder), WebDataset shards (.tar or a folder of "
+                     "them) or an ImageFolder (<root>/<class>/<file>); local, s3:// or gs:// (docs/reference/inputs.md)")
     run.add_argument("--output", required=True, help="output prefix: local folder, s3:// or gs://")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. job.batch_size=8")
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else in-process Ray)")
@@ -296,15 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", parents=[shared],
-        help="write the ok edits as a Parquet image dataset (Hugging Face datasets reads it)",
+        help="write the ok edits as a Parquet image dataset (Hugging Face datasets reads it) or an image folder",
     )
     storage_args(export)
     export.add_argument("--output", default=None, help="output folder (default PREFIX/export)")
     export.add_argument("--part-mb", type=float, default=256.0, help="image megabytes per Parquet part (default 256)")
     export.add_argument("--no-source", action="store_true", help="leave the source pictures out")
-    export.add_argument("--format", default="diffedit", choices=["diffedit", "instruct-pix2pix"],
+    export.add_argument("--format", default="diffedit", choices=["diffedit", "instruct-pix2pix", "imagefolder"],
                         help="diffedit: edit, mask, source and metadata; instruct-pix2pix: input_image, edit_prompt, "
-                        "edited_image, as the diffusers InstructPix2Pix trainer reads them (default diffedit)")
+                        "edited_image, as the diffusers InstructPix2Pix trainer reads them; imagefolder: "
+                        "<class name>/<key>.png and metadata.jsonl, as torchvision's ImageFolder and Hugging Face's "
+                        "imagefolder loader read them (default diffedit)")
+    export.add_argument("--with-sources", action="store_true",
+                        help="add each source picture an exported edit was made from, once (synthetic: false, its "
+                        "carried columns, no mask): a whole training split")
     export.add_argument("--settings", default="current", choices=["current", "all"],
                         help="current: only the edits made under the newest run's settings (its settings "
                         "fingerprints); all: every ok edit, whatever settings made it (default current)")

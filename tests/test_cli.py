@@ -326,3 +326,28 @@ def test_the_set_hint_is_printed_as_typed_and_secrets_stay_redacted(tmp_path, ca
 
     assert redact_text("s3://b/a.png?key=deadbeef&token=t0k&x=1") == "s3://b/a.png?key=***&token=***&x=1"
     assert redact_text("job.token=1 model.key=value") == "job.token=1 model.key=value"
+
+
+def _not_a_tar(path):
+    (path / "in.tar").write_bytes(b"not a tar" * 100)
+    return path / "in.tar"
+
+
+def _two_kinds(path):
+    (path / "in").mkdir()
+    (path / "in" / "a.tar").write_bytes(b"")
+    (path / "in" / "b.parquet").write_bytes(b"")
+    return path / "in"
+
+
+@pytest.mark.parametrize("make, expected", [(_not_a_tar, "in.tar is not a tar file"),
+                                            (_two_kinds, "holds more than one kind of input")])
+def test_a_bad_labelled_input_is_one_line_and_exit_2_before_any_work(tmp_path, monkeypatch, capsys, no_model_check,
+                                                                    make, expected):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda **kwargs: pytest.fail("ray.init must not be reached"))
+    args = ["run", "--config", "configs/tiny.yaml", "--input", str(make(tmp_path)), "--output", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("manifest error: ") and expected in err, err

@@ -18,6 +18,7 @@ from diffedit_batch.config import (
     SECTIONS,
     CaptionsConfig,
     ConceptsConfig,
+    InputConfig,
     Config,
     ConfigError,
     JobConfig,
@@ -328,8 +329,8 @@ def test_to_dict_is_plain_and_round_trips_through_yaml_and_json():
          "candidates.count=3", "candidates.rank_by=mask_coverage", "candidates.vary={guidance_scale: [5, 9]}"],
     )
     data = config.to_dict()
-    assert list(data) == list(SECTIONS) == ["model", "edit", "job", "output", "storage", "metrics", "concepts",
-                                            "captions", "candidates", "prompts", "augment", "region"]
+    assert list(data) == list(SECTIONS) == ["model", "input", "edit", "job", "output", "storage", "metrics",
+                                            "concepts", "captions", "candidates", "prompts", "augment", "region"]
     assert data["candidates"]["vary"] == {"guidance_scale": [5, 9]}
     assert data["storage"]["allowed_schemes"] == ["s3"]
     assert data["edit"]["num_inference_steps"] == 10
@@ -348,7 +349,7 @@ def test_config_from_dict_fills_defaults_and_rejects_unknowns():
 
 def test_sections_table_matches_config_fields():
     assert SECTIONS == {
-        "model": ModelConfig, "edit": EditSettings, "job": JobConfig, "output": OutputConfig, "storage": StorageOptions,
+        "model": ModelConfig, "input": InputConfig, "edit": EditSettings, "job": JobConfig, "output": OutputConfig, "storage": StorageOptions,
         "metrics": MetricsConfig, "concepts": ConceptsConfig, "captions": CaptionsConfig,
         "candidates": CandidatesConfig, "prompts": PromptsConfig, "augment": AugmentConfig, "region": RegionConfig,
     }

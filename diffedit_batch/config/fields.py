@@ -75,6 +75,8 @@ def convert(name: str, hint: Any, value: Any) -> Any:
         raise ValueError(f"{name} must be a mapping of names to values, got {quoted(value)}")
     if typing.get_origin(hint) is tuple:
         item_hint = typing.get_args(hint)[0]
+        if value == "*" and item_hint is str:
+            return ("*",)  # a list of names that means "all of them" may be written as the string "*"
         if isinstance(value, (list, tuple)):
             return tuple(convert(f"{name}[{i}]", item_hint, item) for i, item in enumerate(value))
         raise ValueError(f"{name} must be a list, got {quoted(value)}")

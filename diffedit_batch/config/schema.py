@@ -18,6 +18,7 @@ from .sections import (
     CandidatesConfig,
     CaptionsConfig,
     ConceptsConfig,
+    InputConfig,
     JobConfig,
     MetricsConfig,
     ModelConfig,
@@ -32,6 +33,7 @@ class Config:
     """The whole job config. Each field is one YAML section; this class is the table of sections."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     edit: EditSettings = field(default_factory=EditSettings)
     job: JobConfig = field(default_factory=JobConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -272,6 +272,49 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """What the job reads (--input): its format, the columns that travel with every edit, the names of its classes."""
+
+    format: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | parquet | webdataset | imagefolder. auto: a file by its extension (.parquet, .tar), a "
+            "folder by what it holds (Parquet files, .tar shards, or <class>/<picture> folders); a folder holding "
+            "two kinds stops the run naming them."
+        },
+    )
+    carry_columns: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Input columns copied as stored into every record, output and export of the row's edits (a "
+            "ClassLabel stays its index, with its names in the exports' features), e.g. [label, objects]; \"*\" "
+            "carries every column the job does not itself use. Numbers, strings, booleans, lists and structs of "
+            "them."
+        },
+    )
+    label_names: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Class names of the label column (index 0 first) when the input does not name them: a "
+            "WebDataset's .cls numbers, a Parquet label column without Hugging Face metadata, or an ImageFolder "
+            "whose classes are not all its sorted folder names. Hugging Face ClassLabel metadata wins."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.carry_columns, str):  # carry_columns: "*"
+            object.__setattr__(self, "carry_columns", (self.carry_columns,))
+        fields.check_field_types(self)
+        fields.one_of(self, "format", ("auto", "parquet", "webdataset", "imagefolder"))
+        if "*" in self.carry_columns and len(self.carry_columns) > 1:
+            raise ValueError('InputConfig.carry_columns: "*" carries every column; give it alone')
+        if len(set(self.carry_columns)) != len(self.carry_columns):
+            raise ValueError("InputConfig.carry_columns names a column twice")
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError("InputConfig.label_names names a class twice")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """How the edits and masks are stored: one file each, or shards that training pipelines read."""
 

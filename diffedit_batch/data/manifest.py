@@ -33,6 +33,7 @@ from .storage import (
 )
 
 __all__ = [
+    "JOB_COLUMNS",
     "MANIFEST_COLUMNS",
     "EditRequest",
     "ManifestColumn",
@@ -42,6 +43,7 @@ __all__ = [
     "check_manifest_schema",
     "expand_edits",
     "has_source",
+    "image_struct_kind",
     "inspect_manifest",
     "manifest_base_dir",
     "manifest_files",
@@ -74,14 +76,15 @@ class ManifestColumn:
 
 MANIFEST_COLUMNS: tuple[ManifestColumn, ...] = (
     ManifestColumn(
-        "id", "string", True,
+        "id", "string", False,
         "Unique id of the row; output names derive from it. Ids ending in '#<number>' are reserved for the edits "
-        "of target_prompts and rejected.",
+        "of target_prompts and rejected. Without an id column a row's id is its place, '<file>:<row>'.",
     ),
     ManifestColumn(
-        "image", "string", True,
-        "URI of the input image: absolute (s3://, gs://, /path) or relative to the folder of the manifest file "
-        "that holds the row (in a folder of files, each file's own folder).",
+        "image", "image", True,
+        "The input picture: a URI, absolute (s3://, gs://, /path) or relative to the folder of the manifest file "
+        "that holds the row (in a folder of files, each file's own folder); or the picture's bytes (binary); or a "
+        "Hugging Face datasets image struct {bytes, path} (bytes win; a relative path resolves as a URI does).",
     ),
     ManifestColumn("source_prompt", "string", False, "What the image shows now (e.g. 'a bowl of fruits')."),
     ManifestColumn("target_prompt", "string", False, "What the edited image should show (e.g. 'a bowl of pears')."),
@@ -120,6 +123,9 @@ def manifest_reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+JOB_COLUMNS = frozenset(column.name for column in MANIFEST_COLUMNS)
+"""The input columns the job itself reads; ``input.carry_columns: "*"`` carries every other one."""
+
 # A row needs one of these to have anything to edit towards.
 _TARGET_COLUMNS = ("target_prompt", "target_prompts", "target_concept")
 
@@ -145,6 +151,8 @@ def _matches(kind: str, data_type: pa.DataType, required: bool) -> bool:
         return _is_string(data_type)
     if kind == "integer":
         return pa.types.is_integer(data_type)
+    if kind == "image":
+        return _is_string(data_type) or image_struct_kind(data_type) is not None
     if kind == "picture":  # a URI, bytes, or the datasets image struct {bytes, path}
         return _is_string(data_type) or pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) or (
             pa.types.is_struct(data_type) and bool({"bytes", "path"} & {f.name for f in data_type}))
@@ -171,16 +179,32 @@ def _matches(kind: str, data_type: pa.DataType, required: bool) -> bool:
 
 _EXPECTED = {"string": "a string", "integer": "an integer", "string list": "a list of strings",
              "picture": "a URI string, binary, or an image struct {bytes, path}",
-             "box list": "a list of [x, y, w, h] number lists"}
+             "box list": "a list of [x, y, w, h] number lists",
+             "image": "a URI string, binary, or an image struct {bytes, path}"}
+
+
+def image_struct_kind(data_type: pa.DataType) -> str | None:
+    """How an `image` column of `data_type` holds its pictures: ``"uri"`` (strings), ``"binary"`` (the bytes), or
+    ``"struct"`` (Hugging Face ``datasets``' ``{bytes, path}``); None for any other type."""
+    if _is_string(data_type):
+        return "uri"
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type) or pa.types.is_binary_view(data_type):
+        return "binary"
+    if pa.types.is_struct(data_type):
+        names = {data_type.field(i).name for i in range(data_type.num_fields)}
+        if names and names <= {"bytes", "path"}:
+            return "struct"
+    return None
 
 
 def check_manifest_schema(schema: pa.Schema, templated_targets: bool = False) -> None:
     """Raise ManifestError naming every missing or mistyped manifest column, all in one message.
 
     Accepts any integer width, string/large_string (also dictionary-encoded), list/large_list of
-    strings. Extra columns are allowed (templates and regions may read them). A manifest with none of
-    target_prompt, target_prompts, target_concept is an error too, unless the config's `prompts.targets` make the
-    targets (`templated_targets`): no row of it could ever be edited.
+    strings; an `image` of URIs, bytes or ``{bytes, path}`` structs. Extra columns are carried
+    (``input.carry_columns``), read by templates and regions, or ignored. A manifest with none of target_prompt,
+    target_prompts, target_concept is an error too, unless the config's `prompts.targets` make the targets
+    (`templated_targets`): no row of it could ever be edited.
     """
     problems = []
     duplicated = sorted({n for n in schema.names if schema.names.count(n) > 1})
@@ -269,6 +293,8 @@ class Manifest:
     files: tuple[ManifestFile, ...]
     schema: pa.Schema
     base_dir: str  # relative image URIs resolve against this
+    # how its rows are read (format, carried columns, class names): `data.inputs.inspect_input` sets it
+    spec: Any = None
 
     @property
     def rows(self) -> int:
@@ -373,6 +399,11 @@ class EditRequest:
     source_concept: str | None = None
     target_concept: str | None = None
     target_index: int | None = None
+    # the input row's carried columns (`input.carry_columns`), JSON of {column: value as stored}
+    carried: str | None = None
+    # what the reader found wrong with the row (an image struct with neither bytes nor path, a class index out of
+    # range, a WebDataset sample without a picture): the row's invalid_row record says it
+    input_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for a Ray Data row). Shallow: the values are plain already, and
@@ -464,6 +495,8 @@ def expand_edits(row: dict[str, Any], base_dir: str | None = None) -> list[EditR
         seed=_seed(row.get("seed")),
         source_concept=_prompt(row.get("source_concept")),
         target_concept=_prompt(row.get("target_concept")),
+        carried=_plain(row.get("carried")),
+        input_error=_plain(row.get("input_error")),
     )
     requests = []
     single = _prompt(row.get("target_prompt"))
@@ -486,6 +519,8 @@ def validate_request(req: EditRequest, caption_available: bool = False) -> str |
     """
     if not req.row_id:
         return "row has no id"
+    if req.input_error:
+        return req.input_error
     if is_reserved_id(req.row_id):
         return (
             f"id {req.row_id!r} ends in '#<number>', the form reserved for the edits of target_prompts "

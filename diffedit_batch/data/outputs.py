@@ -47,6 +47,7 @@ __all__ = [
     "shard_name",
     "split_member",
     "webdataset_shard",
+    "with_carried",
 ]
 
 OUTPUT_FORMATS = ("files", "webdataset", "parquet")
@@ -88,14 +89,21 @@ class Sample:
     meta: dict  # the json member: id, prompts, seed, coverage, metrics, source URI
     source: bytes | None = None  # the input picture's own bytes
     source_ext: str | None = None
+    carried: dict | None = None  # the input row's carried columns, as stored (input.carry_columns)
 
     def members(self) -> dict[str, bytes]:
-        """Member name -> bytes, as they appear in a tar shard."""
+        """Member name -> bytes, as they appear in a tar shard. Carried columns join the json member's fields (the
+        edit's own fields win a clash of names); a carried integer ``label`` is also the ``.cls`` member, as
+        img2dataset and webdataset's classification loaders read it."""
+        meta = {**(self.carried or {}), **self.meta}
         members = {
             f"{self.key}.{self.edit_ext}": self.edit,
             f"{self.key}.mask.png": self.mask,
-            f"{self.key}.json": json.dumps(self.meta, ensure_ascii=False, sort_keys=True).encode(),
+            f"{self.key}.json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode(),
         }
+        label = (self.carried or {}).get("label")
+        if isinstance(label, int) and not isinstance(label, bool):
+            members[f"{self.key}.cls"] = str(label).encode()
         if self.source is not None:
             members[f"{self.key}.src.{self.source_ext}"] = self.source
         return members
@@ -136,6 +144,8 @@ _META_COLUMNS = [
     ("source_image_uri", pa.string(), "string"),
     ("width", pa.int32(), "int32"),
     ("height", pa.int32(), "int32"),
+    ("source_id", pa.string(), "string"),  # the input row's id
+    ("synthetic", pa.bool_(), "bool"),  # an edit: always true here
 ]
 META_FIELDS = tuple(name for name, _, _ in _META_COLUMNS)
 """What a sample's json member (and a Parquet shard's row) says of the edit."""
@@ -159,12 +169,30 @@ PARQUET_SHARD_SCHEMA = hf_image_schema([
 ])
 
 
-def parquet_shard(samples: Sequence[Sample]) -> bytes:
+def with_carried(schema: pa.Schema, carried: pa.Schema | None, features: dict | None) -> pa.Schema:
+    """`schema` (with ``datasets`` features) plus the carried columns `carried` with their `features` (a ClassLabel
+    keeps its names); a carried column whose name the schema has already is left out."""
+    if carried is None or not len(carried):
+        return schema
+    info = json.loads(schema.metadata[b"huggingface"])
+    for field in carried:
+        if field.name in schema.names:
+            continue
+        schema = schema.append(pa.field(field.name, field.type))
+        info["info"]["features"][field.name] = (features or {}).get(field.name) or {"dtype": "string",
+                                                                                    "_type": "Value"}
+    return schema.with_metadata({b"huggingface": json.dumps(info).encode()})
+
+
+def parquet_shard(samples: Sequence[Sample], carried: pa.Schema | None = None, features: dict | None = None) -> bytes:
     """A Parquet shard of `samples`: one row each, images as structs, small row groups (a reader of one row reads
-    one group)."""
+    one group); the carried columns `carried` as columns of their own types (`features`: their ``datasets``
+    features)."""
+    schema = with_carried(PARQUET_SHARD_SCHEMA, carried, features)
     rows = []
     for sample in samples:
-        row = {name: sample.meta.get(name) for name in META_FIELDS}
+        row = {name: (sample.carried or {}).get(name) for name in (carried.names if carried is not None else ())}
+        row.update({name: sample.meta.get(name) for name in META_FIELDS})
         row.update({
             "__key__": sample.key,
             "image": {"bytes": sample.edit, "path": f"{sample.key}.{sample.edit_ext}"},
@@ -175,7 +203,7 @@ def parquet_shard(samples: Sequence[Sample]) -> bytes:
         rows.append(row)
     sink = pa.BufferOutputStream()
     # Images do not compress: only the metadata is worth it, and small row groups keep one row's read small.
-    pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SHARD_SCHEMA), sink, row_group_size=32,
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink, row_group_size=32,
                    compression="zstd", use_dictionary=False)
     return sink.getvalue().to_pybytes()
 

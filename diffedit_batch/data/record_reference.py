@@ -46,6 +46,9 @@ RECORD_COLUMN_MEANINGS: tuple[tuple[tuple[str, ...], str], ...] = (
      "storage gives it without reading it (size and mtime locally, ETag or generation on S3/GCS) and the digest of "
      "its bytes; a re-run edits again, as changed, a done edit whose picture's identity changed "
      "(`job.verify_sources`); null in records written before they existed"),
+    (("source_id", "synthetic", "carried"), "the input row the edit was made from (its id), whether the picture is "
+     "made (true in every record; an export's source rows are false), and the input's carried columns as stored, "
+     "JSON {column: value} (`input.carry_columns`; their types and ClassLabel names are in the run file)"),
     (("class_name",), "the class of the edit's source row (the `augment.balance_by` column's value, a `ClassLabel` "
      "as its name); null when the run has no class column"),
     (("clip_label",), "CLIP zero-shot probability of the row's class among all classes (`prompts.label_template`); "

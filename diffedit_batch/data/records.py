@@ -99,6 +99,13 @@ RESULT_SCHEMA = pa.schema(
         pa.field("filter_reason", pa.string()),
         # the row's class as text (augment.balance_by, else the label template's column; a ClassLabel's name)
         pa.field("class_name", pa.string()),
+        # The input row the edit was made from (its id; `row_id` less nothing: kept apart so an export's source rows
+        # and edits share one column), whether the picture is made (always true for a record: an export's source
+        # rows are false), and the input's carried columns as stored, JSON {column: value} (`input.carry_columns`;
+        # their types and ClassLabel names are in the run file's `input`).
+        pa.field("source_id", pa.string()),
+        pa.field("synthetic", pa.bool_()),
+        pa.field("carried", pa.string()),
     ]
 )
 
@@ -237,6 +244,9 @@ def record_from_row(row: dict, model_id: str, run_id: str) -> dict:
         "candidate_settings": row.get("candidate_settings"),
         "filter_reason": row.get("filter_reason"),
         "class_name": row.get("class_name"),
+        "source_id": row.get("row_id"),
+        "synthetic": True,
+        "carried": row.get("carried"),
     }
 
 

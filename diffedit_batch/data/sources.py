@@ -7,7 +7,10 @@ changed under the same URI (re-cropped, re-downloaded over the old file).
 - local disk: `size:<bytes>;mtime_ns:<ns>` (a touched file with the same bytes counts as changed);
 - S3: the object's ETag (`etag:<...>`), from the HEAD that opening it makes anyway;
 - GCS: size and modification time, as pyarrow's `FileInfo` gives them;
-- http(s): none (a server's answer says nothing reliable without a GET): such pictures are never re-checked.
+- http(s): none (a server's answer says nothing reliable without a GET): such pictures are never re-checked;
+- a picture embedded in its input (a Parquet row's bytes `<file>#row=<k>`, a WebDataset member
+  `<shard>.tar#<member>`): the identity of the file or shard that holds it. Rewriting that file counts as changing
+  each of its pictures (its done rows are edited again), as nothing short of reading them can tell which did.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .parquet_input import split_locator
 from .storage import StorageError, StorageOptions, bounded, redact_uri, resolve
 
-__all__ = ["IDENTITY_THREADS", "source_digest", "source_identities", "source_identity"]
+__all__ = ["IDENTITY_THREADS", "holder_of", "source_digest", "source_identities", "source_identity"]
 
 # Stats (HEADs) in flight per plan task: storage latency, not CPU, is their cost.
 IDENTITY_THREADS = 32
@@ -33,11 +37,22 @@ def source_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def holder_of(uri: str) -> str:
+    """The file whose identity stands for the picture `uri` names: the Parquet file or WebDataset shard of an
+    embedded picture's locator, else `uri` itself."""
+    located = split_locator(uri)
+    if located is not None:
+        return located[0]
+    shard, separator, member = uri.partition(".tar#")
+    return shard + ".tar" if separator and member else uri
+
+
 def source_identity(uri: str, options: StorageOptions | None = None) -> str | None:
     """The identity of the picture at `uri` as storage gives it without reading it (see the module docstring);
     None for an http(s) URI or a picture that is not there. Raises StorageError when storage cannot answer."""
     if uri is None or uri.startswith(_HTTP):
         return None
+    uri = holder_of(uri)
     options = options or StorageOptions()
     filesystem, path = resolve(uri, options)
 
@@ -63,6 +78,7 @@ def source_identity(uri: str, options: StorageOptions | None = None) -> str | No
 def source_identities(uris: Sequence[str | None], options: StorageOptions | None = None,
                       threads: int = IDENTITY_THREADS) -> list[str | None]:
     """`source_identity` of each URI (in order), `threads` at a time; a URI asked twice is asked once."""
+    uris = [None if uri is None else holder_of(uri) for uri in uris]
     distinct = list(dict.fromkeys(uri for uri in uris if uri is not None))
     if not distinct:
         return [None] * len(uris)

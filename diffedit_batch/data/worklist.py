@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ REQUEST_SCHEMA = pa.schema([
     pa.field("seed", pa.int64()),
     pa.field("source_concept", pa.string()),
     pa.field("target_concept", pa.string()),
+    # the input row's carried columns, JSON {column: value as stored} (`input.carry_columns`); null: none
+    pa.field("carried", pa.string()),
     pa.field("status", pa.string()),  # pending, or error for a request that cannot be edited
     pa.field("error", pa.string()),
     pa.field("error_class", pa.string()),
@@ -190,6 +193,15 @@ def requests_to_plan_rows(batch: pa.Table, *, base_dir: str | None, job_seed: in
     for row in batch.to_pylist():
         row_index = row.pop("row_index")
         class_rank = row.pop("class_rank", None)
+        # an input row's recipe columns (data.inputs.RecipeColumns): the columns by name, the region mask
+        fields = row.pop("fields", None)
+        if fields:
+            row.update({name: value for name, value in json.loads(fields).items() if name not in row
+                        or row[name] is None})
+        mask = row.pop("region_mask_bytes", None) or row.pop("region_mask_uri", None)
+        if mask is not None:
+            row["region_mask"] = mask
+        row.pop("region_mask_uri", None)
         extra, row_problem, wanted = {}, None, None
         if recipe is not None:
             try:

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
 from diffedit_batch.data.compaction import compact_records
-from diffedit_batch.data.classlabel_names import manifest_class_names
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.lease import acquire_lease
-from diffedit_batch.data.manifest import ManifestError, inspect_manifest
+from diffedit_batch.data.inputs import inspect_input
+from diffedit_batch.data.manifest import ManifestError
 from diffedit_batch.data.records import list_record_files
 from diffedit_batch.data.status import ErrorClass
 from diffedit_batch.config.fingerprint import RunSettings
@@ -52,6 +52,7 @@ from .preflight import check_devices, check_manifest_columns, check_models
 from .progress import ProgressReporter
 from .reselect import apply_reselection
 from .stopped import clean_up_stopped_run, remove_empty_work_root, remove_settled_records
+from .stages.read import embedded_spans
 from .summary import JobSummary
 from .supersede import remove_superseded
 
@@ -124,14 +125,17 @@ def run_job(config: Config, manifest_uri: str, output_prefix: str, address: str 
 def _run_under_lease(context: RunContext, address: str | None, break_lease: bool, verbose: bool,
                      stop: _StopSignals) -> JobSummary:
     config, options, output_prefix = context.config, context.options, context.output_prefix
-    manifest = inspect_manifest(context.manifest_uri, options, templated_targets=bool(config.prompts.targets))
+    manifest = inspect_input(context.manifest_uri, config.input, options,
+                             templated_targets=bool(config.prompts.targets))
     # Before any work: every column the templates, augment and regions name must be in the manifest.
     check_manifest_columns(config, manifest.schema.names)
-    class_names = manifest_class_names([file.uri for file in manifest.files], options)
+    class_names = manifest.spec.class_names
     run_id = new_run_id()
     summary = JobSummary(run_id=run_id)
     metadata = {"run_id": run_id, "status": "running", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                 "host": socket.gethostname(), "manifest": redact_uri(context.manifest_uri),
+                # its format, carried columns and their features (a ClassLabel's names): what the exports give back
+                "input": manifest.spec.describe(),
                 "config": redact_values(config.to_dict()),
                 # what the model settings resolved to: a folder's files' digest, a hub id's commit
                 "models": redact_values(context.models.describe()),
@@ -281,11 +285,13 @@ def _run(context: RunContext, manifest, run_id: str, elastic: bool, summary: Job
         check_devices(config, local=not elastic, **needs)
         concept_captions = _concept_captions(config, concepts, output_prefix, run_id)
         stages = edit_pass_stages(config, output_prefix, run_id, caption_images=plan.captions_needed > 0,
-                                  concept_captions=concept_captions, label_classes=plan.classes)
+                                  concept_captions=concept_captions, label_classes=plan.classes,
+                                  input_spec=manifest.spec, work_files=plan.work_files)
         check_placement(stages, elastic)
         if plan.work_files:
-            batches = iter(edit_pass(stages, plan.work_files, config).iter_batches(batch_format="pyarrow",
-                                                                                    batch_size=None))
+            spans = embedded_spans(manifest, options) if manifest.spec.embedded else None
+            batches = iter(edit_pass(stages, plan.work_files, config, spans).iter_batches(batch_format="pyarrow",
+                                                                                           batch_size=None))
             try:
                 for batch in batches:
                     summary.tally(batch)

@@ -21,7 +21,7 @@ from .stages.commit import commit_stage
 from .stages.concepts import concepts_stage
 from .stages.edit import edit_stage
 from .stages.fetch import fetch_stage
-from .stages.read import read_work_stage, work_slices
+from .stages.read import read_embedded_stage, read_work_stage, work_slices
 from .stages.spec import Stage, apply, check_chain
 from .stages.write import write_stage
 
@@ -34,28 +34,35 @@ def edit_pass_stages(
     caption_images: bool,
     concept_captions: dict[str, list[str]] | None = None,
     label_classes: list[str] | None = None,
+    input_spec=None,
+    work_files: list[tuple[str, int]] = (),
 ) -> list[Stage]:
     """The edit pass's stages, in order. `caption_images` adds the BLIP stage (rows without a source, or caption
     inversion; never in noop mode, where no model runs). `label_classes`: every class of the label column (the
-    clip_label score's choices)."""
-    stages = [read_work_stage(config), fetch_stage(config)]
+    clip_label score's choices). An input that embeds its pictures (`input_spec.embedded`) is read by spans of the
+    input, its pictures with it (`stages.read.read_embedded_work`), the work list's rows joined to them."""
+    embedded = input_spec is not None and input_spec.embedded
+    first = (read_embedded_stage(config, [uri for uri, _ in work_files], input_spec.image) if embedded
+             else read_work_stage(config))
+    stages = [first, fetch_stage(config)]
     if caption_images and config.job.mode == "edit":
         stages.append(captions_stage(config))
     stages.append(edit_stage(config, concept_captions, label_classes))
     # Candidates ranked or filtered by CLIP scores are scored by the edit actor, which holds the CLIP model then.
     if config.metrics.clip_model is not None and not candidates_use_clip(config):
         stages.append(clip_stage(config))
-    stages += [write_stage(config, output_prefix), commit_stage(config, output_prefix, run_id)]
+    stages += [write_stage(config, output_prefix), commit_stage(config, output_prefix, run_id, input_spec)]
     check_chain(stages, initial=())
     return stages
 
 
-def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], config: Config) -> ray.data.Dataset:
-    """The edit pass over the run's work list (files and their row counts); consuming it runs it and yields one
-    summary row per edit."""
+def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], config: Config,
+              spans: list[dict] | None = None) -> ray.data.Dataset:
+    """The edit pass over the run's work list (files and their row counts), or over `spans` of an input that embeds
+    its pictures (`stages.read.embedded_spans`); consuming it runs it and yields one summary row per edit."""
     job = config.job
     actors = max(job.num_actors, job.max_actors or 0)
-    slices = work_slices(work_files, job.batch_size, actors=actors)
+    slices = spans if spans is not None else work_slices(work_files, job.batch_size, actors=actors)
     dataset = apply(ray.data.from_items(slices, override_num_blocks=len(slices)), stages)
     limit_object_store(dataset, job.object_store_mib_per_actor * 2**20 * actors)
     return dataset

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from diffedit_batch.config import Config
 from diffedit_batch.config.fingerprint import RunSettings, run_settings
 from diffedit_batch.data.augment import Recipe
+from diffedit_batch.data.inputs import INPUT_ROW_SCHEMA, InputSpec, read_input_rows
 from diffedit_batch.data.manifest import MANIFEST_COLUMNS, Manifest, manifest_file_error
 from diffedit_batch.data.records import RecordFile, read_record_file
 from diffedit_batch.data.reselect import SCORE_COLUMNS, Selection
@@ -37,7 +38,6 @@ from diffedit_batch.data.worklist import (
     write_bucket_plan,
 )
 
-from .stages.read import read_manifest_rows
 from .stages.spec import Stage, apply
 
 # A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket, and no more
@@ -69,8 +69,8 @@ SHUFFLE_INPUT_BYTES = 64 * 2**20
 # size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
 _FILES_PER_TASK = 16
-# What the manifest reader hands on: the manifest's columns, each row numbered.
-_MANIFEST_ROW = (*(column.name for column in MANIFEST_COLUMNS), "row_index")
+# What the input's reader hands on: the manifest's columns, each row numbered, its carried columns and problems.
+_MANIFEST_ROW = tuple(INPUT_ROW_SCHEMA.names)
 
 
 class SettingsChanged(RuntimeError):
@@ -209,8 +209,8 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     settings_policy, unknown_policy = settings_policies(on_settings_change)
     plan_names = tuple(PLAN_SCHEMA.names)
     return {
-        "read": Stage(name="read manifest", run=read_manifest_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
-                      batch_size=1, kwargs=_read_kwargs(config, recipe), schema=None),
+        "read": Stage(name="read manifest", run=read_input_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
+                      batch_size=1, kwargs=_read_kwargs(config, recipe, manifest), schema=None),
         "requests": Stage(name="requests", run=plan_requests, reads=("id", "image", "row_index"),
                           adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
                           kwargs=_request_kwargs(config, settings, buckets, recipe)),
@@ -228,6 +228,12 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     }
 
 
+def input_spec(manifest: Manifest) -> InputSpec:
+    """How the manifest's rows are read: what `data.inputs.inspect_input` found (a Parquet manifest of URIs when it
+    was inspected as one, by `inspect_manifest`)."""
+    return manifest.spec or InputSpec(format="parquet", root=manifest.base_dir)
+
+
 def _request_kwargs(config: Config, settings: RunSettings, buckets: int, recipe: Recipe | None = None) -> dict:
     """What `requests_to_plan_rows` takes besides the rows, in the requests stage and in the estimate of its bytes."""
     # base_dir None: the read stage resolved each relative image against its own file's folder; resolving again
@@ -236,9 +242,11 @@ def _request_kwargs(config: Config, settings: RunSettings, buckets: int, recipe:
             "caption_inversion": config.captions.caption_inversion, "recipe": recipe or build_recipe(config)}
 
 
-def _read_kwargs(config: Config, recipe: Recipe) -> dict:
-    """What `read_manifest_rows` takes: the columns the recipe reads, and the column whose classes are ranked."""
-    return {"options": config.storage, "extra_columns": tuple(recipe.columns), "class_column": recipe.balance_by}
+def _read_kwargs(config: Config, recipe: Recipe, manifest: Manifest) -> dict:
+    """What `read_input_rows` takes: how the input is read, the columns the recipe reads, and the column whose
+    classes are ranked."""
+    return {"options": config.storage, "spec": input_spec(manifest), "extra_columns": tuple(recipe.columns),
+            "class_column": recipe.balance_by}
 
 
 def build_recipe(config: Config, class_names: dict[str, list[str]] | None = None,
@@ -258,10 +266,20 @@ def label_column(config: Config) -> str | None:
     return config.augment.balance_by or config.prompts.label_column
 
 
-def _class_keys(batch: pa.Table, *, options: StorageOptions, column: str):
-    """(`first_row` of its file, class key) of each manifest row of the files named in `batch`: one column read."""
+def _class_keys(batch: pa.Table, *, options: StorageOptions, column: str, spec: InputSpec | None = None):
+    """(`first_row` of its file, class key) of each manifest row of the files named in `batch`: one column read
+    (a WebDataset shard or an ImageFolder folder: its rows, as the plan reads them)."""
     from diffedit_batch.data.augment import class_key
 
+    if spec is not None and spec.format != "parquet":
+        for uri, first_row in zip(batch.column("file").to_pylist(), batch.column("first_row").to_pylist()):
+            one = pa.table({"file": [uri], "first_row": [first_row]})
+            for block in read_input_rows(one, options=options, spec=spec, extra_columns=(column,)):
+                keys = [class_key(json.loads(fields).get(column) if fields else None)
+                        for fields in block.column("fields").to_pylist()]
+                yield pa.table({"first_row": pa.array([first_row] * len(keys), pa.int64()),
+                                "class": pa.array(keys, pa.string())})
+        return
     for uri, first_row in zip(batch.column("file").to_pylist(), batch.column("first_row").to_pylist()):
         filesystem, path = resolve(uri, options)
         try:
@@ -287,7 +305,8 @@ def count_classes(config: Config, manifest: Manifest, column: str) -> tuple[dict
     dataset = ray.data.from_items([{"file": file.uri, "first_row": file.first_row} for file in files],
                                   override_num_blocks=len(files))
     keys = dataset.map_batches(_class_keys, batch_format="pyarrow", batch_size=1, num_cpus=0.25,
-                               fn_kwargs={"options": config.storage, "column": column})
+                               fn_kwargs={"options": config.storage, "column": column,
+                                          "spec": input_spec(manifest)})
     per_file: dict[int, dict[str, int]] = {}
     for row in keys.groupby(["first_row", "class"]).count().take_all():
         if row["class"] is not None:
@@ -334,13 +353,13 @@ def estimate_plan_bytes(config: Config, manifest: Manifest, earlier_records: int
     rows (SAMPLE_ROWS of each of SAMPLE_FILES files), and EARLIER_ROW_BYTES for each earlier record. Reads a few
     blocks of rows in this process; raises ManifestError naming a file that cannot be read."""
     request_kwargs = _request_kwargs(config, settings or run_settings(config), buckets=1)
-    read_kwargs = _read_kwargs(config, request_kwargs["recipe"])
+    read_kwargs = _read_kwargs(config, request_kwargs["recipe"], manifest)
     files = [file for file in manifest.files if file.rows]
     spread = sorted({k * len(files) // SAMPLE_FILES for k in range(SAMPLE_FILES)})
     sampled_rows = sampled_bytes = 0
     for file in (files[index] for index in spread):
-        blocks = read_manifest_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
-                                    rows_per_block=SAMPLE_ROWS, **read_kwargs)
+        blocks = read_input_rows(pa.table({"file": [file.uri], "first_row": [file.first_row]}),
+                                 rows_per_block=SAMPLE_ROWS, **read_kwargs)
         try:
             rows = next(blocks, None)
         finally:

@@ -22,6 +22,9 @@ WORK_SCHEMA = pa.schema(
     [
         # the request, as the run's plan left it (diffedit_batch.data.worklist), and where it stands
         *REQUEST_SCHEMA,
+        # the picture's bytes when the input embeds it (Parquet bytes, a WebDataset member), read again for the edit
+        # pass by row group or shard (stages.read.read_embedded_work); null: the fetch stage reads source_image_uri
+        pa.field("source_image_bytes", pa.binary()),
         pa.field("caption", pa.string()),  # the BLIP caption, when one was made
         # a candidate of its request (candidates.count > 1): edit_id is then the candidate's id
         pa.field("candidate", pa.int32()),
@@ -100,7 +103,8 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) ->
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
 
 
-PAYLOADS = ("pixels", "edited", "mask", "encoded_edit", "encoded_mask", "encoded_source", "region", "region_mask")
+PAYLOADS = ("source_image_bytes", "pixels", "edited", "mask", "encoded_edit", "encoded_mask", "encoded_source", "region",
+            "region_mask")
 """The bulky columns: pictures in flight, dropped as soon as a row no longer needs them."""
 
 

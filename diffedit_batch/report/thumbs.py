@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from diffedit_batch.data.images import decode_image
+from diffedit_batch.data.inputs import read_source_image
 from diffedit_batch.data.outputs import OutputReader
 from diffedit_batch.data.storage import StorageOptions, join, output_key, write_bytes_atomic
 
@@ -51,8 +52,10 @@ def _shrunk(image: Image.Image, size: int) -> Image.Image:
 
 def make_thumbnails(record: dict, size: int, reader: OutputReader) -> dict[str, bytes]:
     """JPEG bytes of the three thumbnails of an ok record (longer side ``size`` px), keyed by kind. The outputs
-    are read by their record URIs: files, or members of the job's shards."""
-    source = _shrunk(decode_image(reader.read(record["source_image_uri"]), max_pixels=_MAX_SOURCE_PIXELS), size)
+    are read by their record URIs: files, or members of the job's shards; the source as the input holds it (a file,
+    or a picture embedded in a Parquet row or a WebDataset shard)."""
+    source_bytes = read_source_image(record["source_image_uri"], reader.options)
+    source = _shrunk(decode_image(source_bytes, max_pixels=_MAX_SOURCE_PIXELS), size)
     edit = _shrunk(decode_image(reader.read(record["image_uri"]), max_pixels=_MAX_SOURCE_PIXELS), size)
     with Image.open(io.BytesIO(reader.read(record["mask_uri"]))) as mask_png:
         mask = np.asarray(mask_png.convert("L").resize(source.size, Image.Resampling.NEAREST)) > 127

@@ -172,14 +172,15 @@ def test_classlabel_names_come_from_the_datasets_metadata(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from diffedit_batch.data.classlabel_names import class_names_from_metadata, manifest_class_names
+    from diffedit_batch.data.inputs import inspect_input
 
     features = {"label": {"names": ["cat", "dog"], "_type": "ClassLabel"}, "id": {"dtype": "string", "_type": "Value"}}
-    table = pa.table({"id": ["a"], "label": [1]}).replace_schema_metadata(
+    table = pa.table({"id": ["a"], "image": ["x.png"], "label": [1]}).replace_schema_metadata(
         {"huggingface": json.dumps({"info": {"features": features}})})
     pq.write_table(table, tmp_path / "m.parquet")
-    assert manifest_class_names([str(tmp_path / "m.parquet")]) == {"label": ["cat", "dog"]}
-    assert class_names_from_metadata(None) == {} and class_names_from_metadata({b"huggingface": b"not json"}) == {}
+    # the templates' class names are the input's (data.labels): prompts.targets make the targets
+    spec = inspect_input(str(tmp_path / "m.parquet"), templated_targets=True).spec
+    assert spec.class_names == {"label": ["cat", "dog"]}
 
 
 def test_the_read_stage_ranks_each_row_within_its_class_from_its_files_offsets(tmp_path):
@@ -188,15 +189,15 @@ def test_the_read_stage_ranks_each_row_within_its_class_from_its_files_offsets(t
     import pyarrow.parquet as pq
 
     from diffedit_batch.data.storage import StorageOptions
-    from diffedit_batch.pipeline.stages.read import read_manifest_rows
+    from diffedit_batch.data.inputs import read_input_rows
 
     pq.write_table(pa.table({"id": list("abcde"), "image": ["x.png"] * 5, "target_prompt": ["t"] * 5,
                              "label": [0, 1, 0, None, 0], "unused": [1] * 5}), tmp_path / "m.parquet")
     batch = pa.table({"file": [str(tmp_path / "m.parquet")], "first_row": [10],
                       "class_offsets": [json.dumps({class_key(0): 7})]})
-    rows = [row for table in read_manifest_rows(batch, options=StorageOptions(), rows_per_block=2,
-                                                extra_columns=("label",), class_column="label")
+    rows = [row for table in read_input_rows(batch, options=StorageOptions(), rows_per_block=2,
+                                             extra_columns=("label",), class_column="label")
             for row in table.to_pylist()]
     assert [(row["id"], row["row_index"], row["class_rank"]) for row in rows] == [
         ("a", 10, 7), ("b", 11, 0), ("c", 12, 8), ("d", 13, 0), ("e", 14, 9)]
-    assert "unused" not in rows[0] and rows[0]["label"] == 0
+    assert json.loads(rows[0]["fields"]) == {"label": 0}  # what the recipe reads, and nothing unused

@@ -56,7 +56,7 @@ def test_one_error_names_every_bad_column():
     with pytest.raises(ManifestError) as caught:
         check_manifest_schema(schema)
     message = str(caught.value)
-    assert "required column 'id' is missing" in message
+    assert "'id'" not in message  # optional: without it a row's id is its place, '<file>:<row>'
     assert "column 'seed' has type string, expected an integer" in message
     assert "column 'target_prompts' has type int64, expected a list of strings" in message
     assert "column 'source_prompt' has type list<item: string>, expected a string" in message
@@ -65,7 +65,8 @@ def test_one_error_names_every_bad_column():
 
 def test_required_column_cannot_be_all_null_type():
     schema = pa.schema([("id", pa.string()), ("image", pa.null()), ("target_prompt", pa.string())])
-    with pytest.raises(ManifestError, match="column 'image' has type null, expected a string"):
+    with pytest.raises(ManifestError, match="column 'image' has type null, expected a URI string, binary, or an "
+                                            "image struct"):
         check_manifest_schema(schema)
 
 
@@ -77,12 +78,12 @@ def test_manifest_without_any_target_column_is_refused():
 def test_manifest_columns_document_every_column():
     names = [c.name for c in MANIFEST_COLUMNS]
     assert names[:2] == ["id", "image"] and len(set(names)) == len(names)
-    assert {c.name for c in MANIFEST_COLUMNS if c.required} == {"id", "image"}
-    kinds = ("string", "integer", "string list", "picture", "box list")
+    assert {c.name for c in MANIFEST_COLUMNS if c.required} == {"image"}
+    kinds = ("string", "integer", "string list", "image", "picture", "box list")
     assert all(c.description and c.kind in kinds for c in MANIFEST_COLUMNS)
     table = manifest_reference_markdown().splitlines()
     assert len(table) == 2 + len(MANIFEST_COLUMNS)
-    assert table[2].startswith("| `id` | string | yes |")
+    assert table[2].startswith("| `id` | string | no |")
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import pyarrow as pa
 
 from diffedit_batch.config import Config, OutputConfig
+from diffedit_batch.data.inputs import carried_of
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.outputs import (
     META_FIELDS,
@@ -42,14 +43,15 @@ READS = ("edit_id", "row_id", "status", "error", "error_class", "image_uri", "ma
 
 
 def commit_records(batch: pa.Table, *, output_prefix: str, options: StorageOptions, model_id: str, run_id: str,
-                   output: OutputConfig = OutputConfig()) -> pa.Table:
+                   output: OutputConfig = OutputConfig(), carried: pa.Schema | None = None,
+                   features: dict | None = None) -> pa.Table:
     """Write the batch's shards (shard formats), then its result records as one part; return one summary row per
     edit. A shard that cannot be written fails its rows as storage errors (recorded); a record part that cannot be
     written fails its rows as storage errors (not recorded: a re-run edits them again) instead of the job."""
     require(batch, READS, "commit")
     rows = batch.to_pylist()
     if output.sharded:
-        _write_shards(rows, OutputLayout(output_prefix), options, output, run_id)
+        _write_shards(rows, OutputLayout(output_prefix), options, output, run_id, carried, features)
     records = [record_from_row(row, model_id, run_id) for row in rows]
     summary = [{"edit_id": row["edit_id"], "status": record["status"], "error_class": record["error_class"],
                 "edit_s": row.get("edit_s"), "actor_wait_s": row.get("actor_wait_s"), "recorded": True,
@@ -73,7 +75,7 @@ def commit_records(batch: pa.Table, *, output_prefix: str, options: StorageOptio
 
 
 def _write_shards(rows: list[dict], layout: OutputLayout, options: StorageOptions, output: OutputConfig,
-                  run_id: str) -> None:
+                  run_id: str, carried: pa.Schema | None = None, features: dict | None = None) -> None:
     """Put the encoded rows in shards of at most `shard_max_mb` of images, write each whole, and point the rows at
     their members (status ok); a shard that cannot be written makes its rows storage errors."""
     # pending: edits to record ok; filtered with an encoded edit: a candidate not kept, written on request
@@ -89,7 +91,11 @@ def _write_shards(rows: list[dict], layout: OutputLayout, options: StorageOption
         groups[-1].append(item)
         size += item[1].size
     extension = SHARD_EXTENSIONS[output.format]
-    encode = webdataset_shard if output.format == "webdataset" else parquet_shard
+    def encode(samples: list[Sample]) -> bytes:
+        if output.format == "webdataset":
+            return webdataset_shard(samples)
+        return parquet_shard(samples, carried, features)
+
     for group in groups:
         samples = [sample for _, sample in group]
         uri = layout.shard(shard_name(run_id, [sample.key for sample in samples]), extension)
@@ -113,8 +119,10 @@ def _sample(row: dict) -> Sample:
         key=sample_key(row["edit_id"]), edit=row["encoded_edit"], edit_ext=row["encoded_edit_ext"],
         mask=row["encoded_mask"],
         meta={name: row.get(name) for name in META_FIELDS}
-        | {"id": row["edit_id"], "source_image_uri": redact_uri(row.get("source_image_uri"))},
+        | {"id": row["edit_id"], "source_image_uri": redact_uri(row.get("source_image_uri")),
+           "source_id": row.get("row_id"), "synthetic": True},
         source=row.get("encoded_source"), source_ext=row.get("encoded_source_ext"),
+        carried=carried_of(row) or None,
     )
 
 
@@ -126,12 +134,15 @@ def part_name(run_id: str, records: list[dict]) -> str:
     return f"{run_id}-{digest.hexdigest()}"
 
 
-def commit_stage(config: Config, output_prefix: str, run_id: str) -> Stage:
+def commit_stage(config: Config, output_prefix: str, run_id: str, input_spec=None) -> Stage:
+    """`input_spec` (`data.inputs.InputSpec`): the carried columns' types and features, for Parquet shards."""
     output = config.output
     return Stage(
         name="commit", run=commit_records, reads=READS, adds=("status", "image_uri", "mask_uri"),
         cpus=config.job.write_cpus,
         batch_size=output.shard_rows if output.sharded else config.job.record_batch_size,
         kwargs={"output_prefix": output_prefix, "options": config.storage, "model_id": config.model.pretrained,
-                "run_id": run_id, "output": output},
+                "run_id": run_id, "output": output,
+                "carried": input_spec.carried_schema if input_spec is not None else None,
+                "features": input_spec.features if input_spec is not None else None},
     )

@@ -18,8 +18,8 @@ from ..rows import error_text, require, to_table
 from .spec import Stage
 
 READS = ("status", "source_image_uri", "region_boxes", "region_mask_uri", "region_mask")
-ADDS = ("width", "height", "model_width", "model_height", "pixels", "fetch_s", "status", "error", "error_class",
-        "fetch_cpu_s", "region", "region_mask", "source_identity", "source_digest")
+ADDS = ("source_image_bytes", "width", "height", "model_width", "model_height", "pixels", "fetch_s", "status", "error",
+        "error_class", "fetch_cpu_s", "region", "region_mask", "source_identity", "source_digest")
 
 
 # The last picture this worker fetched: the targets of a manifest row sit next to each other in the work list, so
@@ -29,7 +29,7 @@ _last: tuple[tuple, dict] | None = None
 
 def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, max_pixels: int,
                  aspect_buckets: str = "off", family: str | None = None, region_mode: str = "inside",
-                 grow_px: int = 0) -> pa.Table:
+                 grow_px: int = 0, keep_source: bool = False) -> pa.Table:
     """Add each pending row's original size (`width`, `height`) and its model input (`model_width`,
     `model_height`, `pixels`: RGB bytes); a row whose picture cannot be read or decoded becomes an error row.
 
@@ -38,6 +38,8 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
     on SD3 and FLUX.1: multiples of 16 px around one megapixel). Sides are multiples of 8 px (16 on SD3 and FLUX.1).
     Rows of one picture (a manifest row's targets, next to
     each other) share one read and one decode, even across batches, and each carries its share of the time.
+    A row that comes with its picture's bytes (`source_image_bytes`: an input that embeds them) is not read again;
+    the bytes travel on only with `keep_source` (a shard holds the source picture), else they are dropped here.
     """
     global _last
     require(batch, READS, "fetch")
@@ -53,7 +55,8 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
         if _last is not None and _last[0] == key:
             fetched = {**_last[1], "fetch_s": 0.0}
         else:
-            fetched = _fetch_one(uri, options, resolution, max_pixels, buckets, picture_multiple(family))
+            embedded = next((row["source_image_bytes"] for row in group if row.get("source_image_bytes")), None)
+            fetched = _fetch_one(uri, options, resolution, max_pixels, buckets, picture_multiple(family), embedded)
             _last = (key, dict(fetched))
         if "fetch_s" in fetched:
             fetched["fetch_s"] /= len(group)  # each row's share, as edit_s is a batch's time per row
@@ -64,18 +67,22 @@ def fetch_images(batch: pa.Table, *, options: StorageOptions, resolution: int, m
     cpu = (time.process_time() - cpu_started) / max(1, len(rows))
     for row in rows:
         row["fetch_cpu_s"] = cpu
+        if not keep_source or row["status"] != Status.PENDING:
+            row["source_image_bytes"] = None
     return to_table(rows)
 
 
 def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: int,
-               buckets: tuple[tuple[int, int], ...] | None = None, multiple: int = 8) -> dict:
-    """What fetching `uri` adds to a row: its picture, or an error status and message."""
+               buckets: tuple[tuple[int, int], ...] | None = None, multiple: int = 8,
+               embedded: bytes | None = None) -> dict:
+    """What fetching `uri` (or decoding the `embedded` bytes the input row came with) adds to a row: its picture,
+    or an error status and message."""
     started = time.perf_counter()
     try:
         # Its identity first: a picture replaced between the two reads then looks changed to the next run, which
-        # edits it again, never the other way round.
+        # edits it again, never the other way round. An embedded picture's identity is its file's or shard's.
         identity = source_identity(uri, options)
-        data = read_bytes(uri, options)
+        data = embedded if embedded is not None else read_bytes(uri, options)
     except StorageError as error:
         return _error(ErrorClass.STORAGE, f"cannot read image: {error}")
     except Exception as error:  # any client's failure on one URI is that row's error, not the job's
@@ -131,5 +138,6 @@ def fetch_stage(config: Config) -> Stage:
         kwargs={"options": config.storage, "resolution": config.model.resolution,
                 "max_pixels": config.job.max_image_pixels, "aspect_buckets": config.model.aspect_buckets,
                 "family": config.model.family, "region_mode": config.region.mode,
-                "grow_px": config.region.grow_px},
+                "grow_px": config.region.grow_px,
+                "keep_source": config.output.sharded and config.output.include_source},
     )

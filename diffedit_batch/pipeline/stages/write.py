@@ -24,11 +24,12 @@ from diffedit_batch.data.images import (
     restore_size,
     upright_image_bytes,
 )
+from diffedit_batch.data.inputs import read_source_image
 from diffedit_batch.data.layout import OutputLayout
 from diffedit_batch.data.metrics import background_metrics
 from diffedit_batch.data.regions import final_mask, paste_background
 from diffedit_batch.data.status import ErrorClass, Status
-from diffedit_batch.data.storage import StorageError, StorageOptions, read_bytes, write_bytes_atomic
+from diffedit_batch.data.storage import StorageError, StorageOptions, write_bytes_atomic
 
 from ..rows import failed, require, to_table
 from .spec import Stage
@@ -39,7 +40,7 @@ READS = ("status", "edit_id", "width", "height", "model_width", "model_height", 
          "mask_width", "mask_height", "source_image_uri", "region")
 ADDS = ("image_uri", "mask_uri", "write_s", "background_psnr", "background_ssim", "status", "error", "error_class",
         "pixels", "edited", "mask", "encoded_edit", "encoded_edit_ext", "encoded_mask", "encoded_source",
-        "encoded_source_ext", "write_cpu_s", "mask_coverage", "region")
+        "encoded_source_ext", "write_cpu_s", "mask_coverage", "region", "source_image_bytes")
 
 
 def write_outputs(
@@ -61,7 +62,7 @@ def write_outputs(
         # pending: an edit to write; filtered with its edit still on: a candidate not kept, written on request
         if row["status"] == Status.PENDING or (row["status"] == Status.FILTERED and row.get("edited")):
             row = _write_one(row, layout, options, output, background_metrics, max_image_pixels)
-        out.append({**row, "pixels": None, "edited": None, "mask": None, "region": None})
+        out.append({**row, "pixels": None, "edited": None, "mask": None, "region": None, "source_image_bytes": None})
     cpu = (time.process_time() - cpu_started) / max(1, len(out))
     for row in out:
         row["write_cpu_s"] = cpu
@@ -91,7 +92,9 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
     mask_png = encode_png(Image.fromarray(final.astype(np.uint8) * 255, "L"), output.png_compress_level)
     if output.paste_background:
         try:
-            source = decode_image(read_bytes(row["source_image_uri"], options), max_pixels=max_pixels)
+            # an embedded picture (a Parquet row's bytes, a shard's member) is read again by its locator
+            data = row.get("source_image_bytes") or read_source_image(row["source_image_uri"], options)
+            source = decode_image(data, max_pixels=max_pixels)
         except (StorageError, ImageDecodeError) as error:
             return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again to paste its background: "
                                                    f"{error}")
@@ -125,7 +128,8 @@ def _encode_for_shard(row: dict, edited: Image.Image, mask_png: bytes, options: 
         # stage, where a row travels at model size. Re-encoded only when EXIF rotates it, so that it stands upright
         # beside its edit for readers that ignore EXIF.
         try:
-            source, extension = upright_image_bytes(read_bytes(row["source_image_uri"], options), max_pixels)
+            data = row.get("source_image_bytes") or read_source_image(row["source_image_uri"], options)
+            source, extension = upright_image_bytes(data, max_pixels)
             row.update(encoded_source=source, encoded_source_ext=extension)
         except (StorageError, ImageDecodeError) as error:
             return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again for its shard: {error}")
