@@ -87,3 +87,12 @@ def test_paste_background_keeps_the_inputs_pixels_exactly_and_feathers_only_insi
     assert (feathered[8:12, 9:21] == edited[8:12, 9:21]).all()  # 4 px in: the edit itself
     edge = feathered[4, 10].astype(int)  # on the mask's edge: a quarter of the edit
     assert np.abs(edge - (source[4, 10] + 0.25 * (edited[4, 10].astype(float) - source[4, 10]))).max() <= 1
+
+
+def test_a_box_whose_far_edge_overflows_a_float_is_clipped_not_a_crash():
+    # finite numbers (parse_boxes takes them) whose x + w is inf: clipped to the picture like any box past it
+    boxes = parse_boxes([[1e308, 0, 1e308, 5], [2, 1, 1e308, 1e308], [-1e308, -1e308, 1e308, 3]])
+    area = editable_area(10, 8, boxes=boxes)
+    expected = np.zeros((8, 10), bool)
+    expected[1:8, 2:10] = True  # the second box, from (2, 1) to past the picture; the others have no pixel in it
+    assert (area == expected).all()

@@ -240,3 +240,13 @@ def test_regions_and_a_pasted_background_change_the_settings_fingerprint_only_wh
     assert fingerprints(output={"paste_background": True, "feather_px": 2}) != fingerprints(
         output={"paste_background": True})
     assert fingerprints(candidates={"min": {"mask_coverage": 0.1}}) != plain  # floors on a single edit
+
+
+def test_a_region_mask_larger_than_job_max_image_pixels_is_the_rows_error_not_a_decode(tmp_path):
+    synthetic_photo(20, 12, 1).save(tmp_path / "p.png")
+    huge = _png(Image.new("L", (100, 100), 255))  # 10^4 px: over the 1000 px cap the picture itself is under
+    rows = [{"edit_id": "big", "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png"),
+             "region_mask": huge}]
+    [out] = fetch_images(to_table(rows), options=OPTIONS, resolution=16, max_pixels=1000).to_pylist()
+    assert out["status"] == Status.ERROR and out["error_class"] == ErrorClass.IMAGE_DECODE
+    assert out["error"].startswith("region_mask is 100x100 px") and "1000" in out["error"]

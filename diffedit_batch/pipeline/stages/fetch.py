@@ -103,7 +103,7 @@ def _add_region(row: dict, options: StorageOptions, max_pixels: int, mode: str, 
     if uri is not None or data is not None:
         try:
             data = data if data is not None else read_bytes(uri, options)
-            mask = region_mask_array(data, width, height)
+            mask = region_mask_array(data, width, height, max_pixels)
         except StorageError as error:
             row.update(_error(ErrorClass.STORAGE, f"cannot read region_mask: {error}"))
             return
