@@ -200,3 +200,17 @@ def test_the_read_stage_ranks_each_row_within_its_class_from_its_files_offsets(t
     assert [(row["id"], row["row_index"], row["class_rank"]) for row in rows] == [
         ("a", 10, 7), ("b", 11, 0), ("c", 12, 8), ("d", 13, 0), ("e", 14, 9)]
     assert "unused" not in rows[0] and rows[0]["label"] == 0
+
+
+def test_a_region_mask_struct_with_neither_bytes_nor_path_is_an_invalid_row_not_a_row_without_a_region():
+    plan = _plan([{"id": "a", "image": "/a.png", "source_prompt": "x", "target_prompt": "y",
+                   "region_mask": {"bytes": None, "path": None}},
+                  {"id": "b", "image": "/b.png", "source_prompt": "x", "target_prompt": "y",
+                   "region_mask": {"bytes": b"\x89PNG", "path": "m.png"}},
+                  {"id": "c", "image": "/c.png", "source_prompt": "x", "target_prompt": "y", "region_mask": None}],
+                 Recipe())
+    rows = {row["edit_id"]: row for row in plan}
+    assert rows["a"]["status"] == Status.ERROR and rows["a"]["error_class"] == "invalid_row"
+    assert "region_mask" in rows["a"]["error"] and "neither bytes nor path" in rows["a"]["error"]
+    assert rows["b"]["status"] == Status.PENDING and rows["b"]["region_mask"] == b"\x89PNG"  # bytes win
+    assert rows["c"]["status"] == Status.PENDING and rows["c"]["region_mask"] is None
