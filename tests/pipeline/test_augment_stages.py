@@ -250,3 +250,26 @@ def test_a_region_mask_larger_than_job_max_image_pixels_is_the_rows_error_not_a_
     [out] = fetch_images(to_table(rows), options=OPTIONS, resolution=16, max_pixels=1000).to_pylist()
     assert out["status"] == Status.ERROR and out["error_class"] == ErrorClass.IMAGE_DECODE
     assert out["error"].startswith("region_mask is 100x100 px") and "1000" in out["error"]
+
+
+def test_any_failure_reading_a_region_mask_is_the_rows_storage_error(tmp_path, monkeypatch):
+    """As for the picture itself: a storage client's own exception on one URI is that row's error, not the task's."""
+    from diffedit_batch.pipeline.stages import fetch
+
+    synthetic_photo(20, 12, 1).save(tmp_path / "p.png")
+    real = fetch.read_bytes
+
+    def read_bytes(uri, options):
+        if uri.endswith("mask.png"):
+            raise RuntimeError("connection pool is closed")
+        return real(uri, options)
+
+    monkeypatch.setattr(fetch, "read_bytes", read_bytes)
+    rows = [{"edit_id": "m", "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png"),
+             "region_mask_uri": str(tmp_path / "mask.png")},
+            {"edit_id": "plain", "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png")}]
+    out = {row["edit_id"]: row for row in fetch_images(to_table(rows), options=OPTIONS, resolution=16,
+                                                       max_pixels=10**6).to_pylist()}
+    assert out["m"]["status"] == Status.ERROR and out["m"]["error_class"] == ErrorClass.STORAGE
+    assert out["m"]["error"].startswith("cannot read region_mask") and "connection pool is closed" in out["m"]["error"]
+    assert out["plain"]["status"] == Status.PENDING

@@ -103,10 +103,14 @@ def _add_region(row: dict, options: StorageOptions, max_pixels: int, mode: str, 
     if uri is not None or data is not None:
         try:
             data = data if data is not None else read_bytes(uri, options)
-            mask = region_mask_array(data, width, height, max_pixels)
         except StorageError as error:
             row.update(_error(ErrorClass.STORAGE, f"cannot read region_mask: {error}"))
             return
+        except Exception as error:  # any client's failure on one URI is that row's error, as for the picture
+            row.update(_error(ErrorClass.STORAGE, f"cannot read region_mask {redact_uri(uri)}: {error_text(error)}"))
+            return
+        try:
+            mask = region_mask_array(data, width, height, max_pixels)
         except ValueError as error:
             row.update(_error(ErrorClass.IMAGE_DECODE, str(error)))
             return
