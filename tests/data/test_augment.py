@@ -214,3 +214,19 @@ def test_a_region_mask_struct_with_neither_bytes_nor_path_is_an_invalid_row_not_
     assert "region_mask" in rows["a"]["error"] and "neither bytes nor path" in rows["a"]["error"]
     assert rows["b"]["status"] == Status.PENDING and rows["b"]["region_mask"] == b"\x89PNG"  # bytes win
     assert rows["c"]["status"] == Status.PENDING and rows["c"]["region_mask"] is None
+
+
+def test_the_class_count_reads_a_file_without_the_class_column_as_rows_of_no_class(tmp_path):
+    """A manifest folder's files may differ in columns (their schemas are unified): a file that lacks the balance_by
+    column has rows of no class (each then an invalid_row naming it), not a count task that fails the run."""
+    import pyarrow.parquet as pq
+
+    from diffedit_batch.data.storage import StorageOptions
+    from diffedit_batch.pipeline.planning import _class_keys
+
+    pq.write_table(pa.table({"id": list("ab"), "label": [0, 1]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": list("cde")}), tmp_path / "b.parquet")
+    batch = pa.table({"file": [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], "first_row": [0, 2]})
+    keys = pa.concat_tables(_class_keys(batch, options=StorageOptions(), column="label")).to_pylist()
+    assert keys == [{"first_row": 0, "class": "0"}, {"first_row": 0, "class": "1"}] + [
+        {"first_row": 2, "class": None}] * 3
