@@ -111,6 +111,20 @@ def test_a_separate_vae_of_other_latent_channels_names_model_vae_on_flow_models(
                                   f"model.pretrained: '{model}' takes {takes}")
 
 
+@pytest.mark.parametrize("fixture", ["tiny_sd3_dir", "tiny_flux_dir"])
+def test_a_flow_folder_without_its_clip_encoder_is_not_called_an_sdxl_refiner(request, tmp_path, fixture):
+    """The SDXL refiner check (text_encoder_2 without text_encoder) must not read SD3's and FLUX.1's second encoder."""
+    folder = Path(shutil.copytree(request.getfixturevalue(fixture), tmp_path / "model"))
+    _set_json(folder / "model_index.json", text_encoder=[None, None])
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert "refiner" not in message and "lists text_encoder: [null, null]" in message
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["text_encoder"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert "refiner" not in message and "also needs text_encoder" in message
+
+
 def test_a_flow_hub_id_is_checked_against_its_own_layout(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     files = {"model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
