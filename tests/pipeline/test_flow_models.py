@@ -125,6 +125,20 @@ def test_a_flow_folder_without_its_clip_encoder_is_not_called_an_sdxl_refiner(re
     assert "refiner" not in message and "also needs text_encoder" in message
 
 
+@pytest.mark.parametrize("fixture", ["tiny_sd3_dir", "tiny_flux_dir"])
+def test_the_model_checks_of_sd_folders_hold_on_flow_folders_too(request, tmp_path, fixture):
+    """model.revision on a local folder, and a component listed as [null, null], as on SD and SDXL folders."""
+    tiny = request.getfixturevalue(fixture)
+    assert error_of(config_from_dict({"model": {"pretrained": str(tiny), "revision": "v2"}}), hub_lookup=no_hub) == (
+        f"model.revision: 'v2' is set but model.pretrained '{tiny}' is a local folder, which has no revisions; "
+        "remove model.revision, or set model.pretrained to a Hugging Face hub id")
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    _set_json(folder / "model_index.json", text_encoder_2=[None, None], image_encoder=[None, None])
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert message.startswith(f"model.pretrained: '{folder}' has a model_index.json that lists text_encoder_2: "
+                              "[null, null]") and "image_encoder" not in message
+
+
 def test_a_flow_hub_id_is_checked_against_its_own_layout(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     files = {"model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
