@@ -273,3 +273,17 @@ def test_any_failure_reading_a_region_mask_is_the_rows_storage_error(tmp_path, m
     assert out["m"]["status"] == Status.ERROR and out["m"]["error_class"] == ErrorClass.STORAGE
     assert out["m"]["error"].startswith("cannot read region_mask") and "connection pool is closed" in out["m"]["error"]
     assert out["plain"]["status"] == Status.PENDING
+
+
+def test_clip_label_embeds_the_class_texts_once_per_scorer_not_once_per_batch(scorer, monkeypatch):
+    """ImageNet has 1000 classes: re-encoding every class text for every batch of edits would dwarf the scoring."""
+    texts = [f"a photo of a {name}" for name in ("cow", "horse", "sheep")]
+    calls = []
+    embed = scorer.embed_texts
+    monkeypatch.setattr(scorer, "embed_texts", lambda batch: calls.append(list(batch)) or embed(batch))
+    pictures = [synthetic_photo(32, 32, seed) for seed in range(2)]
+    first = scorer.label_probabilities(pictures, texts, [0, 1])
+    assert scorer.label_probabilities(pictures, texts, [0, 1]) == first
+    assert calls == [texts]
+    scorer.label_probabilities(pictures, texts[:2], [0, 1])  # other classes: embedded again
+    assert calls == [texts, texts[:2]]
