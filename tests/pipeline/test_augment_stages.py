@@ -287,3 +287,17 @@ def test_clip_label_embeds_the_class_texts_once_per_scorer_not_once_per_batch(sc
     assert calls == [texts]
     scorer.label_probabilities(pictures, texts[:2], [0, 1])  # other classes: embedded again
     assert calls == [texts, texts[:2]]
+
+
+def test_any_failure_reading_the_source_again_to_paste_it_is_the_rows_storage_error(tmp_path, monkeypatch):
+    from diffedit_batch.pipeline.stages import write
+
+    def read_bytes(uri, options):
+        raise RuntimeError("connection pool is closed")
+
+    monkeypatch.setattr(write, "read_bytes", read_bytes)
+    _, row = _edited_row(tmp_path)
+    [out] = write_outputs(to_table([row]), output_prefix=str(tmp_path / "out"), options=OPTIONS,
+                          output=OutputConfig(paste_background=True), background_metrics=False).to_pylist()
+    assert out["status"] == Status.ERROR and out["error_class"] == ErrorClass.STORAGE
+    assert "paste its background" in out["error"] and "connection pool is closed" in out["error"]
