@@ -172,8 +172,13 @@ def paste_background(edited: np.ndarray, source: np.ndarray, mask: np.ndarray, f
     # alpha = min(d, F) / F, d the distance to the nearest kept pixel: the count of erosions by 0..F-1 a pixel survives
     kept = (~mask).astype(np.int64)
     alpha = mask.astype(np.float32)
-    for radius in range(1, feather_px):
+    # From a radius of the picture's longer side on, a window covers the whole picture: a pixel survives every
+    # erosion or none (none kept anywhere), so those radii are counted at once, whatever feather_px.
+    last = min(feather_px, max(mask.shape))
+    for radius in range(1, last):
         alpha += (_window_sum(kept, radius, radius) == 0) & mask
+    if feather_px > last and not kept.any():
+        alpha += (feather_px - last) * mask
     alpha /= feather_px
     blended = source.astype(np.float32) + alpha[..., None] * (edited.astype(np.float32) - source.astype(np.float32))
     out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
