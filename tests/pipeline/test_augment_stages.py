@@ -301,3 +301,32 @@ def test_any_failure_reading_the_source_again_to_paste_it_is_the_rows_storage_er
                           output=OutputConfig(paste_background=True), background_metrics=False).to_pylist()
     assert out["status"] == Status.ERROR and out["error_class"] == ErrorClass.STORAGE
     assert "paste its background" in out["error"] and "connection pool is closed" in out["error"]
+
+
+@pytest.mark.parametrize("fixture, family", [("sd3_engine", "sd3"), ("flux_engine", "flux")])
+def test_a_kept_box_through_fetch_edit_and_write_on_the_flow_families(request, tmp_path, fixture, family):
+    """Where the two features meet: a picture whose sides are not multiples of 16 px, fetched for SD3 / FLUX.1 (16 px
+    sides), its box made a latent constraint for the real tiny engine, the edit written with the input's own pixels
+    in the box."""
+    synthetic_photo(90, 60, 1).save(tmp_path / "p.png")
+    row = {"edit_id": "b", "row_id": "b", "row_index": 0, "status": Status.PENDING,
+           "source_image_uri": str(tmp_path / "p.png"), "region_boxes": [[10.5, 5, 30, 20]],
+           "source_prompt": "a bowl of fruits", "target_prompt": "a basket of pears", "seed": 1}
+    fetched = fetch_images(to_table([row]), options=OPTIONS, resolution=72, max_pixels=10**6, family=family,
+                           region_mode="outside")
+    [picture] = fetched.to_pylist()
+    assert (picture["model_width"], picture["model_height"]) == (80, 48)
+    stage = EditStage(None, EditSettings(num_inference_steps=4, num_maps_per_mask=2, mask_thresholding_ratio=1.0),
+                      engine=request.getfixturevalue(fixture), batch_size=8)
+    edited = stage(fetched)
+    [mask_row] = edited.to_pylist()
+    assert mask_row["status"] == Status.PENDING and (mask_row["mask_width"], mask_row["mask_height"]) == (10, 6)
+    [out] = write_outputs(edited, output_prefix=str(tmp_path / "out"), options=OPTIONS,
+                          output=OutputConfig(paste_background=True), background_metrics=True).to_pylist()
+    assert out["status"] == Status.OK, out["error"]
+    source = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    written = np.asarray(Image.open(out["image_uri"]).convert("RGB"))
+    mask = np.asarray(Image.open(out["mask_uri"])) > 0
+    assert (written[5:25, 10:41] == source[5:25, 10:41]).all() and not mask[5:25, 10:41].any()
+    assert mask.any() and (written[~mask] == source[~mask]).all()
+    assert out["mask_coverage"] == pytest.approx(mask.mean())
