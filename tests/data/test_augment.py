@@ -230,3 +230,18 @@ def test_the_class_count_reads_a_file_without_the_class_column_as_rows_of_no_cla
     keys = pa.concat_tables(_class_keys(batch, options=StorageOptions(), column="label")).to_pylist()
     assert keys == [{"first_row": 0, "class": "0"}, {"first_row": 0, "class": "1"}] + [
         {"first_row": 2, "class": None}] * 3
+
+
+@pytest.mark.parametrize("recipe, column, value", [
+    (Recipe(), "region_boxes", []),
+    (Recipe(boxes_from="objects.bbox"), "objects", {"bbox": [], "category": []}),  # a picture with no objects
+    (Recipe(boxes_from="objects.bbox"), "objects", []),
+])
+def test_an_empty_box_list_is_an_empty_region_and_null_is_no_region(recipe, column, value):
+    """With region.mode inside, a picture whose box list is empty has nothing to edit (not everything)."""
+    [empty] = _plan([{"id": "a", "image": "/a.png", "source_prompt": "x", "target_prompt": "y", column: value}],
+                    recipe)
+    [none] = _plan([{"id": "a", "image": "/a.png", "source_prompt": "x", "target_prompt": "y", column: None}],
+                   recipe)
+    assert empty["region_boxes"] == [] and none["region_boxes"] is None
+    assert empty["request_fingerprint"] != none["request_fingerprint"]

@@ -330,3 +330,21 @@ def test_a_kept_box_through_fetch_edit_and_write_on_the_flow_families(request, t
     assert (written[5:25, 10:41] == source[5:25, 10:41]).all() and not mask[5:25, 10:41].any()
     assert mask.any() and (written[~mask] == source[~mask]).all()
     assert out["mask_coverage"] == pytest.approx(mask.mean())
+
+
+def test_an_empty_box_list_leaves_nothing_to_edit_inside_and_everything_outside(tmp_path):
+    synthetic_photo(16, 16, 1).save(tmp_path / "p.png")
+    rows = [{"edit_id": mode, "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png"),
+             "region_boxes": []} for mode in ("inside", "outside")]
+    inside = fetch_images(to_table(rows[:1]), options=OPTIONS, resolution=16, max_pixels=10**6, region_mode="inside")
+    outside = fetch_images(to_table(rows[1:]), options=OPTIONS, resolution=16, max_pixels=10**6,
+                           region_mode="outside")
+    [inside], [outside] = inside.to_pylist(), outside.to_pylist()
+    assert not unpack(inside["region"], 16, 16).any()
+    assert outside["region"] is None  # nothing kept: no constraint at all
+    engine = MaskEngine()
+    stage = EditStage(None, EditSettings(), engine=engine, batch_size=8)
+    request = _request("inside", inside["region"], width=16, height=16, model_width=16, model_height=16,
+                       pixels=synthetic_photo(16, 16, 0).tobytes())
+    [out] = stage(to_table([request])).to_pylist()
+    assert out["status"] == Status.FILTERED and out["filter_reason"].startswith("nothing left to edit")

@@ -93,10 +93,11 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
 
 def _add_region(row: dict, options: StorageOptions, max_pixels: int, mode: str, grow_px: int) -> None:
     """The row's editable area at its picture's size (`region`, packed bits) from its boxes and region mask, or
-    nothing when it has neither; a region mask that cannot be read makes the row an error."""
+    nothing when it has neither (null boxes; an empty box list is an empty region) or the area is the whole picture;
+    a region mask that cannot be read makes the row an error."""
     boxes, uri, data = row.get("region_boxes"), row.get("region_mask_uri"), row.get("region_mask")
     row["region_mask"] = None  # used here only
-    if not boxes and uri is None and data is None:
+    if boxes is None and uri is None and data is None:
         return
     width, height = row["width"], row["height"]
     mask = None
@@ -115,7 +116,8 @@ def _add_region(row: dict, options: StorageOptions, max_pixels: int, mode: str, 
             row.update(_error(ErrorClass.IMAGE_DECODE, str(error)))
             return
     area = editable_area(width, height, boxes=boxes or [], mask=mask, mode=mode, grow_px=grow_px)
-    row["region"] = pack(area)
+    if not area.all():  # one that keeps nothing is no constraint (e.g. outside an empty box list)
+        row["region"] = pack(area)
 
 
 def _error(error_class: str, message: str) -> dict:
