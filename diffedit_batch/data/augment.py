@@ -111,13 +111,14 @@ class Recipe:
         return wanted
 
     def boxes(self, row: Mapping[str, Any]) -> list[list[float]] | None:
-        """The row's region boxes (None for none); raises RegionProblem for a bad box."""
+        """The row's region boxes: None when its column is null (no region), [] when it lists none (an empty region:
+        with `region.mode: inside` nothing to edit); raises RegionProblem for a bad box."""
         if self.boxes_from:
             column, name = self.boxes_from.split(".")
-            boxes = boxes_from_column(row.get(column), name, self.boxes_from)
-        else:
-            boxes = parse_boxes(row.get("region_boxes"))
-        return boxes or None
+            value = row.get(column)
+            return None if value is None else boxes_from_column(value, name, self.boxes_from)
+        value = row.get("region_boxes")
+        return None if value is None else parse_boxes(value)
 
 
 def _blank(value: Any) -> bool:

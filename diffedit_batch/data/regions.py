@@ -65,16 +65,23 @@ def boxes_from_column(value: Any, field: str, where: str) -> list[list[float]]:
     return boxes
 
 
-def region_mask_array(data: bytes, width: int, height: int) -> np.ndarray:
+def region_mask_array(data: bytes, width: int, height: int, max_pixels: int | None = None) -> np.ndarray:
     """A region mask picture (any mode; white = the region, >= 128 after conversion to grayscale) as a boolean
     (height, width) array; one of another size is resized nearest-neighbour. Raises ValueError when it cannot be
-    decoded."""
+    decoded, or when it has more than `max_pixels` pixels (`job.max_image_pixels`, as the picture itself: checked
+    from its header, before it is decoded)."""
     try:
         image = Image.open(io.BytesIO(data))
-        image.load()
     except Exception as error:  # noqa: BLE001 - any decoder failure is the row's bad region mask
         raise ValueError(f"region_mask is not a readable picture: {error}") from None
-    gray = image.convert("L")
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise ValueError(f"region_mask is {image.width}x{image.height} px, more than job.max_image_pixels "
+                         f"({max_pixels}); give a region mask of the picture's size")
+    try:
+        image.load()
+        gray = image.convert("L")
+    except Exception as error:  # noqa: BLE001 - any decoder failure is the row's bad region mask
+        raise ValueError(f"region_mask is not a readable picture: {error}") from None
     if gray.size != (width, height):
         gray = gray.resize((width, height), Image.Resampling.NEAREST)
     return np.asarray(gray) >= 128
@@ -83,8 +90,9 @@ def region_mask_array(data: bytes, width: int, height: int) -> np.ndarray:
 def _box_area(boxes: list[list[float]], width: int, height: int) -> np.ndarray:
     area = np.zeros((height, width), bool)
     for x, y, w, h in boxes:
-        x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
-        x1, y1 = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
+        # clipped as floats first: a far edge of finite numbers may still be inf (x + w past the float range)
+        x0, y0 = math.floor(min(max(x, 0.0), width)), math.floor(min(max(y, 0.0), height))
+        x1, y1 = math.ceil(min(max(x + w, 0.0), width)), math.ceil(min(max(y + h, 0.0), height))
         if x1 > x0 and y1 > y0:
             area[y0:y1, x0:x1] = True
     return area
@@ -164,8 +172,13 @@ def paste_background(edited: np.ndarray, source: np.ndarray, mask: np.ndarray, f
     # alpha = min(d, F) / F, d the distance to the nearest kept pixel: the count of erosions by 0..F-1 a pixel survives
     kept = (~mask).astype(np.int64)
     alpha = mask.astype(np.float32)
-    for radius in range(1, feather_px):
+    # From a radius of the picture's longer side on, a window covers the whole picture: a pixel survives every
+    # erosion or none (none kept anywhere), so those radii are counted at once, whatever feather_px.
+    last = min(feather_px, max(mask.shape))
+    for radius in range(1, last):
         alpha += (_window_sum(kept, radius, radius) == 0) & mask
+    if feather_px > last and not kept.any():
+        alpha += (feather_px - last) * mask
     alpha /= feather_px
     blended = source.astype(np.float32) + alpha[..., None] * (edited.astype(np.float32) - source.astype(np.float32))
     out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -245,6 +245,9 @@ def _recipe_columns(row: dict, recipe: Recipe) -> dict:
     mask = row.get("region_mask")
     if isinstance(mask, dict):  # the datasets image struct: its bytes win, else its path
         mask = mask.get("bytes") or mask.get("path")
+        if not mask or isinstance(mask, str) and not mask.strip():
+            # not a row without a region: with region.mode outside, it would edit what the mask was to keep
+            raise RegionProblem("region_mask is a picture struct with neither bytes nor path")
     if isinstance(mask, str) and mask.strip():
         extra["region_mask_uri"] = mask.strip()
     elif isinstance(mask, (bytes, bytearray)) and mask:

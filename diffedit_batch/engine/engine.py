@@ -302,7 +302,8 @@ class DiffEditEngine:
         (e.g. a picture's candidates with different thresholds, strengths and guidance scales, which share its mask
         predictions and inversion). `inversion_prompts[i]` (e.g. an image caption) conditions the inversion; None
         falls back to the source. `regions[i]` (None: none) constrains row i's mask: a (h, w) array at latent
-        size (the picture's size / 8), nonzero where the edit may change the picture; the row's final mask is
+        size (the picture's size as the model works it, rounded down to 8 px or 16 on SD3 and FLUX.1, / 8: the
+        unpacked latent, also on FLUX.1), nonzero where the edit may change the picture; the row's final mask is
         DiffEdit's mask AND it (`mask.constrain_mask`). Images may differ in size. Raises ValueError/TypeError naming
         the row for malformed input.
         """

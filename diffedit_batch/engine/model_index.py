@@ -148,11 +148,14 @@ def null_components(model_index: Mapping) -> list[str]:
 
 def is_sdxl_refiner(model_index: Mapping) -> bool:
     """Whether `model_index.json` is an SDXL refiner's: the second text encoder without the first (or its
-    `requires_aesthetics_score`), a model that refines an SDXL base's pictures and cannot edit on its own."""
+    `requires_aesthetics_score`), a model that refines an SDXL base's pictures and cannot edit on its own. Never a
+    transformer pipeline's (SD3's and FLUX.1's text_encoder_2 is their own second encoder)."""
     def listed(name: str) -> bool:
         value = model_index.get(name)
         return isinstance(value, (list, tuple)) and any(part is not None for part in value)
 
+    if "transformer" in model_index or model_index.get("_class_name") in (*FLOW_PIPELINES, *REFUSED_PIPELINES):
+        return False
     if model_index.get("requires_aesthetics_score"):
         return True
     return listed("text_encoder_2") and not listed("text_encoder")

@@ -285,8 +285,10 @@ def _class_keys(batch: pa.Table, *, options: StorageOptions, column: str, spec: 
         try:
             with filesystem.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle)
-                for record_batch in parquet.iter_batches(batch_size=65536, columns=[column]):
-                    keys = [class_key(value) for value in record_batch.column(0).to_pylist()]
+                present = column in parquet.schema_arrow.names  # a file of a folder may lack it: no class, then
+                for record_batch in parquet.iter_batches(batch_size=65536, columns=[column] if present else []):
+                    keys = ([class_key(value) for value in record_batch.column(0).to_pylist()] if present
+                            else [None] * record_batch.num_rows)
                     yield pa.table({"first_row": pa.array([first_row] * len(keys), pa.int64()),
                                     "class": pa.array(keys, pa.string())})
         except (OSError, pa.ArrowException) as error:

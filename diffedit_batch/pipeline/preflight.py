@@ -255,11 +255,20 @@ _UNET_VARIANTS = {5: "an inpainting UNet ({channels} input channels: the latents
 _PIX2PIX = "an InstructPix2Pix UNet ({channels} input channels: the latents and the source picture's latents)"
 
 
+# Flow transformers by class: how many input channels each takes per VAE latent channel (FLUX.1 packs 2x2 latents).
+_TRANSFORMER_PACKING = {"SD3Transformer2DModel": 1, "FluxTransformer2DModel": 4}
+
+
 def _channels_problem(model: _Model, vae: _Model | None) -> str | None:
     """The UNet's input channels against the latent channels of the VAE that will decode them: the model's own
-    (naming an inpainting, depth or InstructPix2Pix UNet), and `model.vae` when set (naming model.vae). None when a
-    config is not at hand (a hub id not cached yet) or does not say."""
+    (naming an inpainting, depth or InstructPix2Pix UNet), and `model.vae` when set (naming model.vae); on SD3 and
+    FLUX.1 the transformer's, per latent channel (FLUX.1 packs 2x2 latents: 4 each). None when a config is not at
+    hand (a hub id not cached yet) or does not say."""
     unet = _component_config(model, "unet")
+    if unet is None:
+        transformer = _component_config(model, "transformer")
+        if transformer is not None and transformer.get("_class_name") in _TRANSFORMER_PACKING:
+            return _transformer_channels_problem(model, vae, transformer)
     own = _component_config(model, "vae")
     channels = unet.get("in_channels") if unet else None
     own_latents = own.get("latent_channels") if own else None
@@ -280,6 +289,29 @@ def _channels_problem(model: _Model, vae: _Model | None) -> str | None:
     if isinstance(latents, int) and latents != channels:
         return (f"{vae.where} has {latents} latent channels but the UNet of {model.where} takes {channels}; set "
                 f"model.vae to a VAE of that model's family ({channels} latent channels), or remove model.vae")
+    return None
+
+
+def _transformer_channels_problem(model: _Model, vae: _Model | None, transformer: dict) -> str | None:
+    """`_channels_problem` of an SD3 or FLUX.1 folder: its transformer's input channels against its own VAE's
+    latent channels (a FLUX.1 Fill, Canny or Depth transformer takes more), and against `model.vae`'s."""
+    packing = _TRANSFORMER_PACKING[transformer["_class_name"]]
+    channels = transformer.get("in_channels")
+    if not isinstance(channels, int):
+        return None
+    own = _component_config(model, "vae")
+    own_latents = own.get("latent_channels") if own else None
+    if isinstance(own_latents, int) and channels != packing * own_latents:
+        return (f"{model.where} has a {transformer['_class_name']} with {channels} input channels, but its VAE's "
+                f"{own_latents} latent channels make {packing * own_latents}; DiffEdit needs a text-to-image "
+                f"transformer (a FLUX.1 Fill, Canny or Depth one also takes a conditioning picture): "
+                + model.fix(f"set {model.key} to {_SUPPORTED_MODELS}"))
+    separate = _component_config(vae, None) if vae is not None else None
+    latents = separate.get("latent_channels") if separate else None
+    if isinstance(latents, int) and packing * latents != channels:
+        return (f"{vae.where} has {latents} latent channels but the transformer of {model.where} takes "
+                f"{channels // packing}; set model.vae to a VAE of that model's family ({channels // packing} latent "
+                f"channels), or remove model.vae")
     return None
 
 

@@ -28,6 +28,8 @@ class ClipScorer:
         self.model = CLIPModel.from_pretrained(pretrained, revision=revision, use_safetensors=True, dtype=dtype)
         self.model.to(self.device).eval()
         self.processor = CLIPProcessor.from_pretrained(pretrained, revision=revision)
+        self._class_texts: tuple[str, ...] | None = None  # clip_label's class texts, and their embeddings
+        self._class_embeddings: torch.Tensor | None = None
 
     @torch.inference_mode()
     def score(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]:
@@ -71,7 +73,11 @@ class ClipScorer:
             raise ValueError(f"{len(images)} images but {len(classes)} classes")
         if not images:
             return []
-        texts = self.embed_texts(list(class_texts))
+        # The class texts are the same for every batch of a run: embedded once (1000 of them for ImageNet).
+        class_texts = tuple(class_texts)
+        if self._class_texts != class_texts:
+            self._class_texts, self._class_embeddings = class_texts, self.embed_texts(list(class_texts))
+        texts = self._class_embeddings
         pictures = self.embed_images(list(images))
         scale = float(self.model.logit_scale.exp())
         probabilities = torch.softmax(scale * pictures @ texts.T, dim=-1)

@@ -201,3 +201,48 @@ def test_the_read_stage_ranks_each_row_within_its_class_from_its_files_offsets(t
     assert [(row["id"], row["row_index"], row["class_rank"]) for row in rows] == [
         ("a", 10, 7), ("b", 11, 0), ("c", 12, 8), ("d", 13, 0), ("e", 14, 9)]
     assert json.loads(rows[0]["fields"]) == {"label": 0}  # what the recipe reads, and nothing unused
+
+
+def test_a_region_mask_struct_with_neither_bytes_nor_path_is_an_invalid_row_not_a_row_without_a_region():
+    plan = _plan([{"id": "a", "image": "/a.png", "source_prompt": "x", "target_prompt": "y",
+                   "region_mask": {"bytes": None, "path": None}},
+                  {"id": "b", "image": "/b.png", "source_prompt": "x", "target_prompt": "y",
+                   "region_mask": {"bytes": b"\x89PNG", "path": "m.png"}},
+                  {"id": "c", "image": "/c.png", "source_prompt": "x", "target_prompt": "y", "region_mask": None}],
+                 Recipe())
+    rows = {row["edit_id"]: row for row in plan}
+    assert rows["a"]["status"] == Status.ERROR and rows["a"]["error_class"] == "invalid_row"
+    assert "region_mask" in rows["a"]["error"] and "neither bytes nor path" in rows["a"]["error"]
+    assert rows["b"]["status"] == Status.PENDING and rows["b"]["region_mask"] == b"\x89PNG"  # bytes win
+    assert rows["c"]["status"] == Status.PENDING and rows["c"]["region_mask"] is None
+
+
+def test_the_class_count_reads_a_file_without_the_class_column_as_rows_of_no_class(tmp_path):
+    """A manifest folder's files may differ in columns (their schemas are unified): a file that lacks the balance_by
+    column has rows of no class (each then an invalid_row naming it), not a count task that fails the run."""
+    import pyarrow.parquet as pq
+
+    from diffedit_batch.data.storage import StorageOptions
+    from diffedit_batch.pipeline.planning import _class_keys
+
+    pq.write_table(pa.table({"id": list("ab"), "label": [0, 1]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": list("cde")}), tmp_path / "b.parquet")
+    batch = pa.table({"file": [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")], "first_row": [0, 2]})
+    keys = pa.concat_tables(_class_keys(batch, options=StorageOptions(), column="label")).to_pylist()
+    assert keys == [{"first_row": 0, "class": "0"}, {"first_row": 0, "class": "1"}] + [
+        {"first_row": 2, "class": None}] * 3
+
+
+@pytest.mark.parametrize("recipe, column, value", [
+    (Recipe(), "region_boxes", []),
+    (Recipe(boxes_from="objects.bbox"), "objects", {"bbox": [], "category": []}),  # a picture with no objects
+    (Recipe(boxes_from="objects.bbox"), "objects", []),
+])
+def test_an_empty_box_list_is_an_empty_region_and_null_is_no_region(recipe, column, value):
+    """With region.mode inside, a picture whose box list is empty has nothing to edit (not everything)."""
+    [empty] = _plan([{"id": "a", "image": "/a.png", "source_prompt": "x", "target_prompt": "y", column: value}],
+                    recipe)
+    [none] = _plan([{"id": "a", "image": "/a.png", "source_prompt": "x", "target_prompt": "y", column: None}],
+                   recipe)
+    assert empty["region_boxes"] == [] and none["region_boxes"] is None
+    assert empty["request_fingerprint"] != none["request_fingerprint"]

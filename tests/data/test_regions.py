@@ -87,3 +87,36 @@ def test_paste_background_keeps_the_inputs_pixels_exactly_and_feathers_only_insi
     assert (feathered[8:12, 9:21] == edited[8:12, 9:21]).all()  # 4 px in: the edit itself
     edge = feathered[4, 10].astype(int)  # on the mask's edge: a quarter of the edit
     assert np.abs(edge - (source[4, 10] + 0.25 * (edited[4, 10].astype(float) - source[4, 10]))).max() <= 1
+
+
+def test_a_box_whose_far_edge_overflows_a_float_is_clipped_not_a_crash():
+    # finite numbers (parse_boxes takes them) whose x + w is inf: clipped to the picture like any box past it
+    boxes = parse_boxes([[1e308, 0, 1e308, 5], [2, 1, 1e308, 1e308], [-1e308, -1e308, 1e308, 3]])
+    area = editable_area(10, 8, boxes=boxes)
+    expected = np.zeros((8, 10), bool)
+    expected[1:8, 2:10] = True  # the second box, from (2, 1) to past the picture; the others have no pixel in it
+    assert (area == expected).all()
+
+
+@pytest.mark.parametrize("feather_px", [3, 10**6])
+def test_feather_is_the_distance_to_the_kept_part_over_feather_px_whatever_its_size(feather_px):
+    """alpha = min(d, F) / F, d the Chebyshev distance to the nearest kept pixel; a feather_px far wider than the
+    picture costs no more than one as wide (the config does not bound it)."""
+    import time
+
+    rng = np.random.default_rng(4)
+    source = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    edited = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    mask = np.ones((10, 12), bool)
+    mask[2, 3] = mask[7, 9] = False
+    kept = np.argwhere(~mask)
+    ys, xs = np.mgrid[0:10, 0:12]
+    distance = np.min([np.maximum(abs(ys - y), abs(xs - x)) for y, x in kept], axis=0)
+    alpha = np.minimum(distance, feather_px) / feather_px
+    expected = np.clip(np.rint(source + alpha[..., None] * (edited.astype(float) - source)), 0, 255)
+    started = time.perf_counter()
+    out = paste_background(edited, source, mask, feather_px)
+    assert time.perf_counter() - started < 5
+    assert np.abs(out.astype(int) - expected).max() <= 1 and (out[~mask] == source[~mask]).all()
+    whole = paste_background(edited, source, np.ones((10, 12), bool), feather_px)  # nothing kept: the edit
+    assert (whole == edited).all()

@@ -240,3 +240,111 @@ def test_regions_and_a_pasted_background_change_the_settings_fingerprint_only_wh
     assert fingerprints(output={"paste_background": True, "feather_px": 2}) != fingerprints(
         output={"paste_background": True})
     assert fingerprints(candidates={"min": {"mask_coverage": 0.1}}) != plain  # floors on a single edit
+
+
+def test_a_region_mask_larger_than_job_max_image_pixels_is_the_rows_error_not_a_decode(tmp_path):
+    synthetic_photo(20, 12, 1).save(tmp_path / "p.png")
+    huge = _png(Image.new("L", (100, 100), 255))  # 10^4 px: over the 1000 px cap the picture itself is under
+    rows = [{"edit_id": "big", "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png"),
+             "region_mask": huge}]
+    [out] = fetch_images(to_table(rows), options=OPTIONS, resolution=16, max_pixels=1000).to_pylist()
+    assert out["status"] == Status.ERROR and out["error_class"] == ErrorClass.IMAGE_DECODE
+    assert out["error"].startswith("region_mask is 100x100 px") and "1000" in out["error"]
+
+
+def test_any_failure_reading_a_region_mask_is_the_rows_storage_error(tmp_path, monkeypatch):
+    """As for the picture itself: a storage client's own exception on one URI is that row's error, not the task's."""
+    from diffedit_batch.pipeline.stages import fetch
+
+    synthetic_photo(20, 12, 1).save(tmp_path / "p.png")
+    real = fetch.read_bytes
+
+    def read_bytes(uri, options):
+        if uri.endswith("mask.png"):
+            raise RuntimeError("connection pool is closed")
+        return real(uri, options)
+
+    monkeypatch.setattr(fetch, "read_bytes", read_bytes)
+    rows = [{"edit_id": "m", "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png"),
+             "region_mask_uri": str(tmp_path / "mask.png")},
+            {"edit_id": "plain", "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png")}]
+    out = {row["edit_id"]: row for row in fetch_images(to_table(rows), options=OPTIONS, resolution=16,
+                                                       max_pixels=10**6).to_pylist()}
+    assert out["m"]["status"] == Status.ERROR and out["m"]["error_class"] == ErrorClass.STORAGE
+    assert out["m"]["error"].startswith("cannot read region_mask") and "connection pool is closed" in out["m"]["error"]
+    assert out["plain"]["status"] == Status.PENDING
+
+
+def test_clip_label_embeds_the_class_texts_once_per_scorer_not_once_per_batch(scorer, monkeypatch):
+    """ImageNet has 1000 classes: re-encoding every class text for every batch of edits would dwarf the scoring."""
+    texts = [f"a photo of a {name}" for name in ("cow", "horse", "sheep")]
+    calls = []
+    embed = scorer.embed_texts
+    monkeypatch.setattr(scorer, "embed_texts", lambda batch: calls.append(list(batch)) or embed(batch))
+    pictures = [synthetic_photo(32, 32, seed) for seed in range(2)]
+    first = scorer.label_probabilities(pictures, texts, [0, 1])
+    assert scorer.label_probabilities(pictures, texts, [0, 1]) == first
+    assert calls == [texts]
+    scorer.label_probabilities(pictures, texts[:2], [0, 1])  # other classes: embedded again
+    assert calls == [texts, texts[:2]]
+
+
+def test_any_failure_reading_the_source_again_to_paste_it_is_the_rows_storage_error(tmp_path, monkeypatch):
+    from diffedit_batch.pipeline.stages import write
+
+    def read_source_image(uri, options):
+        raise RuntimeError("connection pool is closed")
+
+    monkeypatch.setattr(write, "read_source_image", read_source_image)
+    _, row = _edited_row(tmp_path)
+    [out] = write_outputs(to_table([row]), output_prefix=str(tmp_path / "out"), options=OPTIONS,
+                          output=OutputConfig(paste_background=True), background_metrics=False).to_pylist()
+    assert out["status"] == Status.ERROR and out["error_class"] == ErrorClass.STORAGE
+    assert "paste its background" in out["error"] and "connection pool is closed" in out["error"]
+
+
+@pytest.mark.parametrize("fixture, family", [("sd3_engine", "sd3"), ("flux_engine", "flux")])
+def test_a_kept_box_through_fetch_edit_and_write_on_the_flow_families(request, tmp_path, fixture, family):
+    """Where the two features meet: a picture whose sides are not multiples of 16 px, fetched for SD3 / FLUX.1 (16 px
+    sides), its box made a latent constraint for the real tiny engine, the edit written with the input's own pixels
+    in the box."""
+    synthetic_photo(90, 60, 1).save(tmp_path / "p.png")
+    row = {"edit_id": "b", "row_id": "b", "row_index": 0, "status": Status.PENDING,
+           "source_image_uri": str(tmp_path / "p.png"), "region_boxes": [[10.5, 5, 30, 20]],
+           "source_prompt": "a bowl of fruits", "target_prompt": "a basket of pears", "seed": 1}
+    fetched = fetch_images(to_table([row]), options=OPTIONS, resolution=72, max_pixels=10**6, family=family,
+                           region_mode="outside")
+    [picture] = fetched.to_pylist()
+    assert (picture["model_width"], picture["model_height"]) == (80, 48)
+    stage = EditStage(None, EditSettings(num_inference_steps=4, num_maps_per_mask=2, mask_thresholding_ratio=1.0),
+                      engine=request.getfixturevalue(fixture), batch_size=8)
+    edited = stage(fetched)
+    [mask_row] = edited.to_pylist()
+    assert mask_row["status"] == Status.PENDING and (mask_row["mask_width"], mask_row["mask_height"]) == (10, 6)
+    [out] = write_outputs(edited, output_prefix=str(tmp_path / "out"), options=OPTIONS,
+                          output=OutputConfig(paste_background=True), background_metrics=True).to_pylist()
+    assert out["status"] == Status.OK, out["error"]
+    source = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    written = np.asarray(Image.open(out["image_uri"]).convert("RGB"))
+    mask = np.asarray(Image.open(out["mask_uri"])) > 0
+    assert (written[5:25, 10:41] == source[5:25, 10:41]).all() and not mask[5:25, 10:41].any()
+    assert mask.any() and (written[~mask] == source[~mask]).all()
+    assert out["mask_coverage"] == pytest.approx(mask.mean())
+
+
+def test_an_empty_box_list_leaves_nothing_to_edit_inside_and_everything_outside(tmp_path):
+    synthetic_photo(16, 16, 1).save(tmp_path / "p.png")
+    rows = [{"edit_id": mode, "status": Status.PENDING, "source_image_uri": str(tmp_path / "p.png"),
+             "region_boxes": []} for mode in ("inside", "outside")]
+    inside = fetch_images(to_table(rows[:1]), options=OPTIONS, resolution=16, max_pixels=10**6, region_mode="inside")
+    outside = fetch_images(to_table(rows[1:]), options=OPTIONS, resolution=16, max_pixels=10**6,
+                           region_mode="outside")
+    [inside], [outside] = inside.to_pylist(), outside.to_pylist()
+    assert not unpack(inside["region"], 16, 16).any()
+    assert outside["region"] is None  # nothing kept: no constraint at all
+    engine = MaskEngine()
+    stage = EditStage(None, EditSettings(), engine=engine, batch_size=8)
+    request = _request("inside", inside["region"], width=16, height=16, model_width=16, model_height=16,
+                       pixels=synthetic_photo(16, 16, 0).tobytes())
+    [out] = stage(to_table([request])).to_pylist()
+    assert out["status"] == Status.FILTERED and out["filter_reason"].startswith("nothing left to edit")

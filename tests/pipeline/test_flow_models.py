@@ -84,6 +84,61 @@ def test_other_transformer_pipelines_are_refused_by_name(tiny_flux_dir, tmp_path
         preflight.resolve_model_family(config_from_dict({"model": {"pretrained": str(folder)}}))
 
 
+def _set_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("fixture, channels", [("tiny_flux_dir", 384), ("tiny_sd3_dir", 33)])
+def test_a_flow_transformer_that_takes_more_than_its_latents_is_refused_before_the_run(request, tmp_path, fixture,
+                                                                                       channels):
+    """A FLUX.1 Fill/Canny/Depth transformer saved as a FluxPipeline: the preflight says so, not the edit actor."""
+    folder = Path(shutil.copytree(request.getfixturevalue(fixture), tmp_path / "model"))
+    _set_json(folder / "transformer" / "config.json", in_channels=channels)
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert message.startswith(f"model.pretrained: '{folder}' has a ") and f"with {channels} input channels" in message
+
+
+def test_a_separate_vae_of_other_latent_channels_names_model_vae_on_flow_models(tiny_flux_dir, tiny_sd3_dir,
+                                                                               tmp_path):
+    vae = Path(shutil.copytree(tiny_flux_dir / "vae", tmp_path / "vae"))
+    for model in (tiny_flux_dir, tiny_sd3_dir):  # FLUX.1 takes 4 channels per latent channel (2x2 packing)
+        check_models(config_from_dict({"model": {"pretrained": str(model), "vae": str(vae)}}), hub_lookup=no_hub)
+    _set_json(vae / "config.json", latent_channels=4)  # an SD 1.x/2.x or SDXL VAE
+    for model, takes in ((tiny_flux_dir, 16), (tiny_sd3_dir, 16)):
+        message = error_of(config_from_dict({"model": {"pretrained": str(model), "vae": str(vae)}}),
+                           hub_lookup=no_hub)
+        assert message.startswith(f"model.vae: '{vae}' has 4 latent channels but the transformer of "
+                                  f"model.pretrained: '{model}' takes {takes}")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd3_dir", "tiny_flux_dir"])
+def test_a_flow_folder_without_its_clip_encoder_is_not_called_an_sdxl_refiner(request, tmp_path, fixture):
+    """The SDXL refiner check (text_encoder_2 without text_encoder) must not read SD3's and FLUX.1's second encoder."""
+    folder = Path(shutil.copytree(request.getfixturevalue(fixture), tmp_path / "model"))
+    _set_json(folder / "model_index.json", text_encoder=[None, None])
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert "refiner" not in message and "lists text_encoder: [null, null]" in message
+    index = json.loads((folder / "model_index.json").read_text())
+    del index["text_encoder"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert "refiner" not in message and "also needs text_encoder" in message
+
+
+@pytest.mark.parametrize("fixture", ["tiny_sd3_dir", "tiny_flux_dir"])
+def test_the_model_checks_of_sd_folders_hold_on_flow_folders_too(request, tmp_path, fixture):
+    """model.revision on a local folder, and a component listed as [null, null], as on SD and SDXL folders."""
+    tiny = request.getfixturevalue(fixture)
+    assert error_of(config_from_dict({"model": {"pretrained": str(tiny), "revision": "v2"}}), hub_lookup=no_hub) == (
+        f"model.revision: 'v2' is set but model.pretrained '{tiny}' is a local folder, which has no revisions; "
+        "remove model.revision, or set model.pretrained to a Hugging Face hub id")
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    _set_json(folder / "model_index.json", text_encoder_2=[None, None], image_encoder=[None, None])
+    message = error_of(config_from_dict({"model": {"pretrained": str(folder)}}), hub_lookup=no_hub)
+    assert message.startswith(f"model.pretrained: '{folder}' has a model_index.json that lists text_encoder_2: "
+                              "[null, null]") and "image_encoder" not in message
+
+
 def test_a_flow_hub_id_is_checked_against_its_own_layout(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     files = {"model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",

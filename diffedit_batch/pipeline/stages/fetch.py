@@ -106,25 +106,31 @@ def _fetch_one(uri: str, options: StorageOptions, resolution: int, max_pixels: i
 
 def _add_region(row: dict, options: StorageOptions, max_pixels: int, mode: str, grow_px: int) -> None:
     """The row's editable area at its picture's size (`region`, packed bits) from its boxes and region mask, or
-    nothing when it has neither; a region mask that cannot be read makes the row an error."""
+    nothing when it has neither (null boxes; an empty box list is an empty region) or the area is the whole picture;
+    a region mask that cannot be read makes the row an error."""
     boxes, uri, data = row.get("region_boxes"), row.get("region_mask_uri"), row.get("region_mask")
     row["region_mask"] = None  # used here only
-    if not boxes and uri is None and data is None:
+    if boxes is None and uri is None and data is None:
         return
     width, height = row["width"], row["height"]
     mask = None
     if uri is not None or data is not None:
         try:
             data = data if data is not None else read_bytes(uri, options)
-            mask = region_mask_array(data, width, height)
         except StorageError as error:
             row.update(_error(ErrorClass.STORAGE, f"cannot read region_mask: {error}"))
             return
+        except Exception as error:  # any client's failure on one URI is that row's error, as for the picture
+            row.update(_error(ErrorClass.STORAGE, f"cannot read region_mask {redact_uri(uri)}: {error_text(error)}"))
+            return
+        try:
+            mask = region_mask_array(data, width, height, max_pixels)
         except ValueError as error:
             row.update(_error(ErrorClass.IMAGE_DECODE, str(error)))
             return
     area = editable_area(width, height, boxes=boxes or [], mask=mask, mode=mode, grow_px=grow_px)
-    row["region"] = pack(area)
+    if not area.all():  # one that keeps nothing is no constraint (e.g. outside an empty box list)
+        row["region"] = pack(area)
 
 
 def _error(error_class: str, message: str) -> dict:

@@ -31,7 +31,7 @@ from diffedit_batch.data.regions import final_mask, paste_background
 from diffedit_batch.data.status import ErrorClass, Status
 from diffedit_batch.data.storage import StorageError, StorageOptions, write_bytes_atomic
 
-from ..rows import failed, require, to_table
+from ..rows import error_text, failed, require, to_table
 from .spec import Stage
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,9 @@ def _write_one(row: dict, layout: OutputLayout, options: StorageOptions, output:
         except (StorageError, ImageDecodeError) as error:
             return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again to paste its background: "
                                                    f"{error}")
+        except Exception as error:  # noqa: BLE001 - any client's failure on one URI is that row's error
+            return failed(row, ErrorClass.STORAGE, f"cannot read the source picture again to paste its background: "
+                                                   f"{error_text(error)}")
         if source.size != edited.size:
             return failed(row, ErrorClass.IMAGE_DECODE, f"the source picture is {source.size[0]}x{source.size[1]} "
                                                         f"now, {edited.size[0]}x{edited.size[1]} when it was edited")
