@@ -68,6 +68,10 @@ SHUFFLE_INPUT_BYTES = 64 * 2**20
 # Blocks of the plan pass stay small (Ray's default: 128 MiB): a read task's memory is a few of them, whatever the
 # size of the manifest.
 PLAN_BLOCK_BYTES = 8 * 2**20
+# Object-store memory the plan pass may fill: the plan rows that wait for the shuffle's map tasks. Without a cap the
+# read tasks run ahead and their blocks wait in the store, as pages of the pool worker that wrote them (its USS):
+# 900 MiB in one idle worker at 10^7 rows against about 200 MiB at 10^6. With it the queue is this size at any size.
+PLAN_STORE_BYTES = 256 * 2**20
 _FILES_PER_TASK = 16
 # What the input's reader hands on: the manifest's columns, each row numbered, its carried columns and problems.
 _MANIFEST_ROW = tuple(INPUT_ROW_SCHEMA.names)
@@ -431,11 +435,15 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
 
 def choose_shuffle(dataset, partitions: int) -> None:
     """Set Ray Data's shuffle for a group-by into `partitions` partitions, on this dataset only: the sort shuffle up
-    to SMALL_PLAN_BUCKETS, the disk-based hash shuffle above (see there); and the pass's block size."""
+    to SMALL_PLAN_BUCKETS, the disk-based hash shuffle above (see there); and the pass's block size and object-store
+    budget (PLAN_STORE_BYTES)."""
     from ray.data.context import ShuffleStrategy
+
+    from ray.data import ExecutionResources
 
     context = dataset.context
     context.target_max_block_size = PLAN_BLOCK_BYTES
+    context.execution_options.resource_limits = ExecutionResources.for_limits(object_store_memory=PLAN_STORE_BYTES)
     if partitions <= SMALL_PLAN_BUCKETS:
         context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     else:
