@@ -481,7 +481,7 @@ def _conform(rows: list[dict[str, Any]], spec: InputSpec, recipe: RecipeColumns 
     return pa.Table.from_pylist(out, schema=INPUT_ROW_SCHEMA)
 
 
-_KIND_TEXT = {"string": "a string", "integer": "an integer", "string list": "a list of strings",
+_KIND_TEXT = {"string": "a string", "integer": "an integer in [-2**63, 2**63)", "string list": "a list of strings",
               "image": "a string"}
 
 
@@ -489,7 +489,7 @@ def _fits(kind: str, value: Any) -> bool:
     if kind in ("string", "image"):
         return isinstance(value, str)
     if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
     return isinstance(value, (list, tuple)) and all(item is None or isinstance(item, str) for item in value)
 
 
@@ -568,9 +568,12 @@ def _parquet_blocks(uri: str, first_row: int, spec: InputSpec, options: StorageO
                 table = pa.Table.from_batches([record_batch])
                 if spec.image == "uri":
                     table = resolve_images(table, uri)
+                columnar = None
                 if spec.image == "uri" and spec.has_id and not extra and not _REGION_COLUMNS & set(wanted):
                     # a manifest of URIs as before: columnar, no row of Python objects (10^7-row plans)
-                    yield _columnar(table, first_row + in_file)
+                    columnar = _columnar(table, first_row + in_file)
+                if columnar is not None:
+                    yield columnar
                     in_file += table.num_rows
                     continue
                 rows = table.to_pylist()
@@ -585,8 +588,9 @@ def _parquet_blocks(uri: str, first_row: int, spec: InputSpec, options: StorageO
                 yield _conform(rows, spec, recipe)
 
 
-def _columnar(table: pa.Table, first_row: int) -> pa.Table:
-    """A block of a manifest of URIs with ids and nothing carried, as `INPUT_ROW_SCHEMA` without leaving Arrow."""
+def _columnar(table: pa.Table, first_row: int) -> pa.Table | None:
+    """A block of a manifest of URIs with ids and nothing carried, as `INPUT_ROW_SCHEMA` without leaving Arrow; None
+    when a column's values do not all fit its type (the block is then read row by row)."""
     n = table.num_rows
     columns = []
     for field in INPUT_ROW_SCHEMA:
@@ -594,7 +598,10 @@ def _columnar(table: pa.Table, first_row: int) -> pa.Table:
             columns.append(pa.array(range(first_row, first_row + n), pa.int64()))
         elif field.name in table.column_names:
             column = table.column(field.name)
-            columns.append(column if column.type == field.type else column.cast(field.type))
+            try:
+                columns.append(column if column.type == field.type else column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None  # a value that does not fit (a uint64 seed past int64): row by row, each row's error named
         else:
             columns.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(columns, schema=INPUT_ROW_SCHEMA)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
 from collections import Counter
 
 from diffedit_batch.config import Config
@@ -47,8 +48,7 @@ def clean_up_stopped_run(config: Config, output_prefix: str, run_id: str, plan: 
     effort: what fails here is said and left to the next run, whose start removes it."""
     options = config.storage
     try:
-        own = [file for file in list_record_files(output_prefix, options).live
-               if file.name.startswith(f"part-{run_id}-") and not file.name.startswith(f"part-{run_id}-plan-")]
+        own = _settled_own_records(output_prefix, run_id, options)
         counts: Counter = Counter()
         for file in own:
             table = read_record_file(file, options, columns=["status", "error_class"])
@@ -65,6 +65,30 @@ def clean_up_stopped_run(config: Config, output_prefix: str, run_id: str, plan: 
     except Exception as error:  # noqa: BLE001 - the run is ending anyway; the next run's start finishes this
         log.warning("run %s stopped; its clean-up did not finish (the next run or `compact` finishes it): %s",
                     run_id, redact_text(one_line(f"{type(error).__name__}: {error}")))
+
+
+# How long a stopped run waits for the commits its executor had in flight: a commit task that was writing when the
+# executor shut down still lands its record part, and the clean-up must see it, or its edits keep two records.
+SETTLE_POLL_S = 0.5
+SETTLE_MAX_S = 30.0
+
+
+def _settled_own_records(output_prefix: str, run_id: str, options) -> list:
+    """This run's record parts once no more appear: listed until two listings SETTLE_POLL_S apart agree (at most
+    SETTLE_MAX_S)."""
+    def own() -> list:
+        return [file for file in list_record_files(output_prefix, options).live
+                if file.name.startswith(f"part-{run_id}-") and not file.name.startswith(f"part-{run_id}-plan-")]
+
+    files = own()
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_POLL_S)
+        again = own()
+        if {file.name for file in again} == {file.name for file in files}:
+            return again
+        files = again
+    return files
 
 
 def remove_unrecorded_outputs(output_prefix: str, run_id: str, own: list, options) -> None:
