@@ -22,6 +22,9 @@ from diffedit_batch.pipeline import run_job
 
 from .conftest import read_records, write_manifest
 
+# Whole runs on the session's Ray (about 40 s together): the slow tier, as the other job tests.
+pytestmark = pytest.mark.slow
+
 NOOP = ("job.mode=noop", "model.resolution=64")
 
 

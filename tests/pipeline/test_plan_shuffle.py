@@ -3,6 +3,8 @@ is shuffled by Ray Data's disk-based hash shuffle, a bucket per partition, and d
 
 from __future__ import annotations
 
+import pytest
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
@@ -51,6 +53,7 @@ def test_the_shuffle_is_chosen_on_the_plans_dataset_only(ray_local):
     assert not DataContext.get_current().use_disk_based_hash_shuffle  # other passes keep Ray Data's defaults
 
 
+@pytest.mark.slow  # whole disk-shuffle passes on Ray (7 to 25 s): the slow tier
 def test_a_plan_of_many_buckets_decides_through_the_disk_shuffle_as_through_the_sort_shuffle(
         ray_local, job_config, tmp_path, monkeypatch):
     """Small buckets force the hash shuffle on a small manifest: new rows, done rows, a revised prompt, and duplicate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import pyarrow as pa
 import pyarrow.dataset as ds
 
@@ -49,6 +51,7 @@ def test_keys_of_one_record_file_from_many_buckets_meet_in_one_rewrite(ray_local
     assert [f.rows for f in list_record_files(str(out)).live] == [7]
 
 
+@pytest.mark.slow  # whole disk-shuffle passes on Ray (7 to 25 s): the slow tier
 def test_many_record_files_are_rewritten_through_the_disk_shuffle(ray_local, tmp_path, monkeypatch):
     """A partition per record file makes more partitions than SMALL_PLAN_BUCKETS: the disk-based hash shuffle."""
     monkeypatch.setattr(supersede, "_FILES_PER_PARTITION", 1)
