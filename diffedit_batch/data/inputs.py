@@ -475,7 +475,8 @@ def _conform(rows: list[dict[str, Any]], spec: InputSpec, recipe: RecipeColumns 
             carried = {name: row.get(name) for name in spec.carry}
         clean["carried"] = json.dumps(carried, ensure_ascii=False, sort_keys=True) if carried else None
         if recipe is not None:
-            problem = recipe.add(row, clean) or problem
+            recipe_problem = recipe.add(row, clean)  # fills the recipe's columns whatever the row's problem
+            problem = problem or recipe_problem
         clean["input_error"] = problem
         out.append(clean)
     return pa.Table.from_pylist(out, schema=INPUT_ROW_SCHEMA)

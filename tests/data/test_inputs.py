@@ -237,3 +237,43 @@ def test_a_manifest_of_uris_reads_as_before(tmp_path):
     rows = _rows(manifest)
     assert [(r["id"], r["image"], r["target_prompts"], r["seed"], r["row_index"], r["carried"]) for r in rows] == [
         ("a", str(tmp_path / "pics" / "a.png"), ["x", "y"], 1, 0, None), ("b", "s3://bucket/b.png", None, None, 1, None)]
+
+
+def test_every_format_gives_the_recipe_its_columns_region_and_class_rank(tmp_path):
+    """Prompt templates, balance and regions read columns of any input format: a shard's `.cls` and `.json` fields
+    reach the recipe (`fields`), each row gets its place in its class counted on from its file's offsets, and a
+    picture embedded in a shard is identified by its shard (data.sources)."""
+    from diffedit_batch.data.augment import class_key
+    from diffedit_batch.data.sources import holder_of
+
+    (tmp_path / "shards").mkdir()
+    write_shard(tmp_path / "shards" / "000000.tar", [
+        wds_sample("000000000", 0, label=1, objects={"bbox": [[1, 2, 3, 4]]}),
+        wds_sample("000000001", 1, label=1),
+        wds_sample("000000002", 2, label=0),
+    ])
+    manifest = inspect_input(str(tmp_path / "shards"), InputConfig(label_names=("cat", "dog")))
+    files = pa.table({"file": [f.uri for f in manifest.files], "first_row": [f.first_row for f in manifest.files],
+                      "class_offsets": [json.dumps({class_key(1): 5})]})
+    rows = [row for table in read_input_rows(files, options=OPTIONS, spec=manifest.spec,
+                                             extra_columns=("label", "objects"), class_column="label")
+            for row in table.to_pylist()]
+    assert [json.loads(row["fields"])["label"] for row in rows] == [1, 1, 0]
+    assert json.loads(rows[0]["fields"])["objects"] == {"bbox": [[1, 2, 3, 4]]}
+    assert [row["class_rank"] for row in rows] == [5, 6, 0]
+    assert holder_of(rows[0]["image"]) == str(tmp_path / "shards" / "000000.tar")
+
+
+def test_a_region_mask_struct_with_neither_bytes_nor_path_is_the_rows_input_error(tmp_path):
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({
+        "id": ["a", "b", "c"], "image": ["x.png"] * 3, "target_prompt": ["t"] * 3,
+        "region_mask": [{"bytes": None, "path": None}, {"bytes": b"\x89PNG", "path": "m.png"}, None],
+    }), path)
+    manifest = inspect_input(str(path))
+    files = pa.table({"file": [str(path)], "first_row": [0]})
+    rows = [row for table in read_input_rows(files, options=OPTIONS, spec=manifest.spec)
+            for row in table.to_pylist()]
+    assert "neither bytes nor path" in rows[0]["input_error"]
+    assert rows[1]["input_error"] is None and rows[1]["region_mask_bytes"] == b"\x89PNG"
+    assert rows[2]["input_error"] is None and rows[2]["region_mask_bytes"] is None and rows[2]["region_mask_uri"] is None
