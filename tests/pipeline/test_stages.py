@@ -15,7 +15,8 @@ from diffedit_batch.engine.settings import EditSettings
 from diffedit_batch.pipeline.rows import WORK_SCHEMA, to_table
 from diffedit_batch.pipeline.stages.edit import EditStage
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest, manifest_files
-from diffedit_batch.pipeline.stages.read import read_manifest_rows, read_work_rows, work_slices
+from diffedit_batch.data.inputs import read_input_rows
+from diffedit_batch.pipeline.stages.read import read_work_rows, work_slices
 from diffedit_batch.pipeline.stages.spec import Stage, check_chain
 
 from .conftest import REPO
@@ -233,12 +234,12 @@ def test_a_relative_image_resolves_against_the_folder_of_its_own_file(tmp_path):
     _write_manifest(folder / "cats" / "more.parquet", ["b"])
     files = manifest_files(str(folder))
     batch = pa.table({"file": files, "first_row": [0, 1]})
-    rows = [row for table in read_manifest_rows(batch, options=OPTIONS) for row in table.to_pylist()]
+    rows = [row for table in read_input_rows(batch, options=OPTIONS) for row in table.to_pylist()]
     assert {row["id"]: row["image"] for row in rows} == {
         "a": str(folder / "a.png"), "b": str(folder / "cats" / "b.png")}
     # Given directly, the same file reads the same.
-    [alone] = read_manifest_rows(pa.table({"file": [str(folder / "cats" / "more.parquet")], "first_row": [0]}),
-                                 options=OPTIONS)
+    [alone] = read_input_rows(pa.table({"file": [str(folder / "cats" / "more.parquet")], "first_row": [0]}),
+                              options=OPTIONS)
     assert alone.column("image").to_pylist() == [str(folder / "cats" / "b.png")]
 
 
@@ -255,7 +256,7 @@ def test_a_manifest_file_with_a_corrupt_data_page_is_a_manifest_error_naming_it(
     path.write_bytes(bytes(data))
     assert inspect_manifest(str(path)).rows == 500
     with pytest.raises(ManifestError, match=r"manifest file .*bad\.parquet cannot be read .*write it again"):
-        list(read_manifest_rows(pa.table({"file": [str(path)], "first_row": [0]}), options=OPTIONS))
+        list(read_input_rows(pa.table({"file": [str(path)], "first_row": [0]}), options=OPTIONS))
 
 
 def test_a_ray_wrapped_error_is_found_under_its_wrappers_and_printed_on_one_line():

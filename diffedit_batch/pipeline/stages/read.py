@@ -1,66 +1,21 @@
-"""Read: stream Parquet files as blocks of rows, one record batch at a time (CPU tasks).
-
-Two inputs are read this way: the manifest, by the run's plan (each row numbered by its place in the manifest),
-and the work list that the plan wrote, by the edit pass.
+"""Read: stream the work list that the plan wrote as blocks of rows, one record batch at a time (CPU tasks), and an
+input that embeds its pictures by spans. The plan reads the input itself with `data.inputs.read_input_rows`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from diffedit_batch.config import Config
-from diffedit_batch.data.manifest import MANIFEST_COLUMNS, manifest_file_error, resolve_images
 from diffedit_batch.data.storage import StorageOptions, resolve
 from diffedit_batch.data.worklist import REQUEST_SCHEMA, WORK_ROW_GROUP
 
 from ..rows import conform_work_rows
 from .spec import Stage
 
-ROWS_PER_BLOCK = 1024
-
-
-def read_manifest_rows(batch: pa.Table, *, options: StorageOptions, rows_per_block: int = ROWS_PER_BLOCK,
-                       extra_columns: tuple[str, ...] = (), class_column: str | None = None):
-    """Yield the manifest columns of each file named in `batch` (`file`, `first_row`), `rows_per_block` at a
-    time, each row with its `row_index`: its place in the manifest (files in sorted order, then row order), and
-    its relative `image` resolved against its file's folder. `extra_columns`: other columns to read too (those
-    that prompt templates, regions and augment name). With `class_column` each row also gets its `class_rank`: its
-    place among the rows of its class, counted from the file's offsets in `batch`'s `class_offsets` (JSON: class
-    key -> rows of that class in the files before it, `planning.count_classes`). Raises ManifestError naming a
-    file that cannot be read."""
-    from diffedit_batch.data.augment import class_key
-
-    columns = list(dict.fromkeys([*(column.name for column in MANIFEST_COLUMNS), *extra_columns]))
-    offsets = (batch.column("class_offsets").to_pylist() if "class_offsets" in batch.column_names
-               else [None] * batch.num_rows)
-    for uri, first_row, file_offsets in zip(batch.column("file").to_pylist(), batch.column("first_row").to_pylist(),
-                                            offsets):
-        filesystem, path = resolve(uri, options)
-        seen = json.loads(file_offsets) if file_offsets else {}
-        try:
-            with filesystem.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle)
-                present = [name for name in columns if name in parquet.schema_arrow.names]
-                for record_batch in parquet.iter_batches(batch_size=rows_per_block, columns=present):
-                    table = resolve_images(pa.Table.from_batches([record_batch]), uri)
-                    row_index = pa.array(range(first_row, first_row + table.num_rows), pa.int64())
-                    first_row += table.num_rows
-                    table = table.append_column("row_index", row_index)
-                    if class_column is not None and class_column in table.column_names:
-                        ranks = []
-                        for value in table.column(class_column).to_pylist():
-                            key = class_key(value)
-                            ranks.append(seen.get(key, 0))
-                            seen[key] = seen.get(key, 0) + 1
-                        table = table.append_column("class_rank", pa.array(ranks, pa.int64()))
-                    yield table
-        except (OSError, pa.ArrowException) as error:
-            # The footers were read before the run; a page behind them can still be corrupt. Bad input, named.
-            raise manifest_file_error(uri, error) from None
 
 
 def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.Table]:
