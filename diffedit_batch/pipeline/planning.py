@@ -215,8 +215,10 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
     return {
         "read": Stage(name="read manifest", run=read_input_rows, reads=(), adds=_MANIFEST_ROW, cpus=0.25,
                       batch_size=1, kwargs=_read_kwargs(config, recipe, manifest), schema=None),
+        # Each block the read hands on, as it comes (batch size None): fused into the read, a task per manifest
+        # file (a batch size would bundle that many files into one task: `stages.spec.would_bundle_items`).
         "requests": Stage(name="requests", run=plan_requests, reads=("id", "image", "row_index"),
-                          adds=plan_names, cpus=0.25, batch_size=4096, schema=None,
+                          adds=plan_names, cpus=0.25, batch_size=None, schema=None,
                           kwargs=_request_kwargs(config, settings, buckets, recipe)),
         "earlier": Stage(name="earlier records", run=read_earlier_records, reads=(), adds=plan_names, cpus=0.25,
                          batch_size=_FILES_PER_TASK, schema=None,

@@ -122,3 +122,70 @@ def test_the_plan_bytes_are_estimated_from_a_sample_of_the_manifest_prompts_and_
     assert 3 * 4000 * rows < estimates["targets"] < 3 * 4600 * rows  # three requests a row, each with both prompts
     with_records = estimate_plan_bytes(Config(), inspect_manifest(str(tmp_path / "short")), earlier_records=1000)
     assert with_records == estimates["short"] + 1000 * EARLIER_ROW_BYTES
+
+
+def _task_ids(dataset) -> set[str]:
+    return set(dataset.unique("task"))
+
+
+def _tagged(run):
+    """`run` whose every output block names the Ray task that made it."""
+    def tagged(*args, **kwargs):
+        import ray
+
+        for block in run(*args, **kwargs):
+            yield block.append_column("task", pa.array([ray.get_runtime_context().get_task_id()] * block.num_rows))
+    return tagged
+
+
+def test_a_stage_of_one_item_a_task_keeps_it_before_a_stage_of_larger_batches(ray_local):
+    """Ray Data fuses two task stages of equal resources and bundles the fused task's inputs to the larger batch
+    size: a source read one file a task would read 64 of them in one task."""
+    import ray
+
+    from diffedit_batch.pipeline.stages.spec import Stage, apply, would_bundle_items
+
+    def source(batch: pa.Table):
+        import ray
+
+        yield pa.table({"item": batch.column("item"), "task": [ray.get_runtime_context().get_task_id()]})
+
+    def passed(batch: pa.Table) -> pa.Table:
+        return batch
+
+    read = Stage(name="read", run=source, reads=(), adds=(), cpus=0.25, batch_size=1, schema=None)
+    batched = Stage(name="batched", run=passed, reads=(), adds=(), cpus=0.25, batch_size=64, schema=None)
+    assert would_bundle_items(read, batched)
+    items = ray.data.from_items([{"item": k} for k in range(4)], override_num_blocks=4)
+    out = apply(items, [read, batched])
+    assert len(_task_ids(out)) == 4 and sorted(out.unique("item")) == [0, 1, 2, 3]
+    unfused = Stage(name="other cpus", run=passed, reads=(), adds=(), cpus=0.5, batch_size=64, schema=None)
+    assert not would_bundle_items(read, unfused)  # not fused by Ray Data: nothing to keep apart
+    assert not would_bundle_items(read, Stage(name="blocks", run=passed, reads=(), adds=(), cpus=0.25, schema=None))
+
+
+def test_the_plan_reads_each_manifest_file_in_a_task_of_its_own(ray_local, tmp_path):
+    """The requests of a manifest of several files are read and made in parallel, a task a file (they were one task
+    for the whole manifest: a 10^7-row re-run's plan spent 300 s on one core)."""
+    import dataclasses
+    import json
+
+    import ray
+
+    from diffedit_batch.config import Config
+    from diffedit_batch.data.manifest import inspect_manifest
+    from diffedit_batch.pipeline.stages.spec import apply
+
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    for part in range(3):
+        _manifest(folder / f"part-{part}.parquet", 5000, 10)
+    manifest = inspect_manifest(str(folder))
+    stages = planning.plan_stages(Config(), manifest, buckets=4, output_prefix=str(tmp_path / "out"), run_id="r")
+    read = dataclasses.replace(stages["read"], run=_tagged(stages["read"].run))
+    requests = dataclasses.replace(stages["requests"], run=lambda batch, **kwargs: planning.plan_requests(
+        batch.drop_columns(["task"]), **kwargs).append_column("task", batch.column("task")))
+    files = ray.data.from_items([{"file": f.uri, "first_row": f.first_row, "class_offsets": json.dumps({})}
+                                 for f in manifest.files], override_num_blocks=len(manifest.files))
+    out = apply(files, [read, requests])
+    assert len(_task_ids(out)) == 3 and out.count() == 15000
