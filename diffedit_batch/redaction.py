@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 __all__ = ["REDACTED", "install_log_redaction", "redact_text", "redact_uri", "redact_values"]
 
 _HTTP = ("http", "https")
+_NOT_HTTP = ("s3://", "gs://", "gcs://", "file://")  # URIs whose scheme urlsplit reads as it is spelt
 # Credentials a URI can carry: user:password (or an S3 key pair) before the host, and signed-URL query parameters.
 # An S3 secret key may hold "/" (not allowed in a URI's user info, but written so): on object-store schemes everything
 # from a "KEY:" (no "/" before the colon: bucket names have neither) to the "@" is the key pair.
@@ -42,6 +43,8 @@ def redact_uri(uri: str) -> str:
     values of credential-like query parameters (``X-Amz-Signature=``...) become ``***``."""
     if not isinstance(uri, str):
         return uri
+    if "@" not in uri and "=" not in uri and (":" not in uri or uri.startswith(_NOT_HTTP)):
+        return uri  # no user info, no parameter, and no http(s) query: nothing to redact (a plan asks 10^7 times)
     try:
         parts = urlsplit(uri)
     except ValueError:

@@ -70,3 +70,17 @@ def test_a_logged_traceback_is_redacted_too(caplog):
             logging.getLogger("anything").exception("fetch failed")
     assert "Traceback" in caplog.text and "OSError" in caplog.text
     assert "pa55word" not in caplog.text and "deadbeef" not in caplog.text
+
+
+def test_uris_with_nothing_to_redact_come_back_as_they_are_and_the_rest_still_redacted():
+    """redact_uri returns a URI without user info, parameters or an http(s) scheme at once (a plan asks 10^7
+    times); every other URI still goes through urlsplit."""
+    from diffedit_batch.redaction import redact_uri
+
+    for uri in ("/data/pictures/a.png", "pictures/a b.png", "s3://bucket/key.png", "gs://b/k?x", "file:///a/b.png"):
+        assert redact_uri(uri) == uri
+    assert redact_uri("https://host/a.png?x") == "https://host/a.png"  # no '=' or '@', still a query dropped
+    assert redact_uri("HTTPS://host/a.png#part") == "https://host/a.png"
+    assert redact_uri(" https://u:pw@host/a.png") == "https://host/a.png"
+    assert redact_uri("s3://KEY:SECRET@bucket/a.png") == "s3://bucket/a.png"
+    assert redact_uri("gs://b/k.png?X-Goog-Signature=abc") == "gs://b/k.png?X-Goog-Signature=***"

@@ -83,6 +83,8 @@ class Recipe:
     def fill(self, row: dict) -> dict:
         """`row` with its prompts filled from the templates where it has none of its own (a concept counts as its
         own). Raises TemplateProblem naming a column whose value is null."""
+        if not self.source_template and not self.target_templates:
+            return row
         row = dict(row)
         if self.source_template and _blank(row.get("source_prompt")) and _blank(row.get("source_concept")):
             row["source_prompt"] = render(self.source_template, row, self.class_names)

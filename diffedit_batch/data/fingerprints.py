@@ -29,6 +29,7 @@ REQUEST_FINGERPRINT_FIELDS = (
     "seed", "target_index",
 )
 REGION_FINGERPRINT_FIELDS = ("region_boxes", "region_mask_uri", "region_mask")
+_URI_FIELD = "source_image_uri"  # counted as records store it: credentials redacted
 _NULL = "\x00"  # stands for a missing value: no text holds it after a manifest's strings are read
 _SEPARATOR = "\x1f"
 
@@ -38,12 +39,9 @@ def request_fingerprint(request: Mapping[str, Any]) -> str:
     `REQUEST_FINGERPRINT_FIELDS`, in that order. The picture's URI counts as records store it, credentials
     redacted, so a presigned URL signed anew each night is the same request."""
     digest = hashlib.blake2b(digest_size=8)
-    parts = []
-    for name in REQUEST_FINGERPRINT_FIELDS:
-        value = request.get(name)
-        if name == "source_image_uri" and value is not None:
-            value = redact_uri(value)
-        parts.append(_NULL if value is None else str(value))
+    get = request.get  # a plan asks for 10^7 of these: one comprehension, no per-field branches
+    parts = [_NULL if (value := get(name)) is None else str(redact_uri(value) if name == _URI_FIELD else value)
+             for name in REQUEST_FINGERPRINT_FIELDS]
     # A region counts when there is one (a request without one keeps the fingerprint it had before regions).
     for name in REGION_FINGERPRINT_FIELDS:
         value = request.get(name)

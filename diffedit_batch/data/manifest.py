@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 
 from diffedit_batch.seeds import seed_problem
 
+from .templates import has_caption
+
 from .storage import (
     StorageError,
     StorageOptions,
@@ -413,7 +415,9 @@ class EditRequest:
 
 def _plain(value: Any) -> Any:
     """None for null-likes (None, NaN, pandas NA); numpy scalars become Python scalars."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or type(value) is str or type(value) is int:  # what Arrow's rows hold, first: a plan is 10^7 rows
+        return value
+    if isinstance(value, float) and math.isnan(value):
         return None
     if type(value).__name__ in ("NAType", "NaTType"):
         return None
@@ -423,6 +427,8 @@ def _plain(value: Any) -> Any:
 
 
 def _prompt(value: Any) -> Any:
+    if type(value) is str:
+        return value.strip() or None
     value = _plain(value)
     if isinstance(value, str):
         value = value.strip()
@@ -591,7 +597,5 @@ def needs_caption(source_prompt: str | None, source_concept: str | None, caption
     """Whether a BLIP caption is made for an edit's picture: the config asks for caption inversion, the edit
     has no source (the caption then stands in for it), or a prompt template left `{caption}` in its source or
     target prompt. The one rule the manifest scan and the captions stage share."""
-    from .templates import has_caption
-
     return (caption_inversion or not has_source(source_prompt, source_concept) or has_caption(source_prompt)
             or has_caption(target_prompt))
