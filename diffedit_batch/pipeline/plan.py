@@ -10,6 +10,7 @@ min..max range) because loading a model is costly. Concepts are captioned in a p
 
 from __future__ import annotations
 
+import pyarrow as pa
 import ray
 
 from diffedit_batch.config import Config
@@ -21,7 +22,7 @@ from .stages.commit import commit_stage
 from .stages.concepts import concepts_stage
 from .stages.edit import edit_stage
 from .stages.fetch import fetch_stage
-from .stages.read import read_embedded_stage, read_work_stage, work_slices
+from .stages.read import read_embedded_stage, read_work_stage, work_tasks
 from .stages.spec import Stage, apply, check_chain
 from .stages.write import write_stage
 
@@ -62,8 +63,14 @@ def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], config: Co
     its pictures (`stages.read.embedded_spans`); consuming it runs it and yields one summary row per edit."""
     job = config.job
     actors = max(job.num_actors, job.max_actors or 0)
-    slices = spans if spans is not None else work_slices(work_files, job.batch_size, actors=actors)
-    dataset = apply(ray.data.from_items(slices, override_num_blocks=len(slices)), stages)
+    if spans is not None:
+        source = ray.data.from_items(spans, override_num_blocks=len(spans))
+    else:
+        # a block a read task: the slices of small work files share one (`work_tasks`)
+        tasks = work_tasks(work_files, job.batch_size, actors=actors)
+        source = (ray.data.from_arrow([pa.Table.from_pylist(task) for task in tasks]) if tasks
+                  else ray.data.from_items([]))
+    dataset = apply(source, stages)
     limit_object_store(dataset, job.object_store_mib_per_actor * 2**20 * actors)
     return dataset
 

@@ -33,7 +33,7 @@ def test_a_partition_is_a_bucket_up_to_the_cap():
 
 def test_wide_rows_make_more_buckets_of_bounded_bytes():
     narrow = 10**7 * 400  # a re-run of 10^7 rows: about 400 B of plan rows each, request and record
-    assert bucket_count(10**7, 10**7, narrow) == 400 == plan_partitions(400)
+    assert bucket_count(10**7, 10**7, narrow) == 200 == plan_partitions(200)
     wide = 10**6 * 4500  # 10^6 rows with two 2 KB prompts
     buckets = bucket_count(10**6, 0, wide)
     assert buckets > bucket_count(10**6, 0) and wide / buckets <= BUCKET_BYTES

@@ -16,7 +16,7 @@ from diffedit_batch.pipeline.rows import WORK_SCHEMA, to_table
 from diffedit_batch.pipeline.stages.edit import EditStage
 from diffedit_batch.data.manifest import ManifestError, inspect_manifest, manifest_files
 from diffedit_batch.data.inputs import read_input_rows
-from diffedit_batch.pipeline.stages.read import read_work_rows, work_slices
+from diffedit_batch.pipeline.stages.read import read_work_rows, work_slices, work_tasks
 from diffedit_batch.pipeline.stages.spec import Stage, check_chain
 
 from .conftest import REPO
@@ -43,6 +43,28 @@ def test_work_rows_are_read_in_slices_of_whole_batches(tmp_path):
     assert [s["count"] for s in work_slices([("w", 2500)], batch_size=8, max_slices=2)] == [1256, 1244]
     [out] = read_work_rows(pa.Table.from_pylist([{"file": str(work), "start": 1020, "count": 10}]), options=OPTIONS)
     assert out.schema == WORK_SCHEMA and out.column("row_index").to_pylist() == list(range(1020, 1030))
+
+
+def test_the_slices_of_small_work_files_share_a_read_task(tmp_path):
+    """A re-run's work list is a few rows in each of hundreds of buckets' files: read a task per file, each paid a
+    task's cost for milliseconds of work. Grouped, a task reads consecutive slices up to a slice's rows."""
+    files = [(f"w{k}", 3) for k in range(50)] + [("big", 300)]
+    tasks = work_tasks(files, batch_size=32, actors=1)
+    # 450 rows, four tasks an actor: 128 rows a task at most (whole batches)
+    assert [sum(piece["count"] for piece in task) for task in tasks] == [126, 24, 128, 128, 44]
+    assert [piece for task in tasks for piece in task] == work_slices(files, batch_size=32, actors=1)
+    assert work_tasks([], batch_size=32) == []
+    # a task's slices are read into its block, in order
+    from diffedit_batch.data.records import parquet_bytes
+    from diffedit_batch.data.worklist import REQUEST_SCHEMA
+
+    for name, first in (("a", 0), ("b", 100)):
+        rows = [{"edit_id": f"e{k}", "row_id": f"e{k}", "row_index": k, "status": "pending"}
+                for k in range(first, first + 5)]
+        (tmp_path / name).write_bytes(parquet_bytes(pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA)))
+    [task] = work_tasks([(str(tmp_path / "a"), 5), (str(tmp_path / "b"), 5)], batch_size=16)
+    blocks = list(read_work_rows(pa.Table.from_pylist(task), options=OPTIONS))
+    assert [row for block in blocks for row in block.column("row_index").to_pylist()] == [0, 1, 2, 3, 4, *range(100, 105)]
 
 
 def test_work_rows_have_one_schema_and_an_unknown_key_is_an_error():

@@ -39,17 +39,8 @@ def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.T
 
 def work_slices(files: list[tuple[str, int]], batch_size: int, actors: int = 1, max_rows: int = WORK_ROW_GROUP,
                 max_slices: int = 10_000) -> list[dict]:
-    """The work list cut into slices (`file`, `start`, `count`), each read by one task into one block.
-
-    A block is what one downstream task or actor call takes. Slices are whole batches, small enough that every
-    edit actor gets several (a small job spreads over the pool: four slices an actor), but no smaller than needed:
-    every slice costs a task, and past a few per actor they only add overhead. At most `max_rows` rows a slice,
-    unless that would make more than `max_slices` slices (the driver's list stays small however large the job).
-    """
-    total = sum(rows for _, rows in files)
-    per_slice = min(max_rows, -(-total // (4 * max(1, actors))))
-    per_slice = max(batch_size, per_slice, -(-total // max_slices))
-    per_slice = -(-per_slice // batch_size) * batch_size
+    """The work list cut into slices (`file`, `start`, `count`) of at most `slice_rows` rows, whole batches."""
+    per_slice = slice_rows(sum(rows for _, rows in files), batch_size, actors, max_rows, max_slices)
     return [
         {"file": uri, "start": start, "count": min(per_slice, rows - start)}
         for uri, rows in files
@@ -57,8 +48,40 @@ def work_slices(files: list[tuple[str, int]], batch_size: int, actors: int = 1, 
     ]
 
 
+def slice_rows(total: int, batch_size: int, actors: int = 1, max_rows: int = WORK_ROW_GROUP,
+               max_slices: int = 10_000) -> int:
+    """The rows of a read task of a work list of `total` rows.
+
+    A task's rows make one block, what one downstream task or actor call takes. They are whole batches, small enough
+    that every edit actor gets several (a small job spreads over the pool: four tasks an actor), but no smaller than
+    needed: every task costs, and past a few per actor they only add overhead. At most `max_rows` rows, unless that
+    would make more than `max_slices` tasks (the driver's list stays small however large the job).
+    """
+    per_slice = min(max_rows, -(-total // (4 * max(1, actors))))
+    per_slice = max(batch_size, per_slice, -(-total // max_slices))
+    return -(-per_slice // batch_size) * batch_size
+
+
+def work_tasks(files: list[tuple[str, int]], batch_size: int, actors: int = 1, max_rows: int = WORK_ROW_GROUP,
+               max_slices: int = 10_000) -> list[list[dict]]:
+    """The work list's slices (`work_slices`) grouped into read tasks of at most `slice_rows` rows each: the slices
+    of small files share a task. A re-run of 10^7 done rows and 1,000 new ones has a work file in each of its 400
+    buckets, of a few rows each: read a task per file, 400 tasks of a few milliseconds' work each paid a task's
+    cost (30 s on two cores); grouped, they are four tasks."""
+    per_task = slice_rows(sum(rows for _, rows in files), batch_size, actors, max_rows, max_slices)
+    tasks: list[list[dict]] = []
+    rows = 0
+    for piece in work_slices(files, batch_size, actors, max_rows, max_slices):
+        if not tasks or rows + piece["count"] > per_task:
+            tasks.append([])
+            rows = 0
+        tasks[-1].append(piece)
+        rows += piece["count"]
+    return tasks
+
+
 def read_work_stage(config: Config) -> Stage:
-    """The edit pass's source: slices of the run's work list (`work_slices`), one block each."""
+    """The edit pass's source: the run's work list, a task a block of slices (`work_tasks`), one slice a call."""
     return Stage(
         name="read work list", run=read_work_rows, reads=(), adds=tuple(REQUEST_SCHEMA.names), cpus=0.25,
         batch_size=1, kwargs={"options": config.storage},
