@@ -42,11 +42,10 @@ from .stages.spec import Stage, apply
 
 # A bucket's rows are decided in one task: about this many (requests and earlier records) per bucket, and no more
 # than BUCKET_BYTES of them in Arrow: rows with long prompts make more, smaller buckets (a reduce task holds its
-# partition about three times over while sorting it, and plan_bucket copies a bucket twice more). Each bucket's
-# reduce task pays a fixed cost besides its rows (a fetch from every shuffle map task's file, a task), so buckets are
-# no smaller than they need to be: 100,000 rows (a re-run's plan rows are ~250 B, 24 MiB a bucket) made a
-# 3 x 10^6-row re-run's plan 10% faster than 50,000 did.
-ROWS_PER_BUCKET = 100_000
+# partition about three times over while sorting it, and plan_bucket copies a bucket twice more). Larger buckets
+# make fewer reduce tasks (100,000 rows: a 3 x 10^6-row re-run's plan 10% faster) but a reduce task's memory then
+# grows with the manifest (10^6 -> 10^7 rows: +170 MiB USS, against +73 MiB at 50,000).
+ROWS_PER_BUCKET = 50_000
 BUCKET_BYTES = 32 * 2**20
 # Plan rows of an earlier record (ids, status, fingerprints, its file's name) in Arrow, about: they hold no prompts.
 EARLIER_ROW_BYTES = 256
@@ -64,7 +63,7 @@ SAMPLE_FILES = 4
 # handle per map task instead of an object per map task and partition, so a partition can be a single bucket.
 SMALL_PLAN_BUCKETS = 8
 # The hash shuffle's partitions: a bucket each up to MAX_PARTITIONS, so a reduce task holds one bucket however large
-# the manifest (10^7 + 10^7 rows make 200 buckets); past it (10^8 + 10^8 rows make 2,000) a partition holds a few.
+# the manifest (10^7 + 10^7 rows make 400 buckets); past it (10^8 + 10^8 rows make 4,000) a partition holds a few.
 MAX_PARTITIONS = 1024
 # Raw bytes of plan rows a shuffle map task takes at once (Ray Data merges input blocks up to this, per node).
 SHUFFLE_INPUT_BYTES = 64 * 2**20
@@ -227,7 +226,11 @@ def plan_stages(config: Config, manifest: Manifest, buckets: int, output_prefix:
                          batch_size=_FILES_PER_TASK, schema=None,
                          kwargs={"options": options, "buckets": buckets, "with_shards": with_shards,
                                  "with_scores": config.candidates.enabled}),
-        "plan": Stage(name="plan", run=plan_buckets, reads=plan_names, adds=(), cpus=0.5, schema=None,
+        # A whole CPU, as the shuffle's reduce tasks take: Ray Data then fuses the plan into the reduce (one task a
+        # bucket fetches, sorts and decides it, no hop through the object store; its release of Arrow's free pages
+        # also keeps the long-lived reduce workers' heap flat): a 10^7-row re-run's plan 302 -> 251 s, its largest
+        # process 389 -> 371 MiB USS.
+        "plan": Stage(name="plan", run=plan_buckets, reads=plan_names, adds=(), cpus=1.0, schema=None,
                       kwargs={"caption_inversion": config.captions.caption_inversion,
                               "model_id": config.model.pretrained, "run_id": run_id,
                               "output_prefix": output_prefix, "options": options,

@@ -33,7 +33,7 @@ def test_a_partition_is_a_bucket_up_to_the_cap():
 
 def test_wide_rows_make_more_buckets_of_bounded_bytes():
     narrow = 10**7 * 400  # a re-run of 10^7 rows: about 400 B of plan rows each, request and record
-    assert bucket_count(10**7, 10**7, narrow) == 200 == plan_partitions(200)
+    assert bucket_count(10**7, 10**7, narrow) == 400 == plan_partitions(400)
     wide = 10**6 * 4500  # 10^6 rows with two 2 KB prompts
     buckets = bucket_count(10**6, 0, wide)
     assert buckets > bucket_count(10**6, 0) and wide / buckets <= BUCKET_BYTES
@@ -189,3 +189,26 @@ def test_the_plan_reads_each_manifest_file_in_a_task_of_its_own(ray_local, tmp_p
                                  for f in manifest.files], override_num_blocks=len(manifest.files))
     out = apply(files, [read, requests])
     assert len(_task_ids(out)) == 3 and out.count() == 15000
+
+
+def test_the_plan_is_fused_into_the_disk_shuffles_reduce(ray_local, tmp_path):
+    """The plan stage asks for what the hash shuffle's reduce tasks take, so Ray Data runs a bucket's fetch, sort and
+    decision in one task (no hop through the object store; the plan's release of Arrow's pages also frees the
+    reduce's)."""
+    import ray
+
+    from diffedit_batch.config import Config
+    from diffedit_batch.data.manifest import inspect_manifest
+
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    _manifest(folder / "part-0.parquet", 10, 10)
+    stages = planning.plan_stages(Config(), inspect_manifest(str(folder)), buckets=9,
+                                  output_prefix=str(tmp_path / "out"), run_id="r")
+    decide = stages["plan"]
+    rows = ray.data.from_items([{"bucket": k % 9, "value": k} for k in range(36)])
+    choose_shuffle(rows, 9)
+    sizes = rows.groupby("bucket", num_partitions=9).map_groups(
+        lambda group: pa.table({"rows": [group.num_rows]}), batch_format="pyarrow", num_cpus=decide.cpus)
+    assert sorted(sizes.take_all(), key=lambda row: row["rows"]) == [{"rows": 4}] * 9
+    assert "DiskHashShuffleReduce(keys=('bucket',), partitions=9)->MapBatches(<lambda>)" in sizes.stats()
