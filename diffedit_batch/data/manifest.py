@@ -20,8 +20,6 @@ import pyarrow.parquet as pq
 
 from diffedit_batch.seeds import seed_problem
 
-from .templates import has_caption
-
 from .storage import (
     StorageError,
     StorageOptions,
@@ -33,6 +31,7 @@ from .storage import (
     resolve,
     resolve_relative,
 )
+from .templates import has_caption
 
 __all__ = [
     "JOB_COLUMNS",
