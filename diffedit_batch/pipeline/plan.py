@@ -10,7 +10,6 @@ min..max range) because loading a model is costly. Concepts are captioned in a p
 
 from __future__ import annotations
 
-import pyarrow as pa
 import ray
 
 from diffedit_batch.config import Config
@@ -66,10 +65,9 @@ def edit_pass(stages: list[Stage], work_files: list[tuple[str, int]], config: Co
     if spans is not None:
         source = ray.data.from_items(spans, override_num_blocks=len(spans))
     else:
-        # a block a read task: the slices of small work files share one (`work_tasks`)
+        # a row and a block a read task: the slices of small work files share one (`work_tasks`)
         tasks = work_tasks(work_files, job.batch_size, actors=actors)
-        source = (ray.data.from_arrow([pa.Table.from_pylist(task) for task in tasks]) if tasks
-                  else ray.data.from_items([]))
+        source = ray.data.from_items([{"slices": task} for task in tasks], override_num_blocks=max(1, len(tasks)))
     dataset = apply(source, stages)
     limit_object_store(dataset, job.object_store_mib_per_actor * 2**20 * actors)
     return dataset

@@ -432,8 +432,10 @@ def plan_run(config: Config, manifest: Manifest, earlier: list[RecordFile], outp
         requests = requests.union(records)
     decide = stages["plan"]
     choose_shuffle(requests, partitions)
+    # the sort shuffle of a small plan is not fused into its plan tasks (see "plan" in plan_stages): half a CPU each
+    cpus = decide.cpus if partitions > SMALL_PLAN_BUCKETS else decide.cpus / 2
     summaries = requests.groupby("bucket", num_partitions=partitions).map_groups(
-        decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=decide.cpus,
+        decide.run, batch_format="pyarrow", fn_kwargs=decide.kwargs, num_cpus=cpus,
     ).take_all()
     for summary in sorted(summaries, key=lambda row: row["bucket"]):
         plan.add(summary)

@@ -161,7 +161,11 @@ def test_a_stage_of_one_item_a_task_keeps_it_before_a_stage_of_larger_batches(ra
     assert len(_task_ids(out)) == 4 and sorted(out.unique("item")) == [0, 1, 2, 3]
     unfused = Stage(name="other cpus", run=passed, reads=(), adds=(), cpus=0.5, batch_size=64, schema=None)
     assert not would_bundle_items(read, unfused)  # not fused by Ray Data: nothing to keep apart
-    assert not would_bundle_items(read, Stage(name="blocks", run=passed, reads=(), adds=(), cpus=0.25, schema=None))
+    blocks = Stage(name="blocks", run=passed, reads=(), adds=(), cpus=0.25, schema=None)
+    assert not would_bundle_items(read, blocks)
+    # a chain Ray Data fuses: a stage taking blocks as they come, then one of larger batches
+    out = apply(ray.data.from_items([{"item": k} for k in range(4)], override_num_blocks=4), [read, blocks, batched])
+    assert len(_task_ids(out)) == 4
 
 
 def test_the_plan_reads_each_manifest_file_in_a_task_of_its_own(ray_local, tmp_path):

@@ -63,7 +63,7 @@ def test_the_slices_of_small_work_files_share_a_read_task(tmp_path):
                 for k in range(first, first + 5)]
         (tmp_path / name).write_bytes(parquet_bytes(pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA)))
     [task] = work_tasks([(str(tmp_path / "a"), 5), (str(tmp_path / "b"), 5)], batch_size=16)
-    blocks = list(read_work_rows(pa.Table.from_pylist(task), options=OPTIONS))
+    blocks = list(read_work_rows(pa.Table.from_pylist([{"slices": task}]), options=OPTIONS))
     assert [row for block in blocks for row in block.column("row_index").to_pylist()] == [0, 1, 2, 3, 4, *range(100, 105)]
 
 

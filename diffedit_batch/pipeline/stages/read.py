@@ -19,9 +19,14 @@ from .spec import Stage
 
 
 def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.Table]:
-    """Yield the work rows of each slice of a work-list file named in `batch` (`file`, `start`, `count`): only
-    the row groups that hold the slice are read."""
-    for uri, start, count in zip(*(batch.column(name).to_pylist() for name in ("file", "start", "count"))):
+    """Yield the work rows of each slice of a work-list file named in `batch` (`file`, `start`, `count`; or a
+    `slices` column, each row a read task's list of them: `work_tasks`): only the row groups that hold the slice
+    are read."""
+    if "slices" in batch.column_names:
+        pieces = [piece for task in batch.column("slices").to_pylist() for piece in task]
+    else:
+        pieces = batch.select(["file", "start", "count"]).to_pylist()
+    for uri, start, count in ((piece["file"], piece["start"], piece["count"]) for piece in pieces):
         filesystem, path = resolve(uri, options)
         with filesystem.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
@@ -81,7 +86,7 @@ def work_tasks(files: list[tuple[str, int]], batch_size: int, actors: int = 1, m
 
 
 def read_work_stage(config: Config) -> Stage:
-    """The edit pass's source: the run's work list, a task a block of slices (`work_tasks`), one slice a call."""
+    """The edit pass's source: the run's work list, a read task's slices a row (`work_tasks`)."""
     return Stage(
         name="read work list", run=read_work_rows, reads=(), adds=tuple(REQUEST_SCHEMA.names), cpus=0.25,
         batch_size=1, kwargs={"options": config.storage},

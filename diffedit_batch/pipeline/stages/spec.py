@@ -90,30 +90,37 @@ def quiet_model_loading() -> None:
 
 
 def apply(dataset, stages: Sequence[Stage]):
-    """`dataset` with each stage mapped over it, in order. A source stage that takes one item a task keeps doing so
-    (`would_bundle_items`)."""
+    """`dataset` with each stage mapped over it, in order. A source stage that takes one item a task keeps doing so:
+    a later stage that Ray Data would fuse with it and that takes larger batches (`would_bundle_items`) is kept
+    apart."""
+    source = None  # a one-item-a-task stage heading the stages Ray Data fuses with it
     previous = None
     for stage in stages:
         args = stage.map_batches_args()
-        if previous is not None and would_bundle_items(previous, stage):
-            args["ray_remote_args_fn"] = _no_remote_args
+        fused = previous is not None and _fuses(previous, stage)
+        if fused and source is not None and would_bundle_items(source, stage):
+            # Ray Data fuses only stages of equal remote arguments. SPREAD is the scheduling it gives a task of
+            # small arguments anyway (a work row, not its picture); named here, it makes the arguments differ.
+            args["scheduling_strategy"] = "SPREAD"
+            fused = False
+        if not fused:
+            source = stage if stage.batch_size == 1 and not stage.is_actor_pool else None
         dataset = dataset.map_batches(stage.run, **args)
         previous = stage
     return dataset
 
 
+def _fuses(upstream: Stage, downstream: Stage) -> bool:
+    """Whether Ray Data fuses `downstream` into `upstream`: a task stage into a task or actor stage of equal
+    resources (the stages' other remote arguments are the same)."""
+    return not upstream.is_actor_pool and (upstream.cpus, upstream.gpus) == (downstream.cpus, downstream.gpus)
+
+
 def would_bundle_items(upstream: Stage, downstream: Stage) -> bool:
-    """Whether Ray Data would fuse `downstream` into `upstream` and so hand each fused task `downstream.batch_size`
-    of `upstream`'s inputs. A fused task takes the larger of the two stages' batch sizes in *input* rows: a stage
-    that reads one file or slice a task (batch size 1) fused with one of batch size 32 reads 32 files in one task,
-    and a manifest of a few files is read by one task on one core (the plan's requests read a 10^7-row manifest
-    serially: 300 s on two cores). Ray Data fuses two task stages whose resources are equal."""
-    return (upstream.batch_size == 1 and not upstream.is_actor_pool and not downstream.is_actor_pool
-            and downstream.batch_size is not None and downstream.batch_size > 1
-            and (upstream.cpus, upstream.gpus) == (downstream.cpus, downstream.gpus))
-
-
-def _no_remote_args() -> dict:
-    """A `ray_remote_args_fn` that changes nothing: Ray Data never fuses a stage that has one, so the stage before
-    it keeps one input item a task (`would_bundle_items`)."""
-    return {}
+    """Whether `downstream`, fused with `upstream` (directly or through stages that take blocks as they come), would
+    hand each fused task `downstream.batch_size` of `upstream`'s inputs. A fused task takes the largest batch size of
+    its stages in *input* rows: a stage that reads one file or slice a task (batch size 1) fused with one of batch
+    size 32 reads 32 files in one task, and a manifest of a few files is read by one task on one core (the plan's
+    requests read a 10^7-row manifest serially: 300 s on two cores)."""
+    return (upstream.batch_size == 1 and downstream.batch_size is not None and downstream.batch_size > 1
+            and _fuses(upstream, downstream))
