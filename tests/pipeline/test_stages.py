@@ -41,7 +41,8 @@ def test_work_rows_are_read_in_slices_of_whole_batches(tmp_path):
     assert [s["count"] for s in work_slices([(str(work), 2500)], batch_size=8)] == [632, 632, 632, 604]
     assert [s["count"] for s in work_slices([("w", 20000)], batch_size=32)] == [1024] * 19 + [544]
     assert [s["count"] for s in work_slices([("w", 2500)], batch_size=8, max_slices=2)] == [1256, 1244]
-    [out] = read_work_rows(pa.Table.from_pylist([{"file": str(work), "start": 1020, "count": 10}]), options=OPTIONS)
+    [out] = read_work_rows(pa.Table.from_pylist([{"slices": [{"file": str(work), "start": 1020, "count": 10}]}]),
+                           options=OPTIONS)
     assert out.schema == WORK_SCHEMA and out.column("row_index").to_pylist() == list(range(1020, 1030))
 
 

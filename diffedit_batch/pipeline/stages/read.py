@@ -19,13 +19,10 @@ from .spec import Stage
 
 
 def read_work_rows(batch: pa.Table, *, options: StorageOptions) -> Iterator[pa.Table]:
-    """Yield the work rows of each slice of a work-list file named in `batch` (`file`, `start`, `count`; or a
-    `slices` column, each row a read task's list of them: `work_tasks`): only the row groups that hold the slice
-    are read."""
-    if "slices" in batch.column_names:
-        pieces = [piece for task in batch.column("slices").to_pylist() for piece in task]
-    else:
-        pieces = batch.select(["file", "start", "count"]).to_pylist()
+    """Yield the work rows of each slice (`file`, `start`, `count`) of a work-list file that `batch` names: its
+    `slices` column, each row a read task's list of them (`work_tasks`). Only the row groups that hold a slice are
+    read."""
+    pieces = [piece for task in batch.column("slices").to_pylist() for piece in task]
     for uri, start, count in ((piece["file"], piece["start"], piece["count"]) for piece in pieces):
         filesystem, path = resolve(uri, options)
         with filesystem.open_input_file(path) as handle:
